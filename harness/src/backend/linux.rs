@@ -1,0 +1,758 @@
+//! The Linux backend: the matrix realized with Linux's analog resources, counted from procfs.
+//!
+//! Where each axis is realized:
+//! - `thread`: [`Linux::cycle`] (attribute detached or joinable; `pthread_join` or not);
+//! - `self`: [`thread_main`], K thread handles (`pidfd_open(tid, PIDFD_THREAD)`, or a `/proc/thread-self`
+//!   directory fd on kernels before 6.9), closed by the thread when balanced;
+//! - `exc`: [`thread_main`], a guarded `sigaltstack` region and a `timer_create(SIGEV_THREAD_ID)` timer,
+//!   as language runtimes install per thread; torn down by the thread when restored;
+//! - `fix`: [`on_thread_exit`], a TSD destructor that closes the handles the thread still holds.
+//!
+//! Threads are raw pthreads, not `std::thread`, so that nothing but the workload runs in them. Probes read
+//! procfs with `open`/`read`/`getdents64` into stack buffers: a probe that allocated could move the heap
+//! and show up in `vm_kib` and `maps`.
+
+use std::ffi::{c_int, c_void, CStr};
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::time::{Duration, Instant};
+
+use super::{CallError, SettleError, SettleFailure, Workload};
+use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
+use crate::record::{Os, Params};
+
+/// Stack size of every workload thread. Fixed rather than taken from `RLIMIT_STACK`, so that `vm_kib`
+/// of an unjoined thread (stack plus one guard page) does not depend on the caller's `ulimit -s`.
+const STACK_BYTES: usize = 8 << 20;
+
+/// The alternate signal stack a runtime gives each thread, and its guard page below it.
+const ALTSTACK_BYTES: usize = 64 << 10;
+
+/// `PIDFD_THREAD` (Linux 6.9, include/uapi/linux/pidfd.h): a pidfd for a thread rather than a process.
+/// It is defined as `O_EXCL`.
+const PIDFD_THREAD: c_int = libc::O_EXCL;
+
+/// The settle step's bound: past this, the census is called inconclusive rather than waited for.
+const SETTLE_LIMIT: Duration = Duration::from_secs(5);
+
+/// The environment variable that forces the self-handle kind (`pidfd` or `proc-thread-self`), so the
+/// fallback taken on kernels before 6.9 can be exercised on any kernel.
+const SELF_HANDLE_ENV: &str = "THREADLEAK_LINUX_SELF_HANDLE";
+
+fn errno() -> c_int {
+    std::io::Error::last_os_error().raw_os_error().unwrap_or(0)
+}
+
+/// The one place that turns a `-1` return into a [`CallError`].
+fn check(call: &'static str, ret: c_int) -> Result<c_int, CallError> {
+    if ret == -1 {
+        Err(CallError {
+            call,
+            errno: errno(),
+        })
+    } else {
+        Ok(ret)
+    }
+}
+
+/// For the pthread functions, which return the error number instead of setting errno.
+fn check_pthread(call: &'static str, ret: c_int) -> Result<(), CallError> {
+    if ret == 0 {
+        Ok(())
+    } else {
+        Err(CallError { call, errno: ret })
+    }
+}
+
+/// What the `self` axis opens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SelfHandle {
+    Pidfd,
+    ProcThreadSelf,
+}
+
+impl SelfHandle {
+    /// Opens one handle to the calling thread.
+    fn open(self) -> Result<c_int, CallError> {
+        match self {
+            SelfHandle::Pidfd => {
+                // SAFETY: gettid and pidfd_open take plain integers and touch no memory of ours.
+                let fd = unsafe {
+                    let tid = libc::gettid();
+                    libc::syscall(libc::SYS_pidfd_open, tid, PIDFD_THREAD)
+                };
+                check("pidfd_open", fd as c_int)
+            }
+            SelfHandle::ProcThreadSelf => {
+                // SAFETY: the path is a NUL-terminated literal.
+                let fd = unsafe {
+                    libc::open(
+                        c"/proc/thread-self".as_ptr(),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+                    )
+                };
+                check("open /proc/thread-self", fd)
+            }
+        }
+    }
+
+    /// Picks the handle kind: a thread pidfd when the kernel has `PIDFD_THREAD`, else the procfs fallback.
+    fn detect() -> Result<SelfHandle, CallError> {
+        match std::env::var(SELF_HANDLE_ENV).as_deref() {
+            Ok("pidfd") => return Ok(SelfHandle::Pidfd),
+            Ok("proc-thread-self") => return Ok(SelfHandle::ProcThreadSelf),
+            _ => {}
+        }
+        match SelfHandle::Pidfd.open() {
+            Ok(fd) => {
+                close(fd);
+                Ok(SelfHandle::Pidfd)
+            }
+            // EINVAL: a kernel before 6.9 rejects the flag; ENOSYS: one before 5.3 lacks the call.
+            Err(e) if e.errno == libc::EINVAL || e.errno == libc::ENOSYS => {
+                Ok(SelfHandle::ProcThreadSelf)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn close(fd: c_int) {
+    // SAFETY: closes a descriptor this module opened and owns; nothing else refers to it.
+    unsafe { libc::close(fd) };
+}
+
+/// State shared between the child's main thread and the one workload thread alive at a time.
+///
+/// The main thread writes it only while no workload thread runs; a workload thread writes it before it
+/// posts `done`, and the main thread reads it after `sem_wait` returns (POSIX makes both a memory
+/// synchronization point).
+struct ThreadCtx {
+    done: libc::sem_t,
+    exit_key: libc::pthread_key_t,
+    self_ref: SelfRef,
+    exc: Exc,
+    fix: Fix,
+    handle: SelfHandle,
+    /// K handle slots, allocated once by the main thread so that thread bodies never allocate.
+    handles: Vec<c_int>,
+    /// How many of `handles` the thread holds.
+    held: usize,
+    /// The first call that failed in the thread.
+    failure: Option<CallError>,
+}
+
+/// The workload thread. Realizes the `self` and `exc` axes; returns a null pointer.
+extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` is the ThreadCtx the main thread passed, which outlives this thread's use of it (the
+    // main thread waits for `done`, posted from `on_thread_exit` after the last access).
+    let ctx = unsafe { &mut *arg.cast::<ThreadCtx>() };
+    // SAFETY: the key was created by `Linux::open`; a non-null value makes its destructor run at exit.
+    let ret = unsafe { libc::pthread_setspecific(ctx.exit_key, arg) };
+    if let Err(e) = check_pthread("pthread_setspecific", ret) {
+        ctx.failure = Some(e);
+        // SAFETY: `done` was initialized by `sem_init`; without the destructor, post here.
+        unsafe { libc::sem_post(&mut ctx.done) };
+        return ptr::null_mut();
+    }
+    if let Err(e) = take_self_handles(ctx).and_then(|()| exception_machinery(ctx)) {
+        ctx.failure.get_or_insert(e);
+    }
+    ptr::null_mut()
+}
+
+/// The `self` axis: K handles to the thread itself, released again when balanced.
+fn take_self_handles(ctx: &mut ThreadCtx) -> Result<(), CallError> {
+    if ctx.self_ref == SelfRef::None {
+        return Ok(());
+    }
+    for slot in 0..ctx.handles.len() {
+        ctx.handles[slot] = ctx.handle.open()?;
+        ctx.held = slot + 1;
+    }
+    if ctx.self_ref == SelfRef::Balanced {
+        for &fd in &ctx.handles[..ctx.held] {
+            close(fd);
+        }
+        ctx.held = 0;
+    }
+    Ok(())
+}
+
+/// The `exc` axis: a guarded alternate signal stack and a timer aimed at this thread, as runtimes install
+/// for their per-thread signal handling; removed again when restored.
+fn exception_machinery(ctx: &mut ThreadCtx) -> Result<(), CallError> {
+    if ctx.exc == Exc::None {
+        return Ok(());
+    }
+    let page = page_size();
+    let len = ALTSTACK_BYTES + page;
+    // SAFETY: an anonymous mapping at an address of the kernel's choosing aliases nothing.
+    let base = unsafe {
+        libc::mmap(
+            ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK,
+            -1,
+            0,
+        )
+    };
+    if base == libc::MAP_FAILED {
+        return Err(CallError {
+            call: "mmap (sigaltstack)",
+            errno: errno(),
+        });
+    }
+    // SAFETY: the first page of the mapping just made; stacks grow down, so the guard goes below.
+    check("mprotect (sigaltstack guard)", unsafe {
+        libc::mprotect(base, page, libc::PROT_NONE)
+    })?;
+    let stack = libc::stack_t {
+        ss_sp: base.cast::<u8>().wrapping_add(page).cast(),
+        ss_flags: 0,
+        ss_size: ALTSTACK_BYTES,
+    };
+    // SAFETY: `stack` describes memory this thread owns for as long as it is installed.
+    check("sigaltstack", unsafe {
+        libc::sigaltstack(&stack, ptr::null_mut())
+    })?;
+
+    // SAFETY: sigevent is plain data; zero is a valid starting value for every field.
+    let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
+    event.sigev_notify = libc::SIGEV_THREAD_ID;
+    event.sigev_signo = libc::SIGURG; // never delivered: the timer is never armed
+                                      // SAFETY: gettid has no preconditions.
+    event.sigev_notify_thread_id = unsafe { libc::gettid() };
+    let mut timer: libc::timer_t = ptr::null_mut();
+    // SAFETY: `event` and `timer` are valid for the call.
+    check("timer_create", unsafe {
+        libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer)
+    })?;
+
+    if ctx.exc == Exc::Restored {
+        // SAFETY: the timer was created above and is deleted once.
+        check("timer_delete", unsafe { libc::timer_delete(timer) })?;
+        let off = libc::stack_t {
+            ss_sp: ptr::null_mut(),
+            ss_flags: libc::SS_DISABLE,
+            ss_size: 0,
+        };
+        // SAFETY: disabling needs no memory; the thread is not running on the alternate stack.
+        check("sigaltstack (disable)", unsafe {
+            libc::sigaltstack(&off, ptr::null_mut())
+        })?;
+        // SAFETY: the mapping is no longer installed anywhere.
+        check("munmap (sigaltstack)", unsafe { libc::munmap(base, len) })?;
+    }
+    Ok(())
+}
+
+/// The TSD destructor every workload thread registers: the `fix` axis, then the handshake.
+///
+/// Posting from here, rather than from the thread body, means the main thread never reuses the context
+/// while a previous thread's destructor still reads it.
+extern "C" fn on_thread_exit(arg: *mut c_void) {
+    // SAFETY: `arg` is the value set by `thread_main`, the live ThreadCtx.
+    let ctx = unsafe { &mut *arg.cast::<ThreadCtx>() };
+    if ctx.fix == Fix::On {
+        // The analog of Clozure CL's shutdown_thread_tcr trimming the thread port's references: release
+        // every self handle the thread still holds.
+        for &fd in &ctx.handles[..ctx.held] {
+            close(fd);
+        }
+        ctx.held = 0;
+    }
+    // SAFETY: `done` was initialized by `sem_init` and is posted once per thread.
+    unsafe { libc::sem_post(&mut ctx.done) };
+}
+
+extern "C" fn sentinel_main(_: *mut c_void) -> *mut c_void {
+    ptr::null_mut()
+}
+
+fn page_size() -> usize {
+    // SAFETY: sysconf has no preconditions.
+    unsafe { libc::sysconf(libc::_SC_PAGESIZE) as usize }
+}
+
+/// One cell's workload in this process.
+pub struct Linux {
+    thread: ThreadKind,
+    /// Boxed so its address stays fixed while threads hold it; freed in `Drop`.
+    ctx: *mut ThreadCtx,
+    attr: libc::pthread_attr_t,
+    tasks_baseline: i64,
+    notes: Vec<String>,
+}
+
+impl Linux {
+    pub fn open(cell: Cell, params: &Params) -> Result<Linux, CallError> {
+        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only. A child whose runner dies is
+        // killed rather than left behind.
+        check("prctl(PR_SET_PDEATHSIG)", unsafe {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL)
+        })?;
+        raise_fd_limit()?;
+
+        let mut notes = Vec::new();
+        let handle = SelfHandle::detect()?;
+        if handle == SelfHandle::ProcThreadSelf && cell.self_ref != SelfRef::None {
+            notes.push(
+                "self handles are /proc/thread-self directory fds: this kernel has no PIDFD_THREAD (Linux < 6.9) \
+                 or THREADLEAK_LINUX_SELF_HANDLE asked for them"
+                    .to_owned(),
+            );
+        }
+        let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+        if !tunables.contains("glibc.pthread.stack_cache_size=0") {
+            notes.push("glibc's stack cache is on (GLIBC_TUNABLES not set by the runner): maps and vm_kib are noisy".to_owned());
+        }
+
+        let mut exit_key: libc::pthread_key_t = 0;
+        // SAFETY: `exit_key` is valid for writing; the destructor is an extern "C" fn of the right type.
+        check_pthread("pthread_key_create", unsafe {
+            libc::pthread_key_create(&mut exit_key, Some(on_thread_exit))
+        })?;
+
+        let ctx = Box::into_raw(Box::new(ThreadCtx {
+            // SAFETY: sem_t is plain data, initialized by sem_init below before any use.
+            done: unsafe { MaybeUninit::zeroed().assume_init() },
+            exit_key,
+            self_ref: cell.self_ref,
+            exc: cell.exc,
+            fix: cell.fix,
+            handle,
+            handles: vec![-1; params.self_calls as usize],
+            held: 0,
+            failure: None,
+        }));
+        // SAFETY: `ctx` was just allocated; an unshared (pshared = 0) semaphore starting at 0.
+        check("sem_init", unsafe {
+            libc::sem_init(&mut (*ctx).done, 0, 0)
+        })?;
+
+        // SAFETY: pthread_attr_t is initialized by pthread_attr_init before use.
+        let mut attr: libc::pthread_attr_t = unsafe { MaybeUninit::zeroed().assume_init() };
+        // SAFETY: `attr` is valid for writing.
+        check_pthread("pthread_attr_init", unsafe {
+            libc::pthread_attr_init(&mut attr)
+        })?;
+        let detach = match cell.thread {
+            ThreadKind::Detached => libc::PTHREAD_CREATE_DETACHED,
+            ThreadKind::Joined | ThreadKind::Unjoined => libc::PTHREAD_CREATE_JOINABLE,
+        };
+        // SAFETY: `attr` was initialized above.
+        check_pthread("pthread_attr_setdetachstate", unsafe {
+            libc::pthread_attr_setdetachstate(&mut attr, detach)
+        })?;
+        // SAFETY: as above.
+        check_pthread("pthread_attr_setstacksize", unsafe {
+            libc::pthread_attr_setstacksize(&mut attr, STACK_BYTES)
+        })?;
+
+        let mut linux = Linux {
+            thread: cell.thread,
+            ctx,
+            attr,
+            tasks_baseline: 0,
+            notes,
+        };
+        linux.tasks_baseline = count_dir_entries(c"/proc/self/task")?;
+        Ok(linux)
+    }
+
+    fn wait_for_tasks(&self, deadline: Instant) -> Result<(), SettleFailure> {
+        let mut pause = Duration::from_micros(20);
+        loop {
+            let tasks = count_dir_entries(c"/proc/self/task")?;
+            if tasks <= self.tasks_baseline {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(SettleFailure::TimedOut(SettleError {
+                    waited_ms: SETTLE_LIMIT.as_millis() as u64,
+                    detail: format!(
+                        "/proc/self/task has {tasks} entries, baseline {}",
+                        self.tasks_baseline
+                    ),
+                }));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
+        }
+    }
+}
+
+impl Drop for Linux {
+    fn drop(&mut self) {
+        // SAFETY: `ctx` came from Box::into_raw in `open` and no thread uses it once the main thread has
+        // stopped creating them (each cycle waits for its thread's last access).
+        unsafe {
+            libc::pthread_attr_destroy(&mut self.attr);
+            libc::sem_destroy(&mut (*self.ctx).done);
+            drop(Box::from_raw(self.ctx));
+        }
+    }
+}
+
+impl Workload for Linux {
+    fn cycle(&mut self) -> Result<(), CallError> {
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: no workload thread is alive, so the main thread has the context to itself.
+        unsafe { (*self.ctx).failure = None };
+        // SAFETY: `attr` is initialized; `ctx` outlives the thread's use of it (we wait for `done`).
+        let ret =
+            unsafe { libc::pthread_create(&mut thread, &self.attr, thread_main, self.ctx.cast()) };
+        check_pthread("pthread_create", ret)?;
+        loop {
+            // SAFETY: `done` is initialized; sem_wait blocks until the thread's exit hook posts it.
+            if unsafe { libc::sem_wait(&mut (*self.ctx).done) } == 0 {
+                break;
+            }
+            let e = errno();
+            if e != libc::EINTR {
+                return Err(CallError {
+                    call: "sem_wait",
+                    errno: e,
+                });
+            }
+        }
+        if self.thread == ThreadKind::Joined {
+            // SAFETY: a joinable thread created above, joined once.
+            check_pthread("pthread_join", unsafe {
+                libc::pthread_join(thread, ptr::null_mut())
+            })?;
+        }
+        // SAFETY: the thread posted `done` after its last access to the context.
+        let ctx = unsafe { &mut *self.ctx };
+        // Handles the thread kept are the leak being measured: forget them, never close them here.
+        ctx.held = 0;
+        match ctx.failure.take() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    fn settle(&mut self) -> Result<(), SettleFailure> {
+        let deadline = Instant::now() + SETTLE_LIMIT;
+        self.wait_for_tasks(deadline)?;
+        // glibc frees an exited thread's stack only when a later thread is queued for freeing (its own
+        // stack is still in use while it exits); creating and joining one sentinel flushes the queue
+        // (glibc nptl/nptl-stack.c, queue_stack and free_stacks).
+        let mut sentinel: libc::pthread_t = 0;
+        // SAFETY: default attributes, a body that touches nothing.
+        check_pthread("pthread_create (sentinel)", unsafe {
+            libc::pthread_create(&mut sentinel, ptr::null(), sentinel_main, ptr::null_mut())
+        })?;
+        // SAFETY: joinable sentinel created above, joined once.
+        check_pthread("pthread_join (sentinel)", unsafe {
+            libc::pthread_join(sentinel, ptr::null_mut())
+        })?;
+        self.wait_for_tasks(deadline)
+    }
+
+    fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
+        // The probe's own descriptor is among the entries it lists.
+        out[0] = count_dir_entries(c"/proc/self/fd")? - 1;
+        let (maps, heap_bytes) = maps_and_heap()?;
+        out[1] = maps;
+        // The brk heap is left out: malloc grows it in steps of its top pad (128 KiB) whatever the cause,
+        // which would turn an exact count of mappings into a rounding artefact. Heap bytes are not a
+        // kernel resource of the thread (an unjoined thread's glibc DTV, 288 bytes, lives there).
+        out[2] = status_field(c"/proc/self/status", b"VmSize:")? - heap_bytes / 1024;
+        out[3] = count_lines(c"/proc/self/timers", b"ID:")?;
+        out[4] = count_dir_entries(c"/proc/self/task")?;
+        Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        self.notes.clone()
+    }
+}
+
+/// Lets a leaking cell run into the hard limit rather than the (often 1024) soft one.
+fn raise_fd_limit() -> Result<(), CallError> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is valid for writing.
+    check("getrlimit(RLIMIT_NOFILE)", unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim)
+    })?;
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid rlimit.
+        check("setrlimit(RLIMIT_NOFILE)", unsafe {
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim)
+        })?;
+    }
+    Ok(())
+}
+
+/// An open procfs file, closed on drop.
+struct ProcFile(c_int);
+
+impl ProcFile {
+    fn open(path: &'static CStr, flags: c_int) -> Result<ProcFile, CallError> {
+        // SAFETY: `path` is NUL-terminated.
+        let fd = unsafe { libc::open(path.as_ptr(), flags | libc::O_RDONLY | libc::O_CLOEXEC) };
+        check("open (procfs probe)", fd).map(ProcFile)
+    }
+
+    /// Feeds the file's bytes to `f` through a stack buffer.
+    fn for_each_chunk(&self, mut f: impl FnMut(&[u8])) -> Result<(), CallError> {
+        let mut buf = [0u8; 16 << 10];
+        loop {
+            // SAFETY: `buf` is valid for `buf.len()` bytes.
+            let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+            match n {
+                0 => return Ok(()),
+                n if n < 0 => {
+                    return Err(CallError {
+                        call: "read (procfs probe)",
+                        errno: errno(),
+                    })
+                }
+                n => f(&buf[..n as usize]),
+            }
+        }
+    }
+}
+
+impl Drop for ProcFile {
+    fn drop(&mut self) {
+        close(self.0);
+    }
+}
+
+/// Entries of a procfs directory, `.` and `..` excluded, read with getdents64.
+fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
+    let dir = ProcFile::open(path, libc::O_DIRECTORY)?;
+    let mut buf = [0u8; 16 << 10];
+    let mut count = 0i64;
+    loop {
+        // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel fills it with linux_dirent64 records.
+        let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.0, buf.as_mut_ptr(), buf.len()) };
+        if n < 0 {
+            return Err(CallError {
+                call: "getdents64 (procfs probe)",
+                errno: errno(),
+            });
+        }
+        if n == 0 {
+            return Ok(count - 2);
+        }
+        // linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, name (include/linux/dirent.h).
+        let mut off = 0usize;
+        while off + 19 <= n as usize {
+            let reclen = u16::from_ne_bytes([buf[off + 16], buf[off + 17]]) as usize;
+            if reclen == 0 {
+                break;
+            }
+            count += 1;
+            off += reclen;
+        }
+    }
+}
+
+/// Lines of a procfs file that start with `prefix`.
+fn count_lines(path: &'static CStr, prefix: &[u8]) -> Result<i64, CallError> {
+    let file = ProcFile::open(path, 0)?;
+    let mut count = 0i64;
+    // How many bytes of the prefix the current line has matched, or None once it cannot match.
+    let mut matched: Option<usize> = Some(0);
+    file.for_each_chunk(|chunk| {
+        for &b in chunk {
+            if b == b'\n' {
+                matched = Some(0);
+            } else if let Some(m) = matched {
+                matched = (b == prefix[m]).then_some(m + 1);
+                if matched == Some(prefix.len()) {
+                    count += 1;
+                    matched = None;
+                }
+            }
+        }
+    })?;
+    Ok(count)
+}
+
+/// The mappings of this process, and the size of its brk heap, from /proc/self/maps.
+fn maps_and_heap() -> Result<(i64, i64), CallError> {
+    let file = ProcFile::open(c"/proc/self/maps", 0)?;
+    let mut lines = 0i64;
+    let mut heap_bytes = 0i64;
+    // Each line is `start-end perms offset dev inode   path`; keep its start and its last bytes.
+    let mut head = [0u8; 40];
+    let mut head_len = 0usize;
+    let mut tail = [0u8; 6];
+    file.for_each_chunk(|chunk| {
+        for &b in chunk {
+            if b != b'\n' {
+                if head_len < head.len() {
+                    head[head_len] = b;
+                    head_len += 1;
+                }
+                tail.copy_within(1.., 0);
+                tail[5] = b;
+                continue;
+            }
+            lines += 1;
+            if &tail == b"[heap]" {
+                heap_bytes += range_len(&head[..head_len]);
+            }
+            head_len = 0;
+            tail = [0; 6];
+        }
+    })?;
+    Ok((lines, heap_bytes))
+}
+
+/// The length of the `start-end` hex range a maps line begins with (0 if it does not parse).
+fn range_len(line: &[u8]) -> i64 {
+    let hex = |digits: &[u8]| -> Option<u64> {
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|t| u64::from_str_radix(t, 16).ok())
+    };
+    let dash = line.iter().position(|&b| b == b'-');
+    let space = line.iter().position(|&b| b == b' ');
+    match (dash, space) {
+        (Some(d), Some(sp)) if d < sp => match (hex(&line[..d]), hex(&line[d + 1..sp])) {
+            (Some(start), Some(end)) if end >= start => (end - start) as i64,
+            _ => 0,
+        },
+        _ => 0,
+    }
+}
+
+/// The number after `field` in a `key: value kB` file such as /proc/self/status.
+fn status_field(path: &'static CStr, field: &[u8]) -> Result<i64, CallError> {
+    let file = ProcFile::open(path, 0)?;
+    // /proc/self/status is a few KiB; keep it whole in a stack buffer.
+    let mut text = [0u8; 8 << 10];
+    let mut len = 0usize;
+    file.for_each_chunk(|chunk| {
+        let take = chunk.len().min(text.len() - len);
+        text[len..len + take].copy_from_slice(&chunk[..take]);
+        len += take;
+    })?;
+    let text = &text[..len];
+    let missing = CallError {
+        call: "parse /proc/self/status (field missing)",
+        errno: libc::ENODATA,
+    };
+    let start = text
+        .windows(field.len())
+        .position(|w| w == field)
+        .ok_or(missing)?
+        + field.len();
+    let digits = text[start..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit());
+    let mut value = 0i64;
+    let mut any = false;
+    for &d in digits {
+        value = value * 10 + i64::from(d - b'0');
+        any = true;
+    }
+    if any {
+        Ok(value)
+    } else {
+        Err(missing)
+    }
+}
+
+/// The machine, from uname(2) and glibc.
+pub fn os() -> Os {
+    // SAFETY: utsname is plain data; uname fills it.
+    let mut uts: libc::utsname = unsafe { MaybeUninit::zeroed().assume_init() };
+    // SAFETY: `uts` is valid for writing.
+    let ok = unsafe { libc::uname(&mut uts) } == 0;
+    let field = |f: &[libc::c_char]| -> String {
+        if !ok {
+            return String::new();
+        }
+        // SAFETY: uname NUL-terminates each field within its array.
+        unsafe { CStr::from_ptr(f.as_ptr()) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Os {
+        family: "linux".to_owned(),
+        release: field(&uts.release),
+        version: field(&uts.version),
+        arch: std::env::consts::ARCH.to_owned(),
+        libc: libc_version(),
+    }
+}
+
+#[cfg(target_env = "gnu")]
+fn libc_version() -> String {
+    // SAFETY: gnu_get_libc_version returns a static NUL-terminated string.
+    let v = unsafe { CStr::from_ptr(libc::gnu_get_libc_version()) };
+    format!("glibc {}", v.to_string_lossy())
+}
+
+#[cfg(not(target_env = "gnu"))]
+fn libc_version() -> String {
+    std::env::consts::OS.to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_read_this_process() {
+        assert!(count_dir_entries(c"/proc/self/task").unwrap() >= 1);
+        assert!(count_dir_entries(c"/proc/self/fd").unwrap() >= 3);
+        let (maps, heap) = maps_and_heap().unwrap();
+        let text = std::fs::read_to_string("/proc/self/maps").unwrap();
+        // Test threads run beside this one and can map stacks in between; the counts stay close.
+        assert!(
+            (maps - text.lines().count() as i64).abs() < 50,
+            "{maps} vs {}",
+            text.lines().count()
+        );
+        let expected: i64 = text
+            .lines()
+            .filter(|l| l.ends_with("[heap]"))
+            .map(|l| range_len(l.as_bytes()))
+            .sum();
+        assert!((heap - expected).abs() <= 1 << 20, "{heap} vs {expected}");
+        assert_eq!(count_lines(c"/proc/self/status", b"VmSize:").unwrap(), 1);
+        assert!(status_field(c"/proc/self/status", b"VmSize:").unwrap() > 0);
+    }
+
+    #[test]
+    fn maps_ranges_parse() {
+        assert_eq!(
+            range_len(b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0"),
+            0x21000
+        );
+        assert_eq!(range_len(b"garbage"), 0);
+        assert_eq!(range_len(b"ffff-0000 r"), 0);
+    }
+
+    #[test]
+    fn a_missing_status_field_is_an_error() {
+        let err = status_field(c"/proc/self/status", b"NoSuchField:").unwrap_err();
+        assert_eq!(err.errno, libc::ENODATA);
+    }
+
+    #[test]
+    fn os_names_the_kernel_and_glibc() {
+        let os = os();
+        assert_eq!(os.family, "linux");
+        assert!(!os.release.is_empty());
+        assert!(
+            os.libc.starts_with("glibc ") || !cfg!(target_env = "gnu"),
+            "{}",
+            os.libc
+        );
+    }
+}

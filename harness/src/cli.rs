@@ -1,0 +1,278 @@
+//! The command line: parses arguments, prints, and picks the exit code. Nothing else in the crate prints.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::backend::Backend;
+use crate::exit::ExitCode;
+use crate::matrix::{self, Cell, Filter};
+use crate::record::{Params, Status};
+use crate::report::{self, Format};
+use crate::runner::{self, RunConfig, CHILD_SUBCOMMAND};
+
+/// Reproduces and measures kernel resources leaked by thread creation, one subprocess per scenario.
+#[derive(Debug, Parser)]
+#[command(name = "threadleak", version, about, after_help = EXIT_HELP)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+const EXIT_HELP: &str =
+    "Exit codes: 0 every cell completed; 2 usage error; 3 some cell timed out, crashed or \
+                         failed; 4 the run itself failed; 130 interrupted.";
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print the cells of the matrix (those selected by --cell, if given).
+    List {
+        /// Select cells by axis values, e.g. `thread=unjoined` or `self=leaked,fix=on` (repeatable).
+        #[arg(long = "cell", value_name = "FILTER")]
+        cells: Vec<Filter>,
+    },
+    /// Run cells, one child process each, and report each counter's change per thread.
+    Run(RunArgs),
+    /// Run one cell in this process and print its report (used by `run`).
+    #[command(name = CHILD_SUBCOMMAND, hide = true)]
+    Child(ChildArgs),
+}
+
+/// Parameters every cell gets.
+#[derive(Debug, Args)]
+struct CellParams {
+    /// Threads created per cell after warm-up.
+    #[arg(long, default_value_t = Params::default().cycles, value_parser = clap::value_parser!(u32).range(2..))]
+    cycles: u32,
+    /// Threads created before the baseline census (at least one, to load the exit path's libraries).
+    #[arg(long, default_value_t = Params::default().warmup, value_parser = clap::value_parser!(u32).range(1..))]
+    warmup: u32,
+    /// K: self references each thread takes when the `self` axis is `leaked` or `balanced`.
+    #[arg(long, value_name = "K", default_value_t = Params::default().self_calls, value_parser = clap::value_parser!(u32).range(1..))]
+    self_calls: u32,
+}
+
+impl CellParams {
+    fn params(&self) -> Params {
+        Params {
+            cycles: self.cycles,
+            warmup: self.warmup,
+            self_calls: self.self_calls,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Backend to run (default: the one native to this machine).
+    #[arg(long)]
+    backend: Option<Backend>,
+    /// Select cells by axis values, e.g. `thread=unjoined` or `self=leaked,fix=on` (repeatable; default: all).
+    #[arg(long = "cell", value_name = "FILTER")]
+    cells: Vec<Filter>,
+    #[command(flatten)]
+    params: CellParams,
+    /// Children run at once (default: the number of cores).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..1024))]
+    jobs: Option<u64>,
+    /// Wall time a cell may take before its child's process group is killed (`500ms`, `30s`, `2m`).
+    #[arg(long, default_value = "60s", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+struct ChildArgs {
+    #[arg(long)]
+    backend: Backend,
+    #[arg(long)]
+    cell: Cell,
+    #[command(flatten)]
+    params: CellParams,
+}
+
+/// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: f64 = number
+        .parse()
+        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 30s or 2m"))?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        _ => {
+            return Err(format!(
+                "unknown unit `{unit}` in `{text}` (units: ms, s, m)"
+            ))
+        }
+    };
+    if !(seconds > 0.0 && seconds <= 86_400.0) {
+        return Err(format!(
+            "`{text}` is out of range (more than 0, at most a day)"
+        ));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::USAGE
+            } else {
+                ExitCode::OK
+            };
+        }
+    };
+    match cli.command {
+        Command::List { cells } => list(&cells),
+        Command::Run(args) => run(args),
+        Command::Child(args) => child(args),
+    }
+}
+
+fn usage(message: &str) -> i32 {
+    eprintln!("error: {message}");
+    ExitCode::USAGE
+}
+
+fn list(filters: &[Filter]) -> i32 {
+    let cells = matrix::select(filters);
+    if cells.is_empty() {
+        return usage("no cell matches the --cell filters");
+    }
+    let mut out = std::io::stdout().lock();
+    for cell in cells {
+        let _ = writeln!(out, "{cell}");
+    }
+    ExitCode::OK
+}
+
+fn run(args: RunArgs) -> i32 {
+    let Some(backend) = args.backend.or_else(Backend::native) else {
+        return usage("this OS has no native backend; choose one with --backend");
+    };
+    let cells = matrix::select(&args.cells);
+    if cells.is_empty() {
+        return usage("no cell matches the --cell filters");
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program's own executable to start children: {e}");
+            return ExitCode::FAILED;
+        }
+    };
+    if let Err(e) = ctrlc::set_handler(|| {
+        runner::kill_live_children();
+        eprintln!("\nthreadleak: interrupted; children killed");
+        std::process::exit(ExitCode::INTERRUPTED);
+    }) {
+        eprintln!("warning: cannot handle interrupts ({e}); an interrupted run may leave children until their timeout");
+    }
+
+    let mut config = RunConfig::new(exe, backend);
+    config.params = args.params.params();
+    config.timeout = args.timeout;
+    if let Some(jobs) = args.jobs {
+        config.jobs = jobs as usize;
+    }
+
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let mut shown = false;
+    let record = runner::run(&config, &cells, |p| {
+        if progress && started.elapsed() > Duration::from_secs(1) {
+            shown = true;
+            eprint!(
+                "\r\x1b[K[{}/{}] {} {}",
+                p.done,
+                p.total,
+                p.finished.cell,
+                p.finished.status.as_str()
+            );
+        }
+    });
+    if shown {
+        eprint!("\r\x1b[K");
+    }
+
+    let text = report::render(&record, args.format);
+    let written = match &args.out {
+        Some(path) => {
+            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
+        }
+        None => std::io::stdout()
+            .lock()
+            .write_all(text.as_bytes())
+            .map_err(|e| format!("cannot write output: {e}")),
+    };
+    if let Err(message) = written {
+        eprintln!("error: {message}");
+        return ExitCode::FAILED;
+    }
+    let incomplete = record
+        .cells
+        .iter()
+        .filter(|c| c.status != Status::Ok)
+        .count();
+    if incomplete > 0 {
+        eprintln!(
+            "threadleak: {incomplete} of {} cells did not complete (see their notes)",
+            record.cells.len()
+        );
+        return ExitCode::INCOMPLETE;
+    }
+    ExitCode::OK
+}
+
+fn child(args: ChildArgs) -> i32 {
+    let report = crate::child::run(args.backend, args.cell, &args.params.params());
+    let line = serde_json::to_string(&report).expect("a child report always serializes");
+    let mut out = std::io::stdout().lock();
+    if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+        return ExitCode::FAILED;
+    }
+    ExitCode::OK
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("0s").unwrap_err().contains("out of range"));
+        assert!(parse_duration("5h")
+            .unwrap_err()
+            .contains("unknown unit `h`"));
+        assert!(parse_duration("soon")
+            .unwrap_err()
+            .contains("not a duration"));
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

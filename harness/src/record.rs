@@ -1,0 +1,424 @@
+//! The versioned result record: what a run writes with `--format json` and what later tools read.
+//!
+//! Schema 1. Fields are only ever added; a change that alters the meaning of an existing field bumps
+//! [`SCHEMA`]. Counter maps keep the backend's counter order, so tables print columns in a stable order.
+
+use std::fmt;
+
+use serde::de::{MapAccess, Visitor};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
+
+/// The schema version this build writes and reads.
+pub const SCHEMA: u32 = 1;
+
+/// Named counters in a fixed order; serialized as a JSON object in that order.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Counters<T>(pub Vec<(String, T)>);
+
+impl<T: Copy> Counters<T> {
+    pub fn get(&self, name: &str) -> Option<T> {
+        self.0.iter().find(|(n, _)| n == name).map(|&(_, v)| v)
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().map(|(n, _)| n.as_str())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, T)> {
+        self.0.iter().map(|(n, v)| (n.as_str(), *v))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl<T: Serialize> Serialize for Counters<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (name, value) in &self.0 {
+            map.serialize_entry(name, value)?;
+        }
+        map.end()
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counters<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Ordered<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for Ordered<T> {
+            type Value = Counters<T>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an object of counter values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Counters<T>, A::Error> {
+                let mut entries: Vec<(String, T)> = Vec::new();
+                while let Some((name, value)) = access.next_entry::<String, T>()? {
+                    if entries.iter().any(|(n, _)| *n == name) {
+                        return Err(serde::de::Error::custom(format!(
+                            "counter `{name}` appears twice"
+                        )));
+                    }
+                    entries.push((name, value));
+                }
+                Ok(Counters(entries))
+            }
+        }
+        deserializer.deserialize_map(Ordered(std::marker::PhantomData))
+    }
+}
+
+/// A whole run.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    pub schema: u32,
+    pub tool: Tool,
+    pub backend: String,
+    pub os: Os,
+    pub params: Params,
+    pub cells: Vec<CellRecord>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Tool {
+    pub name: String,
+    pub version: String,
+}
+
+impl Tool {
+    pub fn this() -> Tool {
+        Tool {
+            name: env!("CARGO_PKG_NAME").to_owned(),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+/// The machine the children ran on, as the backend reads it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Os {
+    /// `linux` or `macos`.
+    pub family: String,
+    /// Kernel release (`uname -r`).
+    pub release: String,
+    /// Kernel version string (`uname -v`).
+    pub version: String,
+    pub arch: String,
+    /// The C library and its version, e.g. `glibc 2.36`.
+    pub libc: String,
+}
+
+/// What every cell of a run was given.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Params {
+    /// Measured cycles (threads created) per cell.
+    pub cycles: u32,
+    /// Cycles run before the baseline census.
+    pub warmup: u32,
+    /// K: extra self references a thread takes when the `self` axis is not `none`.
+    pub self_calls: u32,
+}
+
+impl Default for Params {
+    fn default() -> Params {
+        Params {
+            cycles: 1000,
+            warmup: 10,
+            self_calls: 1,
+        }
+    }
+}
+
+/// How a cell's child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Status {
+    /// The child ran every cycle and returned its checkpoints.
+    Ok,
+    /// The child ran past the timeout and was killed.
+    Timeout,
+    /// The child died of a signal, exited non-zero without a record, or printed something that is not one.
+    Crashed,
+    /// The child reported an error of its own: a failed call, typically resource exhaustion.
+    Error,
+}
+
+/// What the checkpoints say about the cell.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// No counter moves per thread.
+    Clean,
+    /// Some counter grows per thread (and none shrinks).
+    Leak,
+    /// Some counter shrinks per thread (and none grows).
+    OverRelease,
+    /// The measurement cannot be trusted: the halves disagree, the settle step timed out, counters move in
+    /// both directions, or the child did not complete.
+    Inconclusive,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Clean => "clean",
+            Verdict::Leak => "leak",
+            Verdict::OverRelease => "over-release",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Timeout => "timeout",
+            Status::Crashed => "crashed",
+            Status::Error => "error",
+        }
+    }
+}
+
+/// The axes of a cell, spelled out for readers that do not parse ids.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Axes {
+    pub thread: ThreadKind,
+    #[serde(rename = "self")]
+    pub self_ref: SelfRef,
+    pub exc: Exc,
+    pub fix: Fix,
+}
+
+impl From<Cell> for Axes {
+    fn from(
+        Cell {
+            thread,
+            self_ref,
+            exc,
+            fix,
+        }: Cell,
+    ) -> Axes {
+        Axes {
+            thread,
+            self_ref,
+            exc,
+            fix,
+        }
+    }
+}
+
+/// A census taken after `cycle` measured cycles (0 is the baseline, after warm-up).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub cycle: u32,
+    pub counters: Counters<i64>,
+}
+
+/// Why a cell has no trustworthy measurement, in a form a program can read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Failure {
+    /// A call in the child failed; `cycle` is the measured cycle it failed at (warm-up cycles count from
+    /// `-warmup`).
+    Call {
+        call: String,
+        errno: i32,
+        errno_name: String,
+        cycle: i64,
+    },
+    /// The settle step did not see the exited threads go away in time.
+    Settle { waited_ms: u64, detail: String },
+    /// The child was killed after the timeout.
+    Timeout {
+        after_ms: u64,
+        escalated_to_sigkill: bool,
+        stderr_tail: String,
+    },
+    /// The child died of a signal.
+    Signal {
+        signal: i32,
+        signal_name: String,
+        stderr_tail: String,
+    },
+    /// The child exited with a non-zero code and no record.
+    Exit { code: i32, stderr_tail: String },
+    /// The child's output is not a record.
+    Garbage {
+        detail: String,
+        stdout_head: String,
+        stderr_tail: String,
+    },
+}
+
+/// One cell's result.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CellRecord {
+    pub cell: String,
+    pub axes: Axes,
+    pub status: Status,
+    /// Change of each counter per measured thread, from the baseline to the last checkpoint.
+    pub per_thread: Counters<f64>,
+    /// Change of each counter per thread between the last two checkpoints.
+    pub slope: Counters<f64>,
+    pub verdict: Verdict,
+    pub checkpoints: Vec<Checkpoint>,
+    /// Wall time of the child, spawn to exit.
+    pub elapsed_ms: u64,
+    /// Threads created and ended per second in the measured cycles, census time excluded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cycles_per_sec: Option<f64>,
+    /// Facts a reader needs to interpret the cell (a fallback taken, why it is inconclusive).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+/// What is wrong with a record file.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    #[error("not a threadleak record")]
+    Json(#[source] serde_json::Error),
+    #[error("record schema {found} is not supported (this build reads schema {SCHEMA})")]
+    Schema { found: u64 },
+    #[error("cell `{cell}`: {source}")]
+    Cell {
+        cell: String,
+        source: crate::matrix::ParseError,
+    },
+}
+
+impl Record {
+    /// Parses a record, checking the schema version before anything else.
+    pub fn from_json(text: &str) -> Result<Record, RecordError> {
+        #[derive(Deserialize)]
+        struct Version {
+            schema: u64,
+        }
+        let version: Version = serde_json::from_str(text).map_err(RecordError::Json)?;
+        if version.schema != u64::from(SCHEMA) {
+            return Err(RecordError::Schema {
+                found: version.schema,
+            });
+        }
+        let record: Record = serde_json::from_str(text).map_err(RecordError::Json)?;
+        for cell in &record.cells {
+            cell.cell
+                .parse::<Cell>()
+                .map_err(|source| RecordError::Cell {
+                    cell: cell.cell.clone(),
+                    source,
+                })?;
+        }
+        Ok(record)
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("a record always serializes")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn sample() -> Record {
+        let cell: Cell = "thread=unjoined,self=leaked,exc=none,fix=off"
+            .parse()
+            .unwrap();
+        let counters = |v: i64| Counters(vec![("fds".to_owned(), v), ("maps".to_owned(), 2 * v)]);
+        Record {
+            schema: SCHEMA,
+            tool: Tool::this(),
+            backend: "linux".into(),
+            os: Os {
+                family: "linux".into(),
+                ..Os::default()
+            },
+            params: Params::default(),
+            cells: vec![CellRecord {
+                cell: cell.id(),
+                axes: cell.into(),
+                status: Status::Ok,
+                per_thread: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
+                slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
+                verdict: Verdict::Leak,
+                checkpoints: vec![
+                    Checkpoint {
+                        cycle: 0,
+                        counters: counters(0),
+                    },
+                    Checkpoint {
+                        cycle: 1000,
+                        counters: counters(1000),
+                    },
+                ],
+                elapsed_ms: 40,
+                cycles_per_sec: Some(25000.0),
+                note: None,
+                failure: Some(Failure::Call {
+                    call: "pidfd_open".into(),
+                    errno: 24,
+                    errno_name: "EMFILE".into(),
+                    cycle: 17,
+                }),
+            }],
+        }
+    }
+
+    #[test]
+    fn the_record_round_trips() {
+        let record = sample();
+        assert_eq!(Record::from_json(&record.to_json()).unwrap(), record);
+    }
+
+    #[test]
+    fn counters_keep_their_order() {
+        let text = r#"{"zeta":1,"alpha":2,"mid":3}"#;
+        let c: Counters<i64> = serde_json::from_str(text).unwrap();
+        assert_eq!(c.names().collect::<Vec<_>>(), ["zeta", "alpha", "mid"]);
+        assert_eq!(serde_json::to_string(&c).unwrap(), text);
+        assert!(serde_json::from_str::<Counters<i64>>(r#"{"a":1,"a":2}"#).is_err());
+    }
+
+    #[test]
+    fn the_wrong_schema_is_named() {
+        let text = sample()
+            .to_json()
+            .replacen("\"schema\": 1", "\"schema\": 7", 1);
+        let err = Record::from_json(&text).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "record schema 7 is not supported (this build reads schema 1)"
+        );
+    }
+
+    #[test]
+    fn an_unknown_cell_is_named() {
+        let text = sample().to_json().replace("self=leaked", "self=sometimes");
+        let err = Record::from_json(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("unknown value `sometimes` for axis `self`"),
+            "{err}"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn counters_round_trip(values in proptest::collection::vec((-1i64 << 40)..(1i64 << 40), 0..8)) {
+            let counters = Counters(values.iter().enumerate().map(|(i, &v)| (format!("c{i}"), v)).collect());
+            let text = serde_json::to_string(&counters).unwrap();
+            prop_assert_eq!(serde_json::from_str::<Counters<i64>>(&text).unwrap(), counters);
+        }
+
+        #[test]
+        fn arbitrary_text_is_an_error_not_a_panic(text in ".{0,200}") {
+            let _ = Record::from_json(&text);
+        }
+    }
+}

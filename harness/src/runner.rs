@@ -1,0 +1,448 @@
+//! One subprocess per matrix cell: spawn, time out, kill the process group, collect the record.
+//!
+//! Every child runs in a process group of its own, so that a timeout (SIGTERM, then SIGKILL after a grace
+//! period) reaches whatever it started, and an interrupted run can kill every group still alive
+//! ([`kill_live_children`]). A child that crashes, hangs or prints garbage becomes that cell's status; the
+//! other cells carry on.
+
+use std::io::Read;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{mpsc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::analysis;
+use crate::backend::{Backend, CallError};
+use crate::child::ChildReport;
+use crate::matrix::Cell;
+use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, SCHEMA};
+
+/// The hidden subcommand that makes the binary act as a child.
+pub const CHILD_SUBCOMMAND: &str = "__child";
+
+/// The most stdout a child may print; a record is a few KiB.
+const STDOUT_LIMIT: usize = 1 << 20;
+/// How much of a child's stderr is kept for the report.
+const STDERR_TAIL: usize = 2048;
+/// How long to wait for a child's pipes to close once it has exited.
+const PIPE_GRACE: Duration = Duration::from_secs(2);
+
+/// How to run cells.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    /// The executable to start for each cell: normally this binary (`std::env::current_exe`).
+    pub exe: PathBuf,
+    pub backend: Backend,
+    pub params: Params,
+    /// Children running at once.
+    pub jobs: usize,
+    /// Wall time a child may take before it is killed.
+    pub timeout: Duration,
+    /// Time between SIGTERM and SIGKILL.
+    pub term_grace: Duration,
+}
+
+impl RunConfig {
+    pub fn new(exe: PathBuf, backend: Backend) -> RunConfig {
+        RunConfig {
+            exe,
+            backend,
+            params: Params::default(),
+            jobs: thread::available_parallelism().map_or(1, |n| n.get()),
+            timeout: Duration::from_secs(60),
+            term_grace: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Progress of a run, for a progress line.
+#[derive(Clone, Copy, Debug)]
+pub struct Progress<'a> {
+    pub done: usize,
+    pub total: usize,
+    pub finished: &'a CellRecord,
+}
+
+/// Process groups of children alive now.
+static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
+    LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Kills the process group of every child still running (for an interrupted run).
+pub fn kill_live_children() {
+    for &pgid in live().iter() {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+    }
+}
+
+/// Runs `cells` and assembles the record.
+pub fn run(
+    config: &RunConfig,
+    cells: &[Cell],
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Record {
+    let next = AtomicUsize::new(0);
+    let (tx, rx) = mpsc::channel::<(usize, CellRecord)>();
+    let mut results: Vec<Option<CellRecord>> = vec![None; cells.len()];
+    thread::scope(|scope| {
+        for _ in 0..config.jobs.clamp(1, cells.len().max(1)) {
+            let tx = tx.clone();
+            let next = &next;
+            scope.spawn(move || loop {
+                let index = next.fetch_add(1, Ordering::Relaxed);
+                let Some(&cell) = cells.get(index) else { break };
+                if tx.send((index, run_cell(config, cell))).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        for (done, (index, record)) in rx.iter().enumerate() {
+            on_progress(Progress {
+                done: done + 1,
+                total: cells.len(),
+                finished: &record,
+            });
+            results[index] = Some(record);
+        }
+    });
+    Record {
+        schema: SCHEMA,
+        tool: Tool::this(),
+        backend: config.backend.to_string(),
+        os: config.backend.os(),
+        params: config.params,
+        cells: results
+            .into_iter()
+            .map(|r| r.expect("every cell reports"))
+            .collect(),
+    }
+}
+
+/// What came back from a child process.
+struct Outcome {
+    status: Option<ExitStatus>,
+    timed_out: bool,
+    escalated: bool,
+    stdout: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_tail: String,
+    elapsed: Duration,
+    pipes_held: bool,
+}
+
+/// Runs one cell in its own child process.
+pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
+    let mut record = CellRecord {
+        cell: cell.id(),
+        axes: cell.into(),
+        status: Status::Ok,
+        per_thread: Counters::default(),
+        slope: Counters::default(),
+        verdict: Verdict::Inconclusive,
+        checkpoints: Vec::new(),
+        elapsed_ms: 0,
+        cycles_per_sec: None,
+        note: None,
+        failure: None,
+    };
+    let outcome = match spawn_and_wait(config, cell) {
+        Ok(outcome) => outcome,
+        Err(err) => {
+            record.status = Status::Error;
+            record.note = Some(format!(
+                "failed to start the child `{}`: {err}",
+                config.exe.display()
+            ));
+            let errno = err.raw_os_error().unwrap_or(0);
+            record.failure = Some(
+                CallError {
+                    call: "spawn",
+                    errno,
+                }
+                .at_cycle(-i64::from(config.params.warmup)),
+            );
+            return record;
+        }
+    };
+    record.elapsed_ms = outcome.elapsed.as_millis() as u64;
+    let mut notes: Vec<String> = Vec::new();
+    if outcome.pipes_held {
+        notes.push("a process outside the child's group kept its output open".into());
+    }
+
+    if outcome.timed_out {
+        record.status = Status::Timeout;
+        notes.push(format!(
+            "killed after {} ms{}",
+            config.timeout.as_millis(),
+            if outcome.escalated {
+                " (ignored SIGTERM; SIGKILL sent)"
+            } else {
+                ""
+            }
+        ));
+        record.failure = Some(Failure::Timeout {
+            after_ms: config.timeout.as_millis() as u64,
+            escalated_to_sigkill: outcome.escalated,
+            stderr_tail: outcome.stderr_tail,
+        });
+    } else if let Some(signal) = outcome.status.and_then(|s| s.signal()) {
+        record.status = Status::Crashed;
+        let name = signal_name(signal);
+        notes.push(format!("child died of {name}"));
+        record.failure = Some(Failure::Signal {
+            signal,
+            signal_name: name,
+            stderr_tail: outcome.stderr_tail,
+        });
+    } else if let Some(code) = outcome.status.and_then(|s| s.code()).filter(|&c| c != 0) {
+        record.status = Status::Crashed;
+        notes.push(format!("child exited with code {code} without a record"));
+        record.failure = Some(Failure::Exit {
+            code,
+            stderr_tail: outcome.stderr_tail,
+        });
+    } else {
+        match parse_report(&outcome.stdout, outcome.stdout_truncated) {
+            Err(detail) => {
+                record.status = Status::Crashed;
+                notes.push(format!("child output is not a record: {detail}"));
+                let head =
+                    String::from_utf8_lossy(&outcome.stdout[..outcome.stdout.len().min(200)])
+                        .into_owned();
+                record.failure = Some(Failure::Garbage {
+                    detail,
+                    stdout_head: head,
+                    stderr_tail: outcome.stderr_tail,
+                });
+            }
+            Ok(report) => {
+                notes.extend(report.notes);
+                record.cycles_per_sec = report.cycles_per_sec;
+                record.checkpoints = report.checkpoints;
+                match &report.failure {
+                    Some(Failure::Call {
+                        call,
+                        errno_name,
+                        errno,
+                        cycle,
+                        ..
+                    }) => {
+                        record.status = Status::Error;
+                        notes.push(format!(
+                            "{call} failed with {errno_name} (errno {errno}) at cycle {cycle}"
+                        ));
+                    }
+                    Some(Failure::Settle { waited_ms, detail }) => {
+                        notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
+                    }
+                    Some(other) => notes.push(format!("child reported {other:?}")),
+                    None => match analysis::analyse(&record.checkpoints) {
+                        Ok(a) => {
+                            notes.extend(a.explain());
+                            record.per_thread = a.per_thread;
+                            record.slope = a.slope;
+                            record.verdict = a.verdict;
+                        }
+                        Err(e) => {
+                            record.status = Status::Crashed;
+                            notes.push(format!("child checkpoints cannot be analysed: {e}"));
+                        }
+                    },
+                }
+                record.failure = report.failure;
+            }
+        }
+    }
+    if !notes.is_empty() {
+        record.note = Some(notes.join("; "));
+    }
+    record
+}
+
+fn parse_report(stdout: &[u8], truncated: bool) -> Result<ChildReport, String> {
+    if truncated {
+        return Err(format!("more than {STDOUT_LIMIT} bytes of output"));
+    }
+    let text = std::str::from_utf8(stdout).map_err(|e| format!("not UTF-8 ({e})"))?;
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("no output".into());
+    }
+    if text.lines().count() > 1 {
+        return Err(format!(
+            "{} lines of output where one was expected",
+            text.lines().count()
+        ));
+    }
+    serde_json::from_str(text).map_err(|e| format!("not a child report ({e})"))
+}
+
+fn signal_name(signal: i32) -> String {
+    Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
+}
+
+fn spawn_and_wait(config: &RunConfig, cell: Cell) -> std::io::Result<Outcome> {
+    let p = &config.params;
+    let mut command = Command::new(&config.exe);
+    command
+        .arg(CHILD_SUBCOMMAND)
+        .args(["--backend", config.backend.as_str(), "--cell", &cell.id()])
+        .args([
+            "--cycles",
+            &p.cycles.to_string(),
+            "--warmup",
+            &p.warmup.to_string(),
+        ])
+        .args(["--self-calls", &p.self_calls.to_string()])
+        .envs(config.backend.child_env().iter().copied())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+
+    let started = Instant::now();
+    let mut child = {
+        // Registering under the lock means an interrupt either sees the group or comes before the spawn.
+        let mut live = live();
+        let child = command.spawn()?;
+        live.push(child.id() as i32);
+        child
+    };
+    let pgid = child.id() as i32;
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (out_tx, out_rx) = mpsc::channel();
+    let (err_tx, err_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut buf = Vec::new();
+        let res = stdout.take(STDOUT_LIMIT as u64 + 1).read_to_end(&mut buf);
+        let _ = out_tx.send(res.map(|_| buf));
+    });
+    thread::spawn(move || {
+        let _ = err_tx.send(read_tail(stderr, STDERR_TAIL));
+    });
+    let (exit_tx, exit_rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = exit_tx.send(child.wait());
+    });
+
+    let group = Pid::from_raw(pgid);
+    let mut timed_out = false;
+    let mut escalated = false;
+    let waited = match exit_rx.recv_timeout(config.timeout) {
+        Ok(res) => res,
+        Err(_) => {
+            timed_out = true;
+            let _ = killpg(group, Signal::SIGTERM);
+            match exit_rx.recv_timeout(config.term_grace) {
+                Ok(res) => res,
+                Err(_) => {
+                    escalated = true;
+                    let _ = killpg(group, Signal::SIGKILL);
+                    exit_rx
+                        .recv()
+                        .unwrap_or_else(|_| Err(std::io::Error::other("waiter thread vanished")))
+                }
+            }
+        }
+    };
+    let elapsed = started.elapsed();
+    // Whatever the child started in its group goes with it: no process outlives its cell.
+    let _ = killpg(group, Signal::SIGKILL);
+    live().retain(|&g| g != pgid);
+    let status = waited?;
+
+    let deadline = Instant::now() + PIPE_GRACE;
+    let remaining = || deadline.saturating_duration_since(Instant::now());
+    let (stdout, pipes_held_out) = match out_rx.recv_timeout(remaining()) {
+        Ok(Ok(buf)) => (buf, false),
+        Ok(Err(_)) => (Vec::new(), false),
+        Err(_) => (Vec::new(), true),
+    };
+    let (stderr_tail, pipes_held_err) = match err_rx.recv_timeout(remaining()) {
+        Ok(tail) => (tail, false),
+        Err(_) => (String::new(), true),
+    };
+    let stdout_truncated = stdout.len() > STDOUT_LIMIT;
+    Ok(Outcome {
+        status: Some(status),
+        timed_out,
+        escalated,
+        stdout,
+        stdout_truncated,
+        stderr_tail,
+        elapsed,
+        pipes_held: pipes_held_out || pipes_held_err,
+    })
+}
+
+/// Reads a stream to its end, keeping only its last `keep` bytes.
+fn read_tail(mut stream: impl Read, keep: usize) -> String {
+    let mut tail: Vec<u8> = Vec::with_capacity(keep * 2);
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                tail.extend_from_slice(&buf[..n]);
+                if tail.len() > keep * 2 {
+                    tail.drain(..tail.len() - keep);
+                }
+            }
+        }
+    }
+    let start = tail.len().saturating_sub(keep);
+    String::from_utf8_lossy(&tail[start..]).trim().to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tail_keeps_the_end() {
+        let text: Vec<u8> = (0..10_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let tail = read_tail(&text[..], 16);
+        assert!(
+            tail.ends_with("9998\n9999") || tail.ends_with("9999"),
+            "{tail}"
+        );
+        assert!(tail.len() <= 16);
+    }
+
+    #[test]
+    fn reports_are_one_json_line() {
+        assert_eq!(parse_report(b"", false).unwrap_err(), "no output");
+        assert_eq!(
+            parse_report(b"{}\n{}\n", false).unwrap_err(),
+            "2 lines of output where one was expected"
+        );
+        assert!(parse_report(b"hello", false)
+            .unwrap_err()
+            .starts_with("not a child report"));
+        assert!(parse_report(b"\xff\xfe", false)
+            .unwrap_err()
+            .starts_with("not UTF-8"));
+        let ok = br#"{"checkpoints":[],"cycles_per_sec":null,"notes":[],"failure":null}"#;
+        assert!(parse_report(ok, false).is_ok());
+        assert!(parse_report(ok, true).is_err());
+    }
+
+    #[test]
+    fn signals_have_names() {
+        assert_eq!(signal_name(11), "SIGSEGV");
+        assert_eq!(signal_name(250), "signal 250");
+    }
+}
