@@ -1,0 +1,42 @@
+//! Helpers shared by the tests in `cases/`.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use threadleak::backend::Backend;
+use threadleak::record::CellRecord;
+use threadleak::report::delta;
+use threadleak::runner::RunConfig;
+
+/// The `threadleak` binary cargo built for these tests.
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_threadleak"))
+}
+
+/// A runner configuration for one cell at a time, with the default parameters.
+pub fn config(backend: Backend) -> RunConfig {
+    let mut config = RunConfig::new(bin(), backend);
+    config.jobs = 1;
+    config.timeout = Duration::from_secs(120);
+    config
+}
+
+/// What a snapshot holds for a cell: the verdict and every counter's change per thread. No timings,
+/// no absolute counter values, nothing that depends on the machine beyond the kernel's behaviour.
+pub fn summary(record: &CellRecord) -> String {
+    let mut out = format!("verdict: {}\n", record.verdict.as_str());
+    for (name, value) in record.per_thread.iter() {
+        out.push_str(&format!("{name}: {}\n", delta(value)));
+    }
+    out
+}
+
+/// Whether a process is gone (or a zombie waiting for a parent that is not us to reap it).
+pub fn process_is_dead(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // The state follows the command name, which is in parentheses and may itself hold spaces.
+        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+    }
+}
