@@ -32,11 +32,13 @@ pub fn summary(record: &CellRecord) -> String {
     out
 }
 
-/// Whether a process is gone (or a zombie waiting for a parent that is not us to reap it).
+/// Whether a process is gone, or a zombie (dead, waiting for a parent that is not the test to reap it).
 pub fn process_is_dead(pid: i32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Err(_) => true,
-        // The state follows the command name, which is in parentheses and may itself hold spaces.
-        Ok(stat) => stat.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-    }
+    let out = std::process::Command::new("ps")
+        .args(["-o", "stat=", "-p", &pid.to_string()])
+        .output()
+        .unwrap();
+    let stat = String::from_utf8_lossy(&out.stdout);
+    let stat = stat.trim();
+    stat.is_empty() || stat.starts_with('Z')
 }
