@@ -51,7 +51,10 @@ fn usage_errors_name_what_is_wrong_and_exit_2() {
         ),
         (&["run", "--cycles", "1"][..], "--cycles"),
         (&["run", "--timeout", "5h"][..], "unknown unit `h`"),
-        (&["run", "--backend", "vms"][..], "unknown backend `vms`"),
+        (
+            &["run", "--backend", "vms"][..],
+            "invalid value 'vms' for '--backend <BACKEND>'",
+        ),
         (&["run", "--jobs", "0"][..], "--jobs"),
         (
             &["list", "--cell", "self=leaked,self=sometimes"][..],

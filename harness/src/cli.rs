@@ -67,7 +67,7 @@ impl CellParams {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// Backend to run (default: the one native to this machine).
-    #[arg(long)]
+    #[arg(long, value_enum)]
     backend: Option<Backend>,
     /// Select cells by axis values, e.g. `thread=unjoined` or `self=leaked,fix=on` (repeatable; default: all).
     #[arg(long = "cell", value_name = "FILTER")]
@@ -90,7 +90,7 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct ChildArgs {
-    #[arg(long)]
+    #[arg(long, value_enum)]
     backend: Backend,
     #[arg(long)]
     cell: Cell,

@@ -18,9 +18,10 @@ use crate::record::{Failure, Os, Params};
 mod linux;
 
 /// A way of running the matrix.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Backend {
     /// The Linux kernel's analog resources, measured for real.
+    #[value(name = "linux")]
     Linux,
 }
 

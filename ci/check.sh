@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Everything CI checks, in the order a failure is cheapest to find: formatting, lints on Linux and on both
+# Apple targets (type-checked here, never run), then the README's test command.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apple_targets=(aarch64-apple-darwin x86_64-apple-darwin)
+
+step() { printf '\n== %s\n' "$*"; }
+
+step "toolchain"
+rustup component add rustfmt clippy >/dev/null
+rustup target add "${apple_targets[@]}" >/dev/null
+if ! command -v cc >/dev/null; then
+    # The fixture tests build fixtures/tt.c with the system C compiler.
+    apt-get update -qq && apt-get install -y -qq gcc >/dev/null
+fi
+cargo --version
+cc --version | head -n 1
+
+step "cargo fmt --all --check"
+cargo fmt --all --check
+
+step "cargo clippy (host)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+for target in "${apple_targets[@]}"; do
+    step "cargo clippy --target $target"
+    cargo clippy --workspace --all-targets --locked --target "$target" -- -D warnings
+done
+
+step "cargo test --workspace (the README's test command)"
+cargo test --workspace --locked
