@@ -21,45 +21,21 @@ fn list_prints_every_cell_or_the_selected_ones() {
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     assert_eq!(text.lines().count(), 54);
-    assert_eq!(
-        text.lines().next(),
-        Some("thread=detached,self=none,exc=none,fix=off")
-    );
-    let out = threadleak(&[
-        "list",
-        "--cell",
-        "self=leaked,fix=on",
-        "--cell",
-        "thread=unjoined,exc=leaked",
-    ]);
-    assert_eq!(
-        String::from_utf8(out.stdout).unwrap().lines().count(),
-        9 + 6 - 1
-    );
+    assert_eq!(text.lines().next(), Some("thread=detached,self=none,exc=none,fix=off"));
+    let out = threadleak(&["list", "--cell", "self=leaked,fix=on", "--cell", "thread=unjoined,exc=leaked"]);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 9 + 6 - 1);
 }
 
 #[test]
 fn usage_errors_name_what_is_wrong_and_exit_2() {
     for (args, needle) in [
-        (
-            &["run", "--cell", "thread=sleepy"][..],
-            "unknown value `sleepy` for axis `thread`",
-        ),
-        (
-            &["run", "--cell", "colour=red"][..],
-            "unknown axis `colour`",
-        ),
+        (&["run", "--cell", "thread=sleepy"][..], "unknown value `sleepy` for axis `thread`"),
+        (&["run", "--cell", "colour=red"][..], "unknown axis `colour`"),
         (&["run", "--cycles", "1"][..], "--cycles"),
         (&["run", "--timeout", "5h"][..], "unknown unit `h`"),
-        (
-            &["run", "--backend", "vms"][..],
-            "invalid value 'vms' for '--backend <BACKEND>'",
-        ),
+        (&["run", "--backend", "vms"][..], "invalid value 'vms' for '--backend <BACKEND>'"),
         (&["run", "--jobs", "0"][..], "--jobs"),
-        (
-            &["list", "--cell", "self=leaked,self=sometimes"][..],
-            "unknown value `sometimes`",
-        ),
+        (&["list", "--cell", "self=leaked,self=sometimes"][..], "unknown value `sometimes`"),
         (&["frobnicate"][..], "unrecognized subcommand"),
     ] {
         let out = threadleak(args);
@@ -74,34 +50,29 @@ mod linux {
     use super::*;
     use threadleak::record::{Record, Status, Verdict};
 
-    #[test]
-    fn run_writes_a_schema_1_record() {
+    /// `threadleak run ARGS --format json --out FILE` with `env` set; checks the exit code, parses the record.
+    fn run_json(env: &[(&str, &str)], args: &[&str]) -> Record {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("out.json");
-        let out = threadleak(&[
-            "run",
-            "--cell",
-            "self=leaked,exc=none,fix=off",
-            "--cycles",
-            "200",
-            "--format",
-            "json",
-            "--out",
-            path.to_str().unwrap(),
-        ]);
+        let out = Command::new(common::bin())
+            .envs(env.iter().copied())
+            .arg("run")
+            .args(args)
+            .args(["--format", "json", "--out"])
+            .arg(&path)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(ExitCode::OK), "{}", stderr(&out));
-        let record = Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn run_writes_a_schema_1_record() {
+        let record = run_json(&[], &["--cell", "self=leaked,exc=none,fix=off", "--cycles", "200"]);
         assert_eq!(record.schema, 1);
         assert_eq!(record.backend, "linux");
         assert_eq!(record.os.family, "linux");
-        assert_eq!(
-            (
-                record.params.cycles,
-                record.params.warmup,
-                record.params.self_calls
-            ),
-            (200, 10, 1)
-        );
+        assert_eq!((record.params.cycles, record.params.warmup, record.params.self_calls), (200, 10, 1));
         assert_eq!(record.cells.len(), 3);
         for cell in &record.cells {
             assert_eq!(cell.status, Status::Ok);
@@ -116,61 +87,22 @@ mod linux {
 
     #[test]
     fn the_table_has_a_row_per_cell_and_a_column_per_counter() {
-        let out = threadleak(&[
-            "run",
-            "--cell",
-            "thread=unjoined,self=none,exc=none",
-            "--cycles",
-            "100",
-        ]);
+        let out = threadleak(&["run", "--cell", "thread=unjoined,self=none,exc=none", "--cycles", "100"]);
         assert_eq!(out.status.code(), Some(ExitCode::OK), "{}", stderr(&out));
         let text = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[0].starts_with("threadleak "), "{text}");
         let header: Vec<&str> = lines[1].split_whitespace().collect();
-        assert_eq!(
-            header,
-            ["cell", "verdict", "fds", "maps", "vm_kib", "timers", "tasks"]
-        );
+        assert_eq!(header, ["cell", "verdict", "fds", "maps", "vm_kib", "timers", "tasks"]);
         let row: Vec<&str> = lines[2].split_whitespace().collect();
-        assert_eq!(
-            row,
-            [
-                "thread=unjoined,self=none,exc=none,fix=off",
-                "leak",
-                "0",
-                "+2",
-                "+8196",
-                "0",
-                "0"
-            ]
-        );
+        assert_eq!(row, ["thread=unjoined,self=none,exc=none,fix=off", "leak", "0", "+2", "+8196", "0", "0"]);
     }
 
     #[test]
     fn k_self_references_leak_k_handles_and_the_fix_releases_them() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.json");
-        let out = threadleak(&[
-            "run",
-            "--cell",
-            "thread=detached,exc=none",
-            "--self-calls",
-            "3",
-            "--cycles",
-            "100",
-            "--format",
-            "json",
-            "--out",
-            path.to_str().unwrap(),
-        ]);
-        assert_eq!(out.status.code(), Some(ExitCode::OK), "{}", stderr(&out));
-        let record = Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let fds: Vec<(&str, f64)> = record
-            .cells
-            .iter()
-            .map(|c| (c.cell.as_str(), c.per_thread.get("fds").unwrap()))
-            .collect();
+        let record = run_json(&[], &["--cell", "thread=detached,exc=none", "--self-calls", "3", "--cycles", "100"]);
+        let fds: Vec<(&str, f64)> =
+            record.cells.iter().map(|c| (c.cell.as_str(), c.per_thread.get("fds").unwrap())).collect();
         assert_eq!(
             fds,
             [
@@ -186,35 +118,14 @@ mod linux {
 
     #[test]
     fn the_proc_thread_self_fallback_is_measured_the_same_and_said() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("out.json");
-        let out = Command::new(common::bin())
-            .env("THREADLEAK_LINUX_SELF_HANDLE", "proc-thread-self")
-            .args([
-                "run",
-                "--cell",
-                "thread=joined,exc=none,fix=off",
-                "--cycles",
-                "100",
-                "--format",
-                "json",
-                "--out",
-            ])
-            .arg(&path)
-            .output()
-            .unwrap();
-        assert_eq!(out.status.code(), Some(ExitCode::OK), "{}", stderr(&out));
-        let record = Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        let [none, leaked, balanced] = &record.cells[..] else {
-            panic!("three cells expected")
-        };
+        let record = run_json(
+            &[("THREADLEAK_LINUX_SELF_HANDLE", "proc-thread-self")],
+            &["--cell", "thread=joined,exc=none,fix=off", "--cycles", "100"],
+        );
+        let [none, leaked, balanced] = &record.cells[..] else { panic!("three cells expected") };
         assert_eq!(none.note, None);
         assert_eq!(leaked.per_thread.get("fds"), Some(1.0));
-        assert!(leaked
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("/proc/thread-self directory fds"));
+        assert!(leaked.note.as_deref().unwrap().contains("/proc/thread-self directory fds"));
         assert_eq!(balanced.per_thread.get("fds"), Some(0.0));
     }
 }

@@ -8,13 +8,11 @@ use std::time::Duration;
 
 use threadleak::backend::Backend;
 use threadleak::matrix::Cell;
-use threadleak::record::{Failure, Status, Verdict};
+use threadleak::record::{CellRecord, Failure, Status, Verdict};
 use threadleak::runner::{run, run_cell, RunConfig};
 
 fn cell() -> Cell {
-    "thread=detached,self=none,exc=none,fix=off"
-        .parse()
-        .unwrap()
+    "thread=detached,self=none,exc=none,fix=off".parse().unwrap()
 }
 
 /// A stand-in child: a shell script the runner starts instead of the real binary.
@@ -33,126 +31,77 @@ fn config_for(exe: PathBuf, timeout_ms: u64) -> RunConfig {
     config
 }
 
+/// Runs the cell with a stand-in child made of `body(dir)`; returns the record and the script's folder.
+fn run_script(body: impl FnOnce(&Path) -> String, timeout_ms: u64) -> (CellRecord, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let exe = script(dir.path(), &body(dir.path()));
+    (run_cell(&config_for(exe, timeout_ms), cell()), dir)
+}
+
 fn read_pid(path: &Path) -> i32 {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap()
+    std::fs::read_to_string(path).unwrap().trim().parse().unwrap()
 }
 
 #[test]
 fn a_hung_child_is_killed_with_its_group_and_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let body = format!("echo $$ > {0}/child.pid\nsleep 1000 &\necho $! > {0}/grandchild.pid\necho waiting >&2\nwait", dir.path().display());
-    let record = run_cell(&config_for(script(dir.path(), &body), 1000), cell());
+    let body = |dir: &Path| {
+        let dir = dir.display();
+        format!("echo $$ > {dir}/child.pid\nsleep 1000 &\necho $! > {dir}/grandchild.pid\necho waiting >&2\nwait")
+    };
+    let (record, dir) = run_script(body, 1000);
     assert_eq!(record.status, Status::Timeout);
     assert_eq!(record.verdict, Verdict::Inconclusive);
     match &record.failure {
-        Some(Failure::Timeout {
-            after_ms: 1000,
-            escalated_to_sigkill: false,
-            stderr_tail,
-        }) => {
+        Some(Failure::Timeout { after_ms: 1000, escalated_to_sigkill: false, stderr_tail }) => {
             assert_eq!(stderr_tail, "waiting")
         }
         other => panic!("unexpected failure {other:?}"),
     }
     assert_eq!(record.note.as_deref(), Some("killed after 1000 ms"));
-    assert!(common::process_is_dead(read_pid(
-        &dir.path().join("child.pid")
-    )));
-    assert!(common::process_is_dead(read_pid(
-        &dir.path().join("grandchild.pid")
-    )));
+    assert!(common::process_is_dead(read_pid(&dir.path().join("child.pid"))));
+    assert!(common::process_is_dead(read_pid(&dir.path().join("grandchild.pid"))));
 }
 
 #[test]
 fn a_child_that_ignores_sigterm_gets_sigkill() {
-    let dir = tempfile::tempdir().unwrap();
     // An ignored signal stays ignored across fork and exec, so the grandchild ignores SIGTERM too.
-    let body = format!(
-        "trap '' TERM\nsleep 1000 &\necho $! > {0}/grandchild.pid\nwait\nwait",
-        dir.path().display()
-    );
-    let record = run_cell(&config_for(script(dir.path(), &body), 1000), cell());
+    let body =
+        |dir: &Path| format!("trap '' TERM\nsleep 1000 &\necho $! > {}/grandchild.pid\nwait\nwait", dir.display());
+    let (record, dir) = run_script(body, 1000);
     assert_eq!(record.status, Status::Timeout);
     assert!(
-        matches!(
-            record.failure,
-            Some(Failure::Timeout {
-                escalated_to_sigkill: true,
-                ..
-            })
-        ),
+        matches!(record.failure, Some(Failure::Timeout { escalated_to_sigkill: true, .. })),
         "{:?}",
         record.failure
     );
-    assert_eq!(
-        record.note.as_deref(),
-        Some("killed after 1000 ms (ignored SIGTERM; SIGKILL sent)")
-    );
-    assert!(common::process_is_dead(read_pid(
-        &dir.path().join("grandchild.pid")
-    )));
+    assert_eq!(record.note.as_deref(), Some("killed after 1000 ms (ignored SIGTERM; SIGKILL sent)"));
+    assert!(common::process_is_dead(read_pid(&dir.path().join("grandchild.pid"))));
 }
 
 #[test]
 fn a_crashing_child_is_reported_with_its_signal_and_stderr() {
-    let dir = tempfile::tempdir().unwrap();
-    let record = run_cell(
-        &config_for(
-            script(dir.path(), "echo 'about to fault' >&2\nkill -SEGV $$"),
-            10_000,
-        ),
-        cell(),
-    );
+    let (record, _dir) = run_script(|_| "echo 'about to fault' >&2\nkill -SEGV $$".to_owned(), 10_000);
     assert_eq!(record.status, Status::Crashed);
     assert_eq!(
         record.failure,
-        Some(Failure::Signal {
-            signal: 11,
-            signal_name: "SIGSEGV".into(),
-            stderr_tail: "about to fault".into()
-        })
+        Some(Failure::Signal { signal: 11, signal_name: "SIGSEGV".into(), stderr_tail: "about to fault".into() })
     );
     assert_eq!(record.note.as_deref(), Some("child died of SIGSEGV"));
 }
 
 #[test]
 fn a_child_exiting_non_zero_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let record = run_cell(
-        &config_for(
-            script(dir.path(), "echo 'cannot go on' >&2\nexit 3"),
-            10_000,
-        ),
-        cell(),
-    );
+    let (record, _dir) = run_script(|_| "echo 'cannot go on' >&2\nexit 3".to_owned(), 10_000);
     assert_eq!(record.status, Status::Crashed);
-    assert_eq!(
-        record.failure,
-        Some(Failure::Exit {
-            code: 3,
-            stderr_tail: "cannot go on".into()
-        })
-    );
+    assert_eq!(record.failure, Some(Failure::Exit { code: 3, stderr_tail: "cannot go on".into() }));
 }
 
 #[test]
 fn a_child_printing_garbage_is_reported() {
-    let dir = tempfile::tempdir().unwrap();
-    let record = run_cell(
-        &config_for(script(dir.path(), "echo 'hello, not a record'"), 10_000),
-        cell(),
-    );
+    let (record, _dir) = run_script(|_| "echo 'hello, not a record'".to_owned(), 10_000);
     assert_eq!(record.status, Status::Crashed);
     match &record.failure {
-        Some(Failure::Garbage {
-            detail,
-            stdout_head,
-            ..
-        }) => {
+        Some(Failure::Garbage { detail, stdout_head, .. }) => {
             assert!(detail.starts_with("not a child report"), "{detail}");
             assert_eq!(stdout_head, "hello, not a record\n");
         }
@@ -162,12 +111,8 @@ fn a_child_printing_garbage_is_reported() {
 
 #[test]
 fn a_settle_timeout_reported_by_the_child_makes_the_cell_inconclusive() {
-    let dir = tempfile::tempdir().unwrap();
     let line = r#"{"checkpoints":[],"cycles_per_sec":null,"notes":[],"failure":{"kind":"settle","waited_ms":5000,"detail":"/proc/self/task has 2 entries, baseline 1"}}"#;
-    let record = run_cell(
-        &config_for(script(dir.path(), &format!("echo '{line}'")), 10_000),
-        cell(),
-    );
+    let (record, _dir) = run_script(|_| format!("echo '{line}'"), 10_000);
     assert_eq!(record.status, Status::Ok);
     assert_eq!(record.verdict, Verdict::Inconclusive);
     assert_eq!(
@@ -183,31 +128,14 @@ fn one_bad_cell_does_not_stop_the_others() {
     let good = r#"{"checkpoints":[{"cycle":0,"counters":{"fds":3}},{"cycle":2,"counters":{"fds":3}}],"cycles_per_sec":null,"notes":[],"failure":null}"#;
     let body = format!("case \"$*\" in *thread=joined*) kill -ABRT $$;; esac\necho '{good}'");
     let cells = threadleak::matrix::select(&["exc=none,self=none,fix=off".parse().unwrap()]);
-    let record = run(
-        &config_for(script(dir.path(), &body), 10_000),
-        &cells,
-        |_| {},
-    );
-    let outcomes: Vec<(String, Status)> = record
-        .cells
-        .iter()
-        .map(|c| (c.cell.clone(), c.status))
-        .collect();
+    let record = run(&config_for(script(dir.path(), &body), 10_000), &cells, |_| {});
+    let outcomes: Vec<(String, Status)> = record.cells.iter().map(|c| (c.cell.clone(), c.status)).collect();
     assert_eq!(
         outcomes,
         [
-            (
-                "thread=detached,self=none,exc=none,fix=off".to_owned(),
-                Status::Ok
-            ),
-            (
-                "thread=joined,self=none,exc=none,fix=off".to_owned(),
-                Status::Crashed
-            ),
-            (
-                "thread=unjoined,self=none,exc=none,fix=off".to_owned(),
-                Status::Ok
-            ),
+            ("thread=detached,self=none,exc=none,fix=off".to_owned(), Status::Ok),
+            ("thread=joined,self=none,exc=none,fix=off".to_owned(), Status::Crashed),
+            ("thread=unjoined,self=none,exc=none,fix=off".to_owned(), Status::Ok),
         ]
     );
     assert_eq!(record.cells[0].verdict, Verdict::Clean);
@@ -215,19 +143,10 @@ fn one_bad_cell_does_not_stop_the_others() {
 
 #[test]
 fn a_missing_executable_is_an_error_naming_it() {
-    let record = run_cell(
-        &config_for(PathBuf::from("/nonexistent/threadleak"), 1000),
-        cell(),
-    );
+    let record = run_cell(&config_for(PathBuf::from("/nonexistent/threadleak"), 1000), cell());
     assert_eq!(record.status, Status::Error);
-    assert!(record
-        .note
-        .as_deref()
-        .unwrap()
-        .starts_with("failed to start the child `/nonexistent/threadleak`"));
-    assert!(
-        matches!(&record.failure, Some(Failure::Call { errno_name, .. }) if errno_name == "ENOENT")
-    );
+    assert!(record.note.as_deref().unwrap().starts_with("failed to start the child `/nonexistent/threadleak`"));
+    assert!(matches!(&record.failure, Some(Failure::Call { errno_name, .. }) if errno_name == "ENOENT"));
 }
 
 /// Limits lowered by `ulimit` in a shell that then runs the real binary on the Linux backend.
@@ -248,39 +167,25 @@ mod limits {
             .arg(common::bin())
             .status()
             .unwrap();
-        let record =
-            threadleak::record::Record::from_json(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let record = threadleak::record::Record::from_json(&std::fs::read_to_string(&out).unwrap()).unwrap();
         (status.code().unwrap(), record)
     }
 
     #[test]
     fn running_out_of_descriptors_is_the_cells_error_with_errno_and_cycle() {
-        let (code, record) = run_limited(
-            "ulimit -n 64",
-            "thread=joined,self=leaked,exc=none,fix=off",
-            1000,
-        );
+        let (code, record) = run_limited("ulimit -n 64", "thread=joined,self=leaked,exc=none,fix=off", 1000);
         assert_eq!(code, threadleak::exit::ExitCode::INCOMPLETE);
         let cell = &record.cells[0];
         assert_eq!(cell.status, Status::Error);
         match &cell.failure {
-            Some(Failure::Call {
-                call,
-                errno_name,
-                cycle,
-                ..
-            }) => {
+            Some(Failure::Call { call, errno_name, cycle, .. }) => {
                 assert_eq!(call, "pidfd_open");
                 assert_eq!(errno_name, "EMFILE");
                 assert!((0..64).contains(cycle), "cycle {cycle}");
             }
             other => panic!("unexpected failure {other:?}"),
         }
-        assert!(cell
-            .note
-            .as_deref()
-            .unwrap()
-            .contains("pidfd_open failed with EMFILE (errno 24) at cycle"));
+        assert!(cell.note.as_deref().unwrap().contains("pidfd_open failed with EMFILE (errno 24) at cycle"));
         // The baseline census was taken before the failure.
         assert_eq!(cell.checkpoints.len(), 1);
     }
@@ -288,19 +193,10 @@ mod limits {
     #[test]
     fn running_out_of_address_space_fails_pthread_create_with_eagain() {
         // Unjoined threads keep their 8 MiB stacks: a 1 GiB address-space limit runs out within ~120 threads.
-        let (code, record) = run_limited(
-            "ulimit -v 1048576",
-            "thread=unjoined,self=none,exc=none,fix=off",
-            1000,
-        );
+        let (code, record) = run_limited("ulimit -v 1048576", "thread=unjoined,self=none,exc=none,fix=off", 1000);
         assert_eq!(code, threadleak::exit::ExitCode::INCOMPLETE);
         match &record.cells[0].failure {
-            Some(Failure::Call {
-                call,
-                errno_name,
-                cycle,
-                ..
-            }) => {
+            Some(Failure::Call { call, errno_name, cycle, .. }) => {
                 assert_eq!(call, "pthread_create");
                 assert_eq!(errno_name, "EAGAIN");
                 assert!((0..1000).contains(cycle), "cycle {cycle}");

@@ -18,28 +18,16 @@ fn build_tt(dir: &Path) -> PathBuf {
         .arg(&exe)
         .output()
         .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     exe
 }
 
 /// Runs tt and parses its `key=value` line.
 fn tt(exe: &Path, args: &[&str]) -> BTreeMap<String, String> {
     let out = Command::new(exe).args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "tt {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "tt {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     let line = String::from_utf8(out.stdout).unwrap();
-    line.split_whitespace()
-        .skip(1)
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.into(), v.into()))
-        .collect()
+    line.split_whitespace().skip(1).filter_map(|kv| kv.split_once('=')).map(|(k, v)| (k.into(), v.into())).collect()
 }
 
 #[test]
@@ -50,10 +38,7 @@ fn tt_leaks_one_handle_per_thread_unless_it_releases_it() {
     assert_eq!(tt(&exe, &["leak", "500"])["per_thread"], "1.000");
     assert_eq!(tt(&exe, &["leak", "200", "3"])["per_thread"], "3.000");
     assert_eq!(tt(&exe, &["release", "500"])["per_thread"], "0.000");
-    let bad = Command::new(&exe)
-        .args(["sometimes", "5"])
-        .output()
-        .unwrap();
+    let bad = Command::new(&exe).args(["sometimes", "5"]).output().unwrap();
     assert_eq!(bad.status.code(), Some(2));
 }
 
@@ -66,9 +51,7 @@ fn the_harness_agrees_with_tt() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build_tt(dir.path());
     let raw: f64 = tt(&exe, &["leak", "1000"])["per_thread"].parse().unwrap();
-    let cell = "thread=detached,self=leaked,exc=none,fix=off"
-        .parse()
-        .unwrap();
+    let cell = "thread=detached,self=leaked,exc=none,fix=off".parse().unwrap();
     let record = run_cell(&common::config(Backend::Linux), cell);
     assert_eq!(record.per_thread.get("fds"), Some(raw));
 }

@@ -17,18 +17,12 @@ mod linux {
 
     #[rstest]
     fn cell(
-        #[values(ThreadKind::Detached, ThreadKind::Joined, ThreadKind::Unjoined)]
-        thread: ThreadKind,
+        #[values(ThreadKind::Detached, ThreadKind::Joined, ThreadKind::Unjoined)] thread: ThreadKind,
         #[values(SelfRef::None, SelfRef::Leaked, SelfRef::Balanced)] self_ref: SelfRef,
         #[values(Exc::None, Exc::Restored, Exc::Leaked)] exc: Exc,
         #[values(Fix::Off, Fix::On)] fix: Fix,
     ) {
-        let cell = Cell {
-            thread,
-            self_ref,
-            exc,
-            fix,
-        };
+        let cell = Cell { thread, self_ref, exc, fix };
         let record = run_cell(&common::config(Backend::Linux), cell);
         assert_eq!(record.status, Status::Ok, "{}: {:?}", cell, record.note);
         assert_eq!(record.note, None, "{cell}");

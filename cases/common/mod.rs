@@ -34,10 +34,7 @@ pub fn summary(record: &CellRecord) -> String {
 
 /// Whether a process is gone, or a zombie (dead, waiting for a parent that is not the test to reap it).
 pub fn process_is_dead(pid: i32) -> bool {
-    let out = std::process::Command::new("ps")
-        .args(["-o", "stat=", "-p", &pid.to_string()])
-        .output()
-        .unwrap();
+    let out = std::process::Command::new("ps").args(["-o", "stat=", "-p", &pid.to_string()]).output().unwrap();
     let stat = String::from_utf8_lossy(&out.stdout);
     let stat = stat.trim();
     stat.is_empty() || stat.starts_with('Z')

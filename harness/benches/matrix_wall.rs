@@ -15,16 +15,9 @@ fn main() {
     let mut walls = Vec::new();
     for _ in 0..ROUNDS {
         let started = Instant::now();
-        let out = Command::new(env!("CARGO_BIN_EXE_threadleak"))
-            .args(["run", "--format", "json"])
-            .output()
-            .unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_threadleak")).args(["run", "--format", "json"]).output().unwrap();
         walls.push(started.elapsed());
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     }
     walls.sort();
     let median = walls[ROUNDS / 2];
@@ -38,10 +31,7 @@ fn main() {
         TARGET.as_secs()
     );
     if median >= TARGET {
-        eprintln!(
-            "matrix_wall: median {:.2} s misses the target",
-            median.as_secs_f64()
-        );
+        eprintln!("matrix_wall: median {:.2} s misses the target", median.as_secs_f64());
         std::process::exit(1);
     }
 }

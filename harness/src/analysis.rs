@@ -45,11 +45,7 @@ pub enum AnalysisError {
     #[error("checkpoint cycles must increase strictly ({prev} then {next})")]
     NotIncreasing { prev: u32, next: u32 },
     #[error("checkpoint at cycle {cycle} has counters {found:?}, the first has {expected:?}")]
-    CounterMismatch {
-        cycle: u32,
-        expected: Vec<String>,
-        found: Vec<String>,
-    },
+    CounterMismatch { cycle: u32, expected: Vec<String>, found: Vec<String> },
 }
 
 fn classify(rate: f64) -> Trend {
@@ -76,18 +72,11 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
     let names: Vec<String> = first.counters.names().map(str::to_owned).collect();
     for pair in checkpoints.windows(2) {
         if pair[1].cycle <= pair[0].cycle {
-            return Err(AnalysisError::NotIncreasing {
-                prev: pair[0].cycle,
-                next: pair[1].cycle,
-            });
+            return Err(AnalysisError::NotIncreasing { prev: pair[0].cycle, next: pair[1].cycle });
         }
         let found: Vec<String> = pair[1].counters.names().map(str::to_owned).collect();
         if found != names {
-            return Err(AnalysisError::CounterMismatch {
-                cycle: pair[1].cycle,
-                expected: names,
-                found,
-            });
+            return Err(AnalysisError::CounterMismatch { cycle: pair[1].cycle, expected: names, found });
         }
     }
     let before_last = &checkpoints[checkpoints.len() - 2];
@@ -98,15 +87,9 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
     for (index, name) in names.iter().enumerate() {
         per_thread.push((name.clone(), rate(first, last, index)));
         slope.push((name.clone(), rate(before_last, last, index)));
-        let mut segments = checkpoints
-            .windows(2)
-            .map(|w| classify(rate(&w[0], &w[1], index)));
+        let mut segments = checkpoints.windows(2).map(|w| classify(rate(&w[0], &w[1], index)));
         let head = segments.next().expect("two checkpoints make one segment");
-        let trend = if segments.all(|t| t == head) {
-            head
-        } else {
-            Trend::Unsteady
-        };
+        let trend = if segments.all(|t| t == head) { head } else { Trend::Unsteady };
         trends.push((name.clone(), trend));
     }
 
@@ -120,30 +103,19 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
     } else {
         Verdict::Clean
     };
-    Ok(Analysis {
-        per_thread: Counters(per_thread),
-        slope: Counters(slope),
-        trends,
-        verdict,
-    })
+    Ok(Analysis { per_thread: Counters(per_thread), slope: Counters(slope), trends, verdict })
 }
 
 impl Analysis {
     /// A sentence naming the counters that make the verdict, for the record's note.
     pub fn explain(&self) -> Option<String> {
-        let pick = |t: Trend| -> Vec<&str> {
-            self.trends
-                .iter()
-                .filter(|&&(_, x)| x == t)
-                .map(|(n, _)| n.as_str())
-                .collect()
-        };
+        let pick =
+            |t: Trend| -> Vec<&str> { self.trends.iter().filter(|&&(_, x)| x == t).map(|(n, _)| n.as_str()).collect() };
         let unsteady = pick(Trend::Unsteady);
         match self.verdict {
-            Verdict::Inconclusive if !unsteady.is_empty() => Some(format!(
-                "segments between checkpoints disagree for: {}",
-                unsteady.join(", ")
-            )),
+            Verdict::Inconclusive if !unsteady.is_empty() => {
+                Some(format!("segments between checkpoints disagree for: {}", unsteady.join(", ")))
+            }
             Verdict::Inconclusive => Some(format!(
                 "counters move in both directions: grows {}; shrinks {}",
                 pick(Trend::Grows).join(", "),
@@ -165,22 +137,14 @@ mod tests {
             .enumerate()
             .map(|(i, &cycle)| Checkpoint {
                 cycle,
-                counters: Counters(
-                    series
-                        .iter()
-                        .map(|(n, v)| ((*n).to_owned(), v[i]))
-                        .collect(),
-                ),
+                counters: Counters(series.iter().map(|(n, v)| ((*n).to_owned(), v[i])).collect()),
             })
             .collect()
     }
 
     #[test]
     fn exact_on_a_linear_leak() {
-        let cps = checkpoints(
-            &[0, 500, 1000],
-            &[("fds", &[7, 507, 1007]), ("maps", &[40, 40, 40])],
-        );
+        let cps = checkpoints(&[0, 500, 1000], &[("fds", &[7, 507, 1007]), ("maps", &[40, 40, 40])]);
         let a = analyse(&cps).unwrap();
         assert_eq!(a.per_thread.get("fds"), Some(1.0));
         assert_eq!(a.slope.get("fds"), Some(1.0));
@@ -194,10 +158,7 @@ mod tests {
         let cps = checkpoints(&[0, 500, 1000], &[("vm_kib", &[1000, 1132, 1132])]);
         let a = analyse(&cps).unwrap();
         assert_eq!(a.verdict, Verdict::Inconclusive);
-        assert_eq!(
-            a.explain().unwrap(),
-            "segments between checkpoints disagree for: vm_kib"
-        );
+        assert_eq!(a.explain().unwrap(), "segments between checkpoints disagree for: vm_kib");
     }
 
     #[test]
@@ -213,26 +174,17 @@ mod tests {
         let cps = checkpoints(&[0, 10, 20], &[("a", &[100, 90, 80]), ("b", &[0, 10, 20])]);
         let a = analyse(&cps).unwrap();
         assert_eq!(a.verdict, Verdict::Inconclusive);
-        assert_eq!(
-            a.explain().unwrap(),
-            "counters move in both directions: grows b; shrinks a"
-        );
+        assert_eq!(a.explain().unwrap(), "counters move in both directions: grows b; shrinks a");
     }
 
     #[test]
     fn malformed_checkpoints_are_errors() {
         assert_eq!(analyse(&[]), Err(AnalysisError::TooFew(0)));
         let cps = checkpoints(&[0, 0], &[("fds", &[1, 1])]);
-        assert_eq!(
-            analyse(&cps),
-            Err(AnalysisError::NotIncreasing { prev: 0, next: 0 })
-        );
+        assert_eq!(analyse(&cps), Err(AnalysisError::NotIncreasing { prev: 0, next: 0 }));
         let mut cps = checkpoints(&[0, 5], &[("fds", &[1, 1])]);
         cps[1].counters.0[0].0 = "maps".into();
-        assert!(matches!(
-            analyse(&cps),
-            Err(AnalysisError::CounterMismatch { cycle: 5, .. })
-        ));
+        assert!(matches!(analyse(&cps), Err(AnalysisError::CounterMismatch { cycle: 5, .. })));
     }
 
     fn cycles() -> impl Strategy<Value = Vec<u32>> {

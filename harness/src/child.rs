@@ -33,12 +33,7 @@ pub fn checkpoint_plan(cycles: u32) -> Vec<u32> {
 /// Runs one cell in this process and reports. Never panics on a failed call: the failure is the report.
 pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
     let warmup = i64::from(params.warmup);
-    let mut report = ChildReport {
-        checkpoints: Vec::new(),
-        cycles_per_sec: None,
-        notes: Vec::new(),
-        failure: None,
-    };
+    let mut report = ChildReport { checkpoints: Vec::new(), cycles_per_sec: None, notes: Vec::new(), failure: None };
     let mut workload = match backend.open(cell, params) {
         Ok(w) => w,
         Err(e) => {
@@ -78,17 +73,12 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
             break;
         }
         let settled = workload.settle().map_err(|f| match f {
-            SettleFailure::TimedOut(s) => Failure::Settle {
-                waited_ms: s.waited_ms,
-                detail: s.detail,
-            },
+            SettleFailure::TimedOut(s) => Failure::Settle { waited_ms: s.waited_ms, detail: s.detail },
             SettleFailure::Call(e) => e.at_cycle(i64::from(cycle)),
         });
-        if let Err(f) = settled.and_then(|()| {
-            workload
-                .census(&mut censuses[slot])
-                .map_err(|e| e.at_cycle(i64::from(cycle)))
-        }) {
+        if let Err(f) =
+            settled.and_then(|()| workload.census(&mut censuses[slot]).map_err(|e| e.at_cycle(i64::from(cycle))))
+        {
             outcome = Err(f);
             break;
         }
@@ -102,13 +92,7 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
         .take(taken)
         .map(|(&cycle, values)| Checkpoint {
             cycle,
-            counters: Counters(
-                names
-                    .iter()
-                    .map(|n| (*n).to_owned())
-                    .zip(values.iter().copied())
-                    .collect(),
-            ),
+            counters: Counters(names.iter().map(|n| (*n).to_owned()).zip(values.iter().copied()).collect()),
         })
         .collect();
     if cycle > 0 && !busy.is_zero() {

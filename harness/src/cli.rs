@@ -21,8 +21,7 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_HELP: &str =
-    "Exit codes: 0 every cell completed; 2 usage error; 3 some cell timed out, crashed or \
+const EXIT_HELP: &str = "Exit codes: 0 every cell completed; 2 usage error; 3 some cell timed out, crashed or \
                          failed; 4 the run itself failed; 130 interrupted.";
 
 #[derive(Debug, Subcommand)]
@@ -56,11 +55,7 @@ struct CellParams {
 
 impl CellParams {
     fn params(&self) -> Params {
-        Params {
-            cycles: self.cycles,
-            warmup: self.warmup,
-            self_calls: self.self_calls,
-        }
+        Params { cycles: self.cycles, warmup: self.warmup, self_calls: self.self_calls }
     }
 }
 
@@ -101,27 +96,17 @@ struct ChildArgs {
 /// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a duration such as 500ms, 30s or 2m"))?;
+    let value: f64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 500ms, 30s or 2m"))?;
     let seconds = match unit {
         "ms" => value / 1000.0,
         "" | "s" => value,
         "m" => value * 60.0,
-        _ => {
-            return Err(format!(
-                "unknown unit `{unit}` in `{text}` (units: ms, s, m)"
-            ))
-        }
+        _ => return Err(format!("unknown unit `{unit}` in `{text}` (units: ms, s, m)")),
     };
     if !(seconds > 0.0 && seconds <= 86_400.0) {
-        return Err(format!(
-            "`{text}` is out of range (more than 0, at most a day)"
-        ));
+        return Err(format!("`{text}` is out of range (more than 0, at most a day)"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -132,11 +117,7 @@ pub fn main() -> i32 {
         Ok(cli) => cli,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::USAGE
-            } else {
-                ExitCode::OK
-            };
+            return if e.use_stderr() { ExitCode::USAGE } else { ExitCode::OK };
         }
     };
     match cli.command {
@@ -199,13 +180,7 @@ fn run(args: RunArgs) -> i32 {
     let record = runner::run(&config, &cells, |p| {
         if progress && started.elapsed() > Duration::from_secs(1) {
             shown = true;
-            eprint!(
-                "\r\x1b[K[{}/{}] {} {}",
-                p.done,
-                p.total,
-                p.finished.cell,
-                p.finished.status.as_str()
-            );
+            eprint!("\r\x1b[K[{}/{}] {} {}", p.done, p.total, p.finished.cell, p.finished.status.as_str());
         }
     });
     if shown {
@@ -214,28 +189,16 @@ fn run(args: RunArgs) -> i32 {
 
     let text = report::render(&record, args.format);
     let written = match &args.out {
-        Some(path) => {
-            std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))
-        }
-        None => std::io::stdout()
-            .lock()
-            .write_all(text.as_bytes())
-            .map_err(|e| format!("cannot write output: {e}")),
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| format!("cannot write output: {e}")),
     };
     if let Err(message) = written {
         eprintln!("error: {message}");
         return ExitCode::FAILED;
     }
-    let incomplete = record
-        .cells
-        .iter()
-        .filter(|c| c.status != Status::Ok)
-        .count();
+    let incomplete = record.cells.iter().filter(|c| c.status != Status::Ok).count();
     if incomplete > 0 {
-        eprintln!(
-            "threadleak: {incomplete} of {} cells did not complete (see their notes)",
-            record.cells.len()
-        );
+        eprintln!("threadleak: {incomplete} of {} cells did not complete (see their notes)", record.cells.len());
         return ExitCode::INCOMPLETE;
     }
     ExitCode::OK
@@ -262,12 +225,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").unwrap_err().contains("out of range"));
-        assert!(parse_duration("5h")
-            .unwrap_err()
-            .contains("unknown unit `h`"));
-        assert!(parse_duration("soon")
-            .unwrap_err()
-            .contains("not a duration"));
+        assert!(parse_duration("5h").unwrap_err().contains("unknown unit `h`"));
+        assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
     }
 
     #[test]

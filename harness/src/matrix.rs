@@ -114,12 +114,7 @@ impl Cell {
             for &self_ref in SelfRef::ALL {
                 for &exc in Exc::ALL {
                     for &fix in Fix::ALL {
-                        cells.push(Cell {
-                            thread,
-                            self_ref,
-                            exc,
-                            fix,
-                        });
+                        cells.push(Cell { thread, self_ref, exc, fix });
                     }
                 }
             }
@@ -135,20 +130,8 @@ impl Cell {
 
 impl fmt::Display for Cell {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Cell {
-            thread,
-            self_ref,
-            exc,
-            fix,
-        } = self;
-        write!(
-            f,
-            "{}={thread},{}={self_ref},{}={exc},{}={fix}",
-            ThreadKind::KEY,
-            SelfRef::KEY,
-            Exc::KEY,
-            Fix::KEY
-        )
+        let Cell { thread, self_ref, exc, fix } = self;
+        write!(f, "{}={thread},{}={self_ref},{}={exc},{}={fix}", ThreadKind::KEY, SelfRef::KEY, Exc::KEY, Fix::KEY)
     }
 }
 
@@ -160,11 +143,7 @@ pub enum ParseError {
     #[error("unknown axis `{axis}` (axes: thread, self, exc, fix)")]
     UnknownAxis { axis: String },
     #[error("unknown value `{value}` for axis `{axis}` (values: {expected})")]
-    UnknownValue {
-        axis: &'static str,
-        value: String,
-        expected: String,
-    },
+    UnknownValue { axis: &'static str, value: String, expected: String },
     #[error("axis `{axis}` is given twice")]
     DuplicateAxis { axis: &'static str },
     #[error("axis `{axis}` is missing")]
@@ -185,18 +164,14 @@ enum Item {
 fn parse_items(text: &str) -> impl Iterator<Item = Result<Item, ParseError>> + '_ {
     text.split(',').map(|item| {
         let item = item.trim();
-        let (axis, value) = item.split_once('=').ok_or_else(|| ParseError::NotAPair {
-            item: item.to_owned(),
-        })?;
+        let (axis, value) = item.split_once('=').ok_or_else(|| ParseError::NotAPair { item: item.to_owned() })?;
         let value = value.trim();
         match axis.trim() {
             ThreadKind::KEY => value.parse().map(Item::Thread),
             SelfRef::KEY => value.parse().map(Item::SelfRef),
             Exc::KEY => value.parse().map(Item::Exc),
             Fix::KEY => value.parse().map(Item::Fix),
-            other => Err(ParseError::UnknownAxis {
-                axis: other.to_owned(),
-            }),
+            other => Err(ParseError::UnknownAxis { axis: other.to_owned() }),
         }
     })
 }
@@ -222,9 +197,7 @@ impl FromStr for Cell {
             }
         }
         Ok(Cell {
-            thread: thread.ok_or(ParseError::MissingAxis {
-                axis: ThreadKind::KEY,
-            })?,
+            thread: thread.ok_or(ParseError::MissingAxis { axis: ThreadKind::KEY })?,
             self_ref: self_ref.ok_or(ParseError::MissingAxis { axis: SelfRef::KEY })?,
             exc: exc.ok_or(ParseError::MissingAxis { axis: Exc::KEY })?,
             fix: fix.ok_or(ParseError::MissingAxis { axis: Fix::KEY })?,
@@ -254,16 +227,8 @@ impl Filter {
         fn ok<T: PartialEq>(allowed: &[T], value: &T) -> bool {
             allowed.is_empty() || allowed.contains(value)
         }
-        let Cell {
-            thread,
-            self_ref,
-            exc,
-            fix,
-        } = cell;
-        ok(&self.thread, thread)
-            && ok(&self.self_ref, self_ref)
-            && ok(&self.exc, exc)
-            && ok(&self.fix, fix)
+        let Cell { thread, self_ref, exc, fix } = cell;
+        ok(&self.thread, thread) && ok(&self.self_ref, self_ref) && ok(&self.exc, exc) && ok(&self.fix, fix)
     }
 }
 
@@ -289,10 +254,7 @@ impl FromStr for Filter {
 
 /// The cells selected by any of `filters` (all cells when there is none), in matrix order.
 pub fn select(filters: &[Filter]) -> Vec<Cell> {
-    Cell::all()
-        .into_iter()
-        .filter(|cell| filters.is_empty() || filters.iter().any(|f| f.matches(cell)))
-        .collect()
+    Cell::all().into_iter().filter(|cell| filters.is_empty() || filters.iter().any(|f| f.matches(cell))).collect()
 }
 
 #[cfg(test)]
@@ -307,10 +269,7 @@ mod tests {
         let ids: std::collections::BTreeSet<String> = cells.iter().map(Cell::id).collect();
         assert_eq!(ids.len(), 54);
         assert_eq!(cells[0].id(), "thread=detached,self=none,exc=none,fix=off");
-        assert_eq!(
-            cells[53].id(),
-            "thread=unjoined,self=balanced,exc=leaked,fix=on"
-        );
+        assert_eq!(cells[53].id(), "thread=unjoined,self=balanced,exc=leaked,fix=on");
     }
 
     #[test]
@@ -332,21 +291,12 @@ mod tests {
             err("thread=sleepy"),
             "unknown value `sleepy` for axis `thread` (values: detached, joined, unjoined)"
         );
-        assert_eq!(
-            err("colour=red"),
-            "unknown axis `colour` (axes: thread, self, exc, fix)"
-        );
+        assert_eq!(err("colour=red"), "unknown axis `colour` (axes: thread, self, exc, fix)");
         assert_eq!(err("detached"), "`detached` is not of the form axis=value");
         assert_eq!(err(""), "empty filter");
         let cell_err = |s: &str| s.parse::<Cell>().unwrap_err().to_string();
-        assert_eq!(
-            cell_err("thread=joined,self=none,exc=none"),
-            "axis `fix` is missing"
-        );
-        assert_eq!(
-            cell_err("thread=joined,thread=joined,self=none,exc=none,fix=on"),
-            "axis `thread` is given twice"
-        );
+        assert_eq!(cell_err("thread=joined,self=none,exc=none"), "axis `fix` is missing");
+        assert_eq!(cell_err("thread=joined,thread=joined,self=none,exc=none,fix=on"), "axis `thread` is given twice");
     }
 
     fn any_cell() -> impl Strategy<Value = Cell> {

@@ -58,9 +58,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counters<T> {
                 let mut entries: Vec<(String, T)> = Vec::new();
                 while let Some((name, value)) = access.next_entry::<String, T>()? {
                     if entries.iter().any(|(n, _)| *n == name) {
-                        return Err(serde::de::Error::custom(format!(
-                            "counter `{name}` appears twice"
-                        )));
+                        return Err(serde::de::Error::custom(format!("counter `{name}` appears twice")));
                     }
                     entries.push((name, value));
                 }
@@ -90,10 +88,7 @@ pub struct Tool {
 
 impl Tool {
     pub fn this() -> Tool {
-        Tool {
-            name: env!("CARGO_PKG_NAME").to_owned(),
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-        }
+        Tool { name: env!("CARGO_PKG_NAME").to_owned(), version: env!("CARGO_PKG_VERSION").to_owned() }
     }
 }
 
@@ -124,11 +119,7 @@ pub struct Params {
 
 impl Default for Params {
     fn default() -> Params {
-        Params {
-            cycles: 1000,
-            warmup: 10,
-            self_calls: 1,
-        }
+        Params { cycles: 1000, warmup: 10, self_calls: 1 }
     }
 }
 
@@ -194,20 +185,8 @@ pub struct Axes {
 }
 
 impl From<Cell> for Axes {
-    fn from(
-        Cell {
-            thread,
-            self_ref,
-            exc,
-            fix,
-        }: Cell,
-    ) -> Axes {
-        Axes {
-            thread,
-            self_ref,
-            exc,
-            fix,
-        }
+    fn from(Cell { thread, self_ref, exc, fix }: Cell) -> Axes {
+        Axes { thread, self_ref, exc, fix }
     }
 }
 
@@ -224,34 +203,17 @@ pub struct Checkpoint {
 pub enum Failure {
     /// A call in the child failed; `cycle` is the measured cycle it failed at (warm-up cycles count from
     /// `-warmup`).
-    Call {
-        call: String,
-        errno: i32,
-        errno_name: String,
-        cycle: i64,
-    },
+    Call { call: String, errno: i32, errno_name: String, cycle: i64 },
     /// The settle step did not see the exited threads go away in time.
     Settle { waited_ms: u64, detail: String },
     /// The child was killed after the timeout.
-    Timeout {
-        after_ms: u64,
-        escalated_to_sigkill: bool,
-        stderr_tail: String,
-    },
+    Timeout { after_ms: u64, escalated_to_sigkill: bool, stderr_tail: String },
     /// The child died of a signal.
-    Signal {
-        signal: i32,
-        signal_name: String,
-        stderr_tail: String,
-    },
+    Signal { signal: i32, signal_name: String, stderr_tail: String },
     /// The child exited with a non-zero code and no record.
     Exit { code: i32, stderr_tail: String },
     /// The child's output is not a record.
-    Garbage {
-        detail: String,
-        stdout_head: String,
-        stderr_tail: String,
-    },
+    Garbage { detail: String, stdout_head: String, stderr_tail: String },
 }
 
 /// One cell's result.
@@ -286,10 +248,7 @@ pub enum RecordError {
     #[error("record schema {found} is not supported (this build reads schema {SCHEMA})")]
     Schema { found: u64 },
     #[error("cell `{cell}`: {source}")]
-    Cell {
-        cell: String,
-        source: crate::matrix::ParseError,
-    },
+    Cell { cell: String, source: crate::matrix::ParseError },
 }
 
 impl Record {
@@ -301,18 +260,11 @@ impl Record {
         }
         let version: Version = serde_json::from_str(text).map_err(RecordError::Json)?;
         if version.schema != u64::from(SCHEMA) {
-            return Err(RecordError::Schema {
-                found: version.schema,
-            });
+            return Err(RecordError::Schema { found: version.schema });
         }
         let record: Record = serde_json::from_str(text).map_err(RecordError::Json)?;
         for cell in &record.cells {
-            cell.cell
-                .parse::<Cell>()
-                .map_err(|source| RecordError::Cell {
-                    cell: cell.cell.clone(),
-                    source,
-                })?;
+            cell.cell.parse::<Cell>().map_err(|source| RecordError::Cell { cell: cell.cell.clone(), source })?;
         }
         Ok(record)
     }
@@ -328,18 +280,13 @@ mod tests {
     use proptest::prelude::*;
 
     fn sample() -> Record {
-        let cell: Cell = "thread=unjoined,self=leaked,exc=none,fix=off"
-            .parse()
-            .unwrap();
+        let cell: Cell = "thread=unjoined,self=leaked,exc=none,fix=off".parse().unwrap();
         let counters = |v: i64| Counters(vec![("fds".to_owned(), v), ("maps".to_owned(), 2 * v)]);
         Record {
             schema: SCHEMA,
             tool: Tool::this(),
             backend: "linux".into(),
-            os: Os {
-                family: "linux".into(),
-                ..Os::default()
-            },
+            os: Os { family: "linux".into(), ..Os::default() },
             params: Params::default(),
             cells: vec![CellRecord {
                 cell: cell.id(),
@@ -349,14 +296,8 @@ mod tests {
                 slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 verdict: Verdict::Leak,
                 checkpoints: vec![
-                    Checkpoint {
-                        cycle: 0,
-                        counters: counters(0),
-                    },
-                    Checkpoint {
-                        cycle: 1000,
-                        counters: counters(1000),
-                    },
+                    Checkpoint { cycle: 0, counters: counters(0) },
+                    Checkpoint { cycle: 1000, counters: counters(1000) },
                 ],
                 elapsed_ms: 40,
                 cycles_per_sec: Some(25000.0),
@@ -388,24 +329,16 @@ mod tests {
 
     #[test]
     fn the_wrong_schema_is_named() {
-        let text = sample()
-            .to_json()
-            .replacen("\"schema\": 1", "\"schema\": 7", 1);
+        let text = sample().to_json().replacen("\"schema\": 1", "\"schema\": 7", 1);
         let err = Record::from_json(&text).unwrap_err().to_string();
-        assert_eq!(
-            err,
-            "record schema 7 is not supported (this build reads schema 1)"
-        );
+        assert_eq!(err, "record schema 7 is not supported (this build reads schema 1)");
     }
 
     #[test]
     fn an_unknown_cell_is_named() {
         let text = sample().to_json().replace("self=leaked", "self=sometimes");
         let err = Record::from_json(&text).unwrap_err().to_string();
-        assert!(
-            err.contains("unknown value `sometimes` for axis `self`"),
-            "{err}"
-        );
+        assert!(err.contains("unknown value `sometimes` for axis `self`"), "{err}");
     }
 
     proptest! {

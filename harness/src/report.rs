@@ -52,13 +52,7 @@ fn outcome(cell: &CellRecord) -> &'static str {
 /// The terminal table, with a header line describing the run and the notes under it.
 pub fn table(record: &Record) -> String {
     let cols = columns(record);
-    let id_width = record
-        .cells
-        .iter()
-        .map(|c| c.cell.len())
-        .max()
-        .unwrap_or(4)
-        .max(4);
+    let id_width = record.cells.iter().map(|c| c.cell.len()).max().unwrap_or(4).max(4);
     let col_width = |name: &str| name.len().max(6);
     let mut out = String::new();
     let os = &record.os;
@@ -94,15 +88,13 @@ pub fn table(record: &Record) -> String {
     if !noted.is_empty() {
         out.push_str("\nnotes:\n");
         for cell in noted {
-            let _ = writeln!(
-                out,
-                "  {}: {}",
-                cell.cell,
-                cell.note.as_deref().unwrap_or_default()
-            );
+            let _ = writeln!(out, "  {}: {}", cell.cell, cell.note.as_deref().unwrap_or_default());
         }
     }
-    let _ = writeln!(out, "\ncolumns are the change per thread created, from the warmed-up baseline to the last checkpoint");
+    let _ = writeln!(
+        out,
+        "\ncolumns are the change per thread created, from the warmed-up baseline to the last checkpoint"
+    );
     out
 }
 

@@ -84,11 +84,7 @@ pub fn kill_live_children() {
 }
 
 /// Runs `cells` and assembles the record.
-pub fn run(
-    config: &RunConfig,
-    cells: &[Cell],
-    mut on_progress: impl FnMut(Progress<'_>),
-) -> Record {
+pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progress<'_>)) -> Record {
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellRecord)>();
     let mut results: Vec<Option<CellRecord>> = vec![None; cells.len()];
@@ -106,11 +102,7 @@ pub fn run(
         }
         drop(tx);
         for (done, (index, record)) in rx.iter().enumerate() {
-            on_progress(Progress {
-                done: done + 1,
-                total: cells.len(),
-                finished: &record,
-            });
+            on_progress(Progress { done: done + 1, total: cells.len(), finished: &record });
             results[index] = Some(record);
         }
     });
@@ -120,10 +112,7 @@ pub fn run(
         backend: config.backend.to_string(),
         os: config.backend.os(),
         params: config.params,
-        cells: results
-            .into_iter()
-            .map(|r| r.expect("every cell reports"))
-            .collect(),
+        cells: results.into_iter().map(|r| r.expect("every cell reports")).collect(),
     }
 }
 
@@ -158,18 +147,9 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
         Ok(outcome) => outcome,
         Err(err) => {
             record.status = Status::Error;
-            record.note = Some(format!(
-                "failed to start the child `{}`: {err}",
-                config.exe.display()
-            ));
+            record.note = Some(format!("failed to start the child `{}`: {err}", config.exe.display()));
             let errno = err.raw_os_error().unwrap_or(0);
-            record.failure = Some(
-                CallError {
-                    call: "spawn",
-                    errno,
-                }
-                .at_cycle(-i64::from(config.params.warmup)),
-            );
+            record.failure = Some(CallError { call: "spawn", errno }.at_cycle(-i64::from(config.params.warmup)));
             return record;
         }
     };
@@ -184,11 +164,7 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
         notes.push(format!(
             "killed after {} ms{}",
             config.timeout.as_millis(),
-            if outcome.escalated {
-                " (ignored SIGTERM; SIGKILL sent)"
-            } else {
-                ""
-            }
+            if outcome.escalated { " (ignored SIGTERM; SIGKILL sent)" } else { "" }
         ));
         record.failure = Some(Failure::Timeout {
             after_ms: config.timeout.as_millis() as u64,
@@ -199,48 +175,27 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
         record.status = Status::Crashed;
         let name = signal_name(signal);
         notes.push(format!("child died of {name}"));
-        record.failure = Some(Failure::Signal {
-            signal,
-            signal_name: name,
-            stderr_tail: outcome.stderr_tail,
-        });
+        record.failure = Some(Failure::Signal { signal, signal_name: name, stderr_tail: outcome.stderr_tail });
     } else if let Some(code) = outcome.status.and_then(|s| s.code()).filter(|&c| c != 0) {
         record.status = Status::Crashed;
         notes.push(format!("child exited with code {code} without a record"));
-        record.failure = Some(Failure::Exit {
-            code,
-            stderr_tail: outcome.stderr_tail,
-        });
+        record.failure = Some(Failure::Exit { code, stderr_tail: outcome.stderr_tail });
     } else {
         match parse_report(&outcome.stdout, outcome.stdout_truncated) {
             Err(detail) => {
                 record.status = Status::Crashed;
                 notes.push(format!("child output is not a record: {detail}"));
-                let head =
-                    String::from_utf8_lossy(&outcome.stdout[..outcome.stdout.len().min(200)])
-                        .into_owned();
-                record.failure = Some(Failure::Garbage {
-                    detail,
-                    stdout_head: head,
-                    stderr_tail: outcome.stderr_tail,
-                });
+                let head = String::from_utf8_lossy(&outcome.stdout[..outcome.stdout.len().min(200)]).into_owned();
+                record.failure = Some(Failure::Garbage { detail, stdout_head: head, stderr_tail: outcome.stderr_tail });
             }
             Ok(report) => {
                 notes.extend(report.notes);
                 record.cycles_per_sec = report.cycles_per_sec;
                 record.checkpoints = report.checkpoints;
                 match &report.failure {
-                    Some(Failure::Call {
-                        call,
-                        errno_name,
-                        errno,
-                        cycle,
-                        ..
-                    }) => {
+                    Some(Failure::Call { call, errno_name, errno, cycle, .. }) => {
                         record.status = Status::Error;
-                        notes.push(format!(
-                            "{call} failed with {errno_name} (errno {errno}) at cycle {cycle}"
-                        ));
+                        notes.push(format!("{call} failed with {errno_name} (errno {errno}) at cycle {cycle}"));
                     }
                     Some(Failure::Settle { waited_ms, detail }) => {
                         notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
@@ -279,10 +234,7 @@ fn parse_report(stdout: &[u8], truncated: bool) -> Result<ChildReport, String> {
         return Err("no output".into());
     }
     if text.lines().count() > 1 {
-        return Err(format!(
-            "{} lines of output where one was expected",
-            text.lines().count()
-        ));
+        return Err(format!("{} lines of output where one was expected", text.lines().count()));
     }
     serde_json::from_str(text).map_err(|e| format!("not a child report ({e})"))
 }
@@ -297,12 +249,7 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell) -> std::io::Result<Outcome> {
     command
         .arg(CHILD_SUBCOMMAND)
         .args(["--backend", config.backend.as_str(), "--cell", &cell.id()])
-        .args([
-            "--cycles",
-            &p.cycles.to_string(),
-            "--warmup",
-            &p.warmup.to_string(),
-        ])
+        .args(["--cycles", &p.cycles.to_string(), "--warmup", &p.warmup.to_string()])
         .args(["--self-calls", &p.self_calls.to_string()])
         .envs(config.backend.child_env().iter().copied())
         .stdin(Stdio::null())
@@ -349,9 +296,7 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell) -> std::io::Result<Outcome> {
                 Err(_) => {
                     escalated = true;
                     let _ = killpg(group, Signal::SIGKILL);
-                    exit_rx
-                        .recv()
-                        .unwrap_or_else(|_| Err(std::io::Error::other("waiter thread vanished")))
+                    exit_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("waiter thread vanished")))
                 }
             }
         }
@@ -411,30 +356,18 @@ mod tests {
 
     #[test]
     fn the_tail_keeps_the_end() {
-        let text: Vec<u8> = (0..10_000u32)
-            .flat_map(|i| format!("{i}\n").into_bytes())
-            .collect();
+        let text: Vec<u8> = (0..10_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
         let tail = read_tail(&text[..], 16);
-        assert!(
-            tail.ends_with("9998\n9999") || tail.ends_with("9999"),
-            "{tail}"
-        );
+        assert!(tail.ends_with("9998\n9999") || tail.ends_with("9999"), "{tail}");
         assert!(tail.len() <= 16);
     }
 
     #[test]
     fn reports_are_one_json_line() {
         assert_eq!(parse_report(b"", false).unwrap_err(), "no output");
-        assert_eq!(
-            parse_report(b"{}\n{}\n", false).unwrap_err(),
-            "2 lines of output where one was expected"
-        );
-        assert!(parse_report(b"hello", false)
-            .unwrap_err()
-            .starts_with("not a child report"));
-        assert!(parse_report(b"\xff\xfe", false)
-            .unwrap_err()
-            .starts_with("not UTF-8"));
+        assert_eq!(parse_report(b"{}\n{}\n", false).unwrap_err(), "2 lines of output where one was expected");
+        assert!(parse_report(b"hello", false).unwrap_err().starts_with("not a child report"));
+        assert!(parse_report(b"\xff\xfe", false).unwrap_err().starts_with("not UTF-8"));
         let ok = br#"{"checkpoints":[],"cycles_per_sec":null,"notes":[],"failure":null}"#;
         assert!(parse_report(ok, false).is_ok());
         assert!(parse_report(ok, true).is_err());

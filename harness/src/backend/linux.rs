@@ -46,10 +46,7 @@ fn errno() -> c_int {
 /// The one place that turns a `-1` return into a [`CallError`].
 fn check(call: &'static str, ret: c_int) -> Result<c_int, CallError> {
     if ret == -1 {
-        Err(CallError {
-            call,
-            errno: errno(),
-        })
+        Err(CallError { call, errno: errno() })
     } else {
         Ok(ret)
     }
@@ -86,10 +83,7 @@ impl SelfHandle {
             SelfHandle::ProcThreadSelf => {
                 // SAFETY: the path is a NUL-terminated literal.
                 let fd = unsafe {
-                    libc::open(
-                        c"/proc/thread-self".as_ptr(),
-                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-                    )
+                    libc::open(c"/proc/thread-self".as_ptr(), libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC)
                 };
                 check("open /proc/thread-self", fd)
             }
@@ -109,9 +103,7 @@ impl SelfHandle {
                 Ok(SelfHandle::Pidfd)
             }
             // EINVAL: a kernel before 6.9 rejects the flag; ENOSYS: one before 5.3 lacks the call.
-            Err(e) if e.errno == libc::EINVAL || e.errno == libc::ENOSYS => {
-                Ok(SelfHandle::ProcThreadSelf)
-            }
+            Err(e) if e.errno == libc::EINVAL || e.errno == libc::ENOSYS => Ok(SelfHandle::ProcThreadSelf),
             Err(e) => Err(e),
         }
     }
@@ -199,24 +191,14 @@ fn exception_machinery(ctx: &mut ThreadCtx) -> Result<(), CallError> {
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(CallError {
-            call: "mmap (sigaltstack)",
-            errno: errno(),
-        });
+        return Err(CallError { call: "mmap (sigaltstack)", errno: errno() });
     }
     // SAFETY: the first page of the mapping just made; stacks grow down, so the guard goes below.
-    check("mprotect (sigaltstack guard)", unsafe {
-        libc::mprotect(base, page, libc::PROT_NONE)
-    })?;
-    let stack = libc::stack_t {
-        ss_sp: base.cast::<u8>().wrapping_add(page).cast(),
-        ss_flags: 0,
-        ss_size: ALTSTACK_BYTES,
-    };
+    check("mprotect (sigaltstack guard)", unsafe { libc::mprotect(base, page, libc::PROT_NONE) })?;
+    let stack =
+        libc::stack_t { ss_sp: base.cast::<u8>().wrapping_add(page).cast(), ss_flags: 0, ss_size: ALTSTACK_BYTES };
     // SAFETY: `stack` describes memory this thread owns for as long as it is installed.
-    check("sigaltstack", unsafe {
-        libc::sigaltstack(&stack, ptr::null_mut())
-    })?;
+    check("sigaltstack", unsafe { libc::sigaltstack(&stack, ptr::null_mut()) })?;
 
     // SAFETY: sigevent is plain data; zero is a valid starting value for every field.
     let mut event: libc::sigevent = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -226,22 +208,14 @@ fn exception_machinery(ctx: &mut ThreadCtx) -> Result<(), CallError> {
     event.sigev_notify_thread_id = unsafe { libc::gettid() };
     let mut timer: libc::timer_t = ptr::null_mut();
     // SAFETY: `event` and `timer` are valid for the call.
-    check("timer_create", unsafe {
-        libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer)
-    })?;
+    check("timer_create", unsafe { libc::timer_create(libc::CLOCK_MONOTONIC, &mut event, &mut timer) })?;
 
     if ctx.exc == Exc::Restored {
         // SAFETY: the timer was created above and is deleted once.
         check("timer_delete", unsafe { libc::timer_delete(timer) })?;
-        let off = libc::stack_t {
-            ss_sp: ptr::null_mut(),
-            ss_flags: libc::SS_DISABLE,
-            ss_size: 0,
-        };
+        let off = libc::stack_t { ss_sp: ptr::null_mut(), ss_flags: libc::SS_DISABLE, ss_size: 0 };
         // SAFETY: disabling needs no memory; the thread is not running on the alternate stack.
-        check("sigaltstack (disable)", unsafe {
-            libc::sigaltstack(&off, ptr::null_mut())
-        })?;
+        check("sigaltstack (disable)", unsafe { libc::sigaltstack(&off, ptr::null_mut()) })?;
         // SAFETY: the mapping is no longer installed anywhere.
         check("munmap (sigaltstack)", unsafe { libc::munmap(base, len) })?;
     }
@@ -290,9 +264,7 @@ impl Linux {
     pub fn open(cell: Cell, params: &Params) -> Result<Linux, CallError> {
         // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only. A child whose runner dies is
         // killed rather than left behind.
-        check("prctl(PR_SET_PDEATHSIG)", unsafe {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL)
-        })?;
+        check("prctl(PR_SET_PDEATHSIG)", unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
         raise_fd_limit()?;
 
         let mut notes = Vec::new();
@@ -306,14 +278,15 @@ impl Linux {
         }
         let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
         if !tunables.contains("glibc.pthread.stack_cache_size=0") {
-            notes.push("glibc's stack cache is on (GLIBC_TUNABLES not set by the runner): maps and vm_kib are noisy".to_owned());
+            notes.push(
+                "glibc's stack cache is on (GLIBC_TUNABLES not set by the runner): maps and vm_kib are noisy"
+                    .to_owned(),
+            );
         }
 
         let mut exit_key: libc::pthread_key_t = 0;
         // SAFETY: `exit_key` is valid for writing; the destructor is an extern "C" fn of the right type.
-        check_pthread("pthread_key_create", unsafe {
-            libc::pthread_key_create(&mut exit_key, Some(on_thread_exit))
-        })?;
+        check_pthread("pthread_key_create", unsafe { libc::pthread_key_create(&mut exit_key, Some(on_thread_exit)) })?;
 
         let ctx = Box::into_raw(Box::new(ThreadCtx {
             // SAFETY: sem_t is plain data, initialized by sem_init below before any use.
@@ -328,36 +301,22 @@ impl Linux {
             failure: None,
         }));
         // SAFETY: `ctx` was just allocated; an unshared (pshared = 0) semaphore starting at 0.
-        check("sem_init", unsafe {
-            libc::sem_init(&mut (*ctx).done, 0, 0)
-        })?;
+        check("sem_init", unsafe { libc::sem_init(&mut (*ctx).done, 0, 0) })?;
 
         // SAFETY: pthread_attr_t is initialized by pthread_attr_init before use.
         let mut attr: libc::pthread_attr_t = unsafe { MaybeUninit::zeroed().assume_init() };
         // SAFETY: `attr` is valid for writing.
-        check_pthread("pthread_attr_init", unsafe {
-            libc::pthread_attr_init(&mut attr)
-        })?;
+        check_pthread("pthread_attr_init", unsafe { libc::pthread_attr_init(&mut attr) })?;
         let detach = match cell.thread {
             ThreadKind::Detached => libc::PTHREAD_CREATE_DETACHED,
             ThreadKind::Joined | ThreadKind::Unjoined => libc::PTHREAD_CREATE_JOINABLE,
         };
         // SAFETY: `attr` was initialized above.
-        check_pthread("pthread_attr_setdetachstate", unsafe {
-            libc::pthread_attr_setdetachstate(&mut attr, detach)
-        })?;
+        check_pthread("pthread_attr_setdetachstate", unsafe { libc::pthread_attr_setdetachstate(&mut attr, detach) })?;
         // SAFETY: as above.
-        check_pthread("pthread_attr_setstacksize", unsafe {
-            libc::pthread_attr_setstacksize(&mut attr, STACK_BYTES)
-        })?;
+        check_pthread("pthread_attr_setstacksize", unsafe { libc::pthread_attr_setstacksize(&mut attr, STACK_BYTES) })?;
 
-        let mut linux = Linux {
-            thread: cell.thread,
-            ctx,
-            attr,
-            tasks_baseline: 0,
-            notes,
-        };
+        let mut linux = Linux { thread: cell.thread, ctx, attr, tasks_baseline: 0, notes };
         linux.tasks_baseline = count_dir_entries(c"/proc/self/task")?;
         Ok(linux)
     }
@@ -372,10 +331,7 @@ impl Linux {
             if Instant::now() >= deadline {
                 return Err(SettleFailure::TimedOut(SettleError {
                     waited_ms: SETTLE_LIMIT.as_millis() as u64,
-                    detail: format!(
-                        "/proc/self/task has {tasks} entries, baseline {}",
-                        self.tasks_baseline
-                    ),
+                    detail: format!("/proc/self/task has {tasks} entries, baseline {}", self.tasks_baseline),
                 }));
             }
             std::thread::sleep(pause);
@@ -402,8 +358,7 @@ impl Workload for Linux {
         // SAFETY: no workload thread is alive, so the main thread has the context to itself.
         unsafe { (*self.ctx).failure = None };
         // SAFETY: `attr` is initialized; `ctx` outlives the thread's use of it (we wait for `done`).
-        let ret =
-            unsafe { libc::pthread_create(&mut thread, &self.attr, thread_main, self.ctx.cast()) };
+        let ret = unsafe { libc::pthread_create(&mut thread, &self.attr, thread_main, self.ctx.cast()) };
         check_pthread("pthread_create", ret)?;
         loop {
             // SAFETY: `done` is initialized; sem_wait blocks until the thread's exit hook posts it.
@@ -412,17 +367,12 @@ impl Workload for Linux {
             }
             let e = errno();
             if e != libc::EINTR {
-                return Err(CallError {
-                    call: "sem_wait",
-                    errno: e,
-                });
+                return Err(CallError { call: "sem_wait", errno: e });
             }
         }
         if self.thread == ThreadKind::Joined {
             // SAFETY: a joinable thread created above, joined once.
-            check_pthread("pthread_join", unsafe {
-                libc::pthread_join(thread, ptr::null_mut())
-            })?;
+            check_pthread("pthread_join", unsafe { libc::pthread_join(thread, ptr::null_mut()) })?;
         }
         // SAFETY: the thread posted `done` after its last access to the context.
         let ctx = unsafe { &mut *self.ctx };
@@ -446,9 +396,7 @@ impl Workload for Linux {
             libc::pthread_create(&mut sentinel, ptr::null(), sentinel_main, ptr::null_mut())
         })?;
         // SAFETY: joinable sentinel created above, joined once.
-        check_pthread("pthread_join (sentinel)", unsafe {
-            libc::pthread_join(sentinel, ptr::null_mut())
-        })?;
+        check_pthread("pthread_join (sentinel)", unsafe { libc::pthread_join(sentinel, ptr::null_mut()) })?;
         self.wait_for_tasks(deadline)
     }
 
@@ -473,20 +421,13 @@ impl Workload for Linux {
 
 /// Lets a leaking cell run into the hard limit rather than the (often 1024) soft one.
 fn raise_fd_limit() -> Result<(), CallError> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: `lim` is valid for writing.
-    check("getrlimit(RLIMIT_NOFILE)", unsafe {
-        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim)
-    })?;
+    check("getrlimit(RLIMIT_NOFILE)", unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
     if lim.rlim_cur < lim.rlim_max {
         lim.rlim_cur = lim.rlim_max;
         // SAFETY: `lim` is a valid rlimit.
-        check("setrlimit(RLIMIT_NOFILE)", unsafe {
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim)
-        })?;
+        check("setrlimit(RLIMIT_NOFILE)", unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) })?;
     }
     Ok(())
 }
@@ -509,12 +450,7 @@ impl ProcFile {
             let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
             match n {
                 0 => return Ok(()),
-                n if n < 0 => {
-                    return Err(CallError {
-                        call: "read (procfs probe)",
-                        errno: errno(),
-                    })
-                }
+                n if n < 0 => return Err(CallError { call: "read (procfs probe)", errno: errno() }),
                 n => f(&buf[..n as usize]),
             }
         }
@@ -536,10 +472,7 @@ fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
         // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel fills it with linux_dirent64 records.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.0, buf.as_mut_ptr(), buf.len()) };
         if n < 0 {
-            return Err(CallError {
-                call: "getdents64 (procfs probe)",
-                errno: errno(),
-            });
+            return Err(CallError { call: "getdents64 (procfs probe)", errno: errno() });
         }
         if n == 0 {
             return Ok(count - 2);
@@ -613,9 +546,7 @@ fn maps_and_heap() -> Result<(i64, i64), CallError> {
 /// The length of the `start-end` hex range a maps line begins with (0 if it does not parse).
 fn range_len(line: &[u8]) -> i64 {
     let hex = |digits: &[u8]| -> Option<u64> {
-        std::str::from_utf8(digits)
-            .ok()
-            .and_then(|t| u64::from_str_radix(t, 16).ok())
+        std::str::from_utf8(digits).ok().and_then(|t| u64::from_str_radix(t, 16).ok())
     };
     let dash = line.iter().position(|&b| b == b'-');
     let space = line.iter().position(|&b| b == b' ');
@@ -640,19 +571,9 @@ fn status_field(path: &'static CStr, field: &[u8]) -> Result<i64, CallError> {
         len += take;
     })?;
     let text = &text[..len];
-    let missing = CallError {
-        call: "parse /proc/self/status (field missing)",
-        errno: libc::ENODATA,
-    };
-    let start = text
-        .windows(field.len())
-        .position(|w| w == field)
-        .ok_or(missing)?
-        + field.len();
-    let digits = text[start..]
-        .iter()
-        .skip_while(|b| b.is_ascii_whitespace())
-        .take_while(|b| b.is_ascii_digit());
+    let missing = CallError { call: "parse /proc/self/status (field missing)", errno: libc::ENODATA };
+    let start = text.windows(field.len()).position(|w| w == field).ok_or(missing)? + field.len();
+    let digits = text[start..].iter().skip_while(|b| b.is_ascii_whitespace()).take_while(|b| b.is_ascii_digit());
     let mut value = 0i64;
     let mut any = false;
     for &d in digits {
@@ -677,9 +598,7 @@ pub fn os() -> Os {
             return String::new();
         }
         // SAFETY: uname NUL-terminates each field within its array.
-        unsafe { CStr::from_ptr(f.as_ptr()) }
-            .to_string_lossy()
-            .into_owned()
+        unsafe { CStr::from_ptr(f.as_ptr()) }.to_string_lossy().into_owned()
     };
     Os {
         family: "linux".to_owned(),
@@ -713,16 +632,8 @@ mod tests {
         let (maps, heap) = maps_and_heap().unwrap();
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         // Test threads run beside this one and can map stacks in between; the counts stay close.
-        assert!(
-            (maps - text.lines().count() as i64).abs() < 50,
-            "{maps} vs {}",
-            text.lines().count()
-        );
-        let expected: i64 = text
-            .lines()
-            .filter(|l| l.ends_with("[heap]"))
-            .map(|l| range_len(l.as_bytes()))
-            .sum();
+        assert!((maps - text.lines().count() as i64).abs() < 50, "{maps} vs {}", text.lines().count());
+        let expected: i64 = text.lines().filter(|l| l.ends_with("[heap]")).map(|l| range_len(l.as_bytes())).sum();
         assert!((heap - expected).abs() <= 1 << 20, "{heap} vs {expected}");
         assert_eq!(count_lines(c"/proc/self/status", b"VmSize:").unwrap(), 1);
         assert!(status_field(c"/proc/self/status", b"VmSize:").unwrap() > 0);
@@ -730,10 +641,7 @@ mod tests {
 
     #[test]
     fn maps_ranges_parse() {
-        assert_eq!(
-            range_len(b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0"),
-            0x21000
-        );
+        assert_eq!(range_len(b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0"), 0x21000);
         assert_eq!(range_len(b"garbage"), 0);
         assert_eq!(range_len(b"ffff-0000 r"), 0);
     }
@@ -749,10 +657,6 @@ mod tests {
         let os = os();
         assert_eq!(os.family, "linux");
         assert!(!os.release.is_empty());
-        assert!(
-            os.libc.starts_with("glibc ") || !cfg!(target_env = "gnu"),
-            "{}",
-            os.libc
-        );
+        assert!(os.libc.starts_with("glibc ") || !cfg!(target_env = "gnu"), "{}", os.libc);
     }
 }

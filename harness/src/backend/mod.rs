@@ -56,10 +56,7 @@ impl Backend {
             // glibc caches up to 40 MiB of freed thread stacks and reuses them, which makes `maps` and
             // `vm_kib` depend on history; with the cache off every freed stack is unmapped at once.
             // One malloc arena keeps thread bodies from creating per-thread heaps.
-            Backend::Linux => &[(
-                "GLIBC_TUNABLES",
-                "glibc.pthread.stack_cache_size=0:glibc.malloc.arena_max=1",
-            )],
+            Backend::Linux => &[("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0:glibc.malloc.arena_max=1")],
         }
     }
 
@@ -81,10 +78,7 @@ impl Backend {
             #[cfg(not(target_os = "linux"))]
             Backend::Linux => {
                 let _ = (cell, params);
-                Err(CallError {
-                    call: "the linux backend (this is not Linux)",
-                    errno: libc::ENOSYS,
-                })
+                Err(CallError { call: "the linux backend (this is not Linux)", errno: libc::ENOSYS })
             }
         }
     }
@@ -99,14 +93,10 @@ impl fmt::Display for Backend {
 impl FromStr for Backend {
     type Err = String;
     fn from_str(s: &str) -> Result<Backend, String> {
-        Backend::ALL
-            .iter()
-            .copied()
-            .find(|b| b.as_str() == s)
-            .ok_or_else(|| {
-                let names: Vec<&str> = Backend::ALL.iter().map(|b| b.as_str()).collect();
-                format!("unknown backend `{s}` (backends: {})", names.join(", "))
-            })
+        Backend::ALL.iter().copied().find(|b| b.as_str() == s).ok_or_else(|| {
+            let names: Vec<&str> = Backend::ALL.iter().map(|b| b.as_str()).collect();
+            format!("unknown backend `{s}` (backends: {})", names.join(", "))
+        })
     }
 }
 
@@ -132,24 +122,13 @@ impl CallError {
 impl CallError {
     /// The failure as a record states it; `cycle` is the measured cycle it happened at.
     pub fn at_cycle(self, cycle: i64) -> Failure {
-        Failure::Call {
-            call: self.call.to_owned(),
-            errno: self.errno,
-            errno_name: self.errno_name(),
-            cycle,
-        }
+        Failure::Call { call: self.call.to_owned(), errno: self.errno, errno_name: self.errno_name(), cycle }
     }
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} failed: {} (errno {})",
-            self.call,
-            self.errno_name(),
-            self.errno
-        )
+        write!(f, "{} failed: {} (errno {})", self.call, self.errno_name(), self.errno)
     }
 }
 
