@@ -41,7 +41,6 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
             return report;
         }
     };
-    report.notes = workload.notes();
 
     // Every buffer the measured loop touches is allocated before the baseline.
     let plan = checkpoint_plan(params.cycles);
@@ -99,6 +98,7 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
         report.cycles_per_sec = Some(f64::from(cycle) / busy.as_secs_f64());
     }
     report.failure = outcome.err();
+    report.notes = workload.notes();
     report
 }
 

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::Backend;
+use crate::backend::mach::sim::Profile;
+use crate::backend::{Backend, BackendName, ModelOptions};
 use crate::exit::ExitCode;
 use crate::matrix::{self, Cell, Filter};
 use crate::record::{Params, Status};
@@ -59,11 +60,43 @@ impl CellParams {
     }
 }
 
+/// The backend and, for the model, its settings.
 #[derive(Debug, Args)]
-struct RunArgs {
+struct BackendArgs {
     /// Backend to run (default: the one native to this machine).
     #[arg(long, value_enum)]
-    backend: Option<Backend>,
+    backend: Option<BackendName>,
+    /// mach-sim: whose rules the model follows.
+    #[arg(long, value_enum)]
+    profile: Option<Profile>,
+    /// mach-sim: model clock steps before a dead thread's port is released, and again before it dies
+    /// (0: at once). The settle step waits them out.
+    #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u32).range(0..10_000))]
+    sim_delay: Option<u32>,
+}
+
+impl BackendArgs {
+    fn backend(&self) -> Result<Backend, String> {
+        let model_args = self.profile.is_some() || self.sim_delay.is_some();
+        match self.backend {
+            Some(BackendName::MachSim) => {
+                let defaults = ModelOptions::default();
+                Ok(Backend::MachSim(ModelOptions {
+                    profile: self.profile.unwrap_or(defaults.profile),
+                    delay: self.sim_delay.unwrap_or(defaults.delay),
+                }))
+            }
+            _ if model_args => Err("--profile and --sim-delay apply to --backend mach-sim only".into()),
+            Some(BackendName::Linux) => Ok(Backend::Linux),
+            None => Backend::native().ok_or_else(|| "this OS has no native backend; choose one with --backend".into()),
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
     /// Select cells by axis values, e.g. `thread=unjoined` or `self=leaked,fix=on` (repeatable; default: all).
     #[arg(long = "cell", value_name = "FILTER")]
     cells: Vec<Filter>,
@@ -85,8 +118,8 @@ struct RunArgs {
 
 #[derive(Debug, Args)]
 struct ChildArgs {
-    #[arg(long, value_enum)]
-    backend: Backend,
+    #[command(flatten)]
+    backend: BackendArgs,
     #[arg(long)]
     cell: Cell,
     #[command(flatten)]
@@ -145,8 +178,9 @@ fn list(filters: &[Filter]) -> i32 {
 }
 
 fn run(args: RunArgs) -> i32 {
-    let Some(backend) = args.backend.or_else(Backend::native) else {
-        return usage("this OS has no native backend; choose one with --backend");
+    let backend = match args.backend.backend() {
+        Ok(backend) => backend,
+        Err(message) => return usage(&message),
     };
     let cells = matrix::select(&args.cells);
     if cells.is_empty() {
@@ -205,7 +239,11 @@ fn run(args: RunArgs) -> i32 {
 }
 
 fn child(args: ChildArgs) -> i32 {
-    let report = crate::child::run(args.backend, args.cell, &args.params.params());
+    let backend = match args.backend.backend() {
+        Ok(backend) => backend,
+        Err(message) => return usage(&message),
+    };
+    let report = crate::child::run(backend, args.cell, &args.params.params());
     let line = serde_json::to_string(&report).expect("a child report always serializes");
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {

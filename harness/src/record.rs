@@ -76,8 +76,20 @@ pub struct Record {
     pub tool: Tool,
     pub backend: String,
     pub os: Os,
+    /// The model's settings, for the `mach-sim` backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Model>,
     pub params: Params,
     pub cells: Vec<CellRecord>,
+}
+
+/// The settings of the XNU model a `mach-sim` record was made with.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Model {
+    /// The rules followed, e.g. `xnu-11417`.
+    pub profile: String,
+    /// Clock steps before a dead thread's port is released and dies.
+    pub delay: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -204,6 +216,8 @@ pub enum Failure {
     /// A call in the child failed; `cycle` is the measured cycle it failed at (warm-up cycles count from
     /// `-warmup`).
     Call { call: String, errno: i32, errno_name: String, cycle: i64 },
+    /// A Mach call in the child failed with a `kern_return_t`.
+    Kern { call: String, kr: i32, kr_name: String, cycle: i64 },
     /// The settle step did not see the exited threads go away in time.
     Settle { waited_ms: u64, detail: String },
     /// The child was killed after the timeout.
@@ -287,6 +301,7 @@ mod tests {
             tool: Tool::this(),
             backend: "linux".into(),
             os: Os { family: "linux".into(), ..Os::default() },
+            model: None,
             params: Params::default(),
             cells: vec![CellRecord {
                 cell: cell.id(),

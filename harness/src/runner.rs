@@ -111,6 +111,10 @@ pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progr
         tool: Tool::this(),
         backend: config.backend.to_string(),
         os: config.backend.os(),
+        model: config
+            .backend
+            .model()
+            .map(|m| crate::record::Model { profile: m.profile.name().to_owned(), delay: m.delay }),
         params: config.params,
         cells: results.into_iter().map(|r| r.expect("every cell reports")).collect(),
     }
@@ -149,7 +153,7 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
             record.status = Status::Error;
             record.note = Some(format!("failed to start the child `{}`: {err}", config.exe.display()));
             let errno = err.raw_os_error().unwrap_or(0);
-            record.failure = Some(CallError { call: "spawn", errno }.at_cycle(-i64::from(config.params.warmup)));
+            record.failure = Some(CallError::errno("spawn", errno).at_cycle(-i64::from(config.params.warmup)));
             return record;
         }
     };
@@ -193,9 +197,13 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
                 record.cycles_per_sec = report.cycles_per_sec;
                 record.checkpoints = report.checkpoints;
                 match &report.failure {
-                    Some(Failure::Call { call, errno_name, errno, cycle, .. }) => {
+                    Some(Failure::Call { call, errno_name, errno, cycle }) => {
                         record.status = Status::Error;
                         notes.push(format!("{call} failed with {errno_name} (errno {errno}) at cycle {cycle}"));
+                    }
+                    Some(Failure::Kern { call, kr_name, kr, cycle }) => {
+                        record.status = Status::Error;
+                        notes.push(format!("{call} failed with {kr_name} ({kr}) at cycle {cycle}"));
                     }
                     Some(Failure::Settle { waited_ms, detail }) => {
                         notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
@@ -248,7 +256,8 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell) -> std::io::Result<Outcome> {
     let mut command = Command::new(&config.exe);
     command
         .arg(CHILD_SUBCOMMAND)
-        .args(["--backend", config.backend.as_str(), "--cell", &cell.id()])
+        .args(config.backend.child_args())
+        .args(["--cell", &cell.id()])
         .args(["--cycles", &p.cycles.to_string(), "--warmup", &p.warmup.to_string()])
         .args(["--self-calls", &p.self_calls.to_string()])
         .envs(config.backend.child_env().iter().copied())

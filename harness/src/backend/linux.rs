@@ -17,7 +17,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use super::{CallError, SettleError, SettleFailure, Workload};
+use super::{CallError, Code, SettleError, SettleFailure, Workload};
 use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
 use crate::record::{Os, Params};
 
@@ -46,7 +46,7 @@ fn errno() -> c_int {
 /// The one place that turns a `-1` return into a [`CallError`].
 fn check(call: &'static str, ret: c_int) -> Result<c_int, CallError> {
     if ret == -1 {
-        Err(CallError { call, errno: errno() })
+        Err(CallError::errno(call, errno()))
     } else {
         Ok(ret)
     }
@@ -57,7 +57,7 @@ fn check_pthread(call: &'static str, ret: c_int) -> Result<(), CallError> {
     if ret == 0 {
         Ok(())
     } else {
-        Err(CallError { call, errno: ret })
+        Err(CallError::errno(call, ret))
     }
 }
 
@@ -103,7 +103,7 @@ impl SelfHandle {
                 Ok(SelfHandle::Pidfd)
             }
             // EINVAL: a kernel before 6.9 rejects the flag; ENOSYS: one before 5.3 lacks the call.
-            Err(e) if e.errno == libc::EINVAL || e.errno == libc::ENOSYS => Ok(SelfHandle::ProcThreadSelf),
+            Err(CallError { code: Code::Errno(libc::EINVAL | libc::ENOSYS), .. }) => Ok(SelfHandle::ProcThreadSelf),
             Err(e) => Err(e),
         }
     }
@@ -191,7 +191,7 @@ fn exception_machinery(ctx: &mut ThreadCtx) -> Result<(), CallError> {
         )
     };
     if base == libc::MAP_FAILED {
-        return Err(CallError { call: "mmap (sigaltstack)", errno: errno() });
+        return Err(CallError::errno("mmap (sigaltstack)", errno()));
     }
     // SAFETY: the first page of the mapping just made; stacks grow down, so the guard goes below.
     check("mprotect (sigaltstack guard)", unsafe { libc::mprotect(base, page, libc::PROT_NONE) })?;
@@ -367,7 +367,7 @@ impl Workload for Linux {
             }
             let e = errno();
             if e != libc::EINTR {
-                return Err(CallError { call: "sem_wait", errno: e });
+                return Err(CallError::errno("sem_wait", e));
             }
         }
         if self.thread == ThreadKind::Joined {
@@ -450,7 +450,7 @@ impl ProcFile {
             let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
             match n {
                 0 => return Ok(()),
-                n if n < 0 => return Err(CallError { call: "read (procfs probe)", errno: errno() }),
+                n if n < 0 => return Err(CallError::errno("read (procfs probe)", errno())),
                 n => f(&buf[..n as usize]),
             }
         }
@@ -472,7 +472,7 @@ fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
         // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel fills it with linux_dirent64 records.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.0, buf.as_mut_ptr(), buf.len()) };
         if n < 0 {
-            return Err(CallError { call: "getdents64 (procfs probe)", errno: errno() });
+            return Err(CallError::errno("getdents64 (procfs probe)", errno()));
         }
         if n == 0 {
             return Ok(count - 2);
@@ -571,7 +571,7 @@ fn status_field(path: &'static CStr, field: &[u8]) -> Result<i64, CallError> {
         len += take;
     })?;
     let text = &text[..len];
-    let missing = CallError { call: "parse /proc/self/status (field missing)", errno: libc::ENODATA };
+    let missing = CallError::errno("parse /proc/self/status (field missing)", libc::ENODATA);
     let start = text.windows(field.len()).position(|w| w == field).ok_or(missing)? + field.len();
     let digits = text[start..].iter().skip_while(|b| b.is_ascii_whitespace()).take_while(|b| b.is_ascii_digit());
     let mut value = 0i64;
@@ -649,7 +649,7 @@ mod tests {
     #[test]
     fn a_missing_status_field_is_an_error() {
         let err = status_field(c"/proc/self/status", b"NoSuchField:").unwrap_err();
-        assert_eq!(err.errno, libc::ENODATA);
+        assert_eq!(err.code, Code::Errno(libc::ENODATA));
     }
 
     #[test]

@@ -7,30 +7,42 @@
 //! | backend | axis realized in | counters |
 //! |---|---|---|
 //! | `linux` | `linux.rs`: `thread_main` (self, exc), `on_thread_exit` (fix), `Linux::cycle` (thread) | `fds maps vm_kib timers tasks` |
+//! | `mach-sim` | `mach/workload.rs`: `take_self_references` (self), `install_exception_port` (exc), `balance_thread_port` (fix), `MachWorkload::cycle` (thread); over the model in `mach/sim.rs` | `names send receive send_once port_set dead urefs` |
 
 use std::fmt;
-use std::str::FromStr;
 
 use crate::matrix::Cell;
 use crate::record::{Failure, Os, Params};
 
 #[cfg(target_os = "linux")]
 mod linux;
+pub mod mach;
 
-/// A way of running the matrix.
+/// A backend's name, as `--backend` takes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
-pub enum Backend {
+pub enum BackendName {
     /// The Linux kernel's analog resources, measured for real.
     #[value(name = "linux")]
     Linux,
+    /// A model of XNU's port-rights rules running the Mach workload (any OS).
+    #[value(name = "mach-sim")]
+    MachSim,
+}
+
+/// A way of running the matrix, with its settings.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Backend {
+    /// The Linux kernel's analog resources, measured for real (`linux.rs`).
+    Linux,
+    /// The Mach workload on the XNU model (`mach/sim.rs`).
+    MachSim(ModelOptions),
 }
 
 impl Backend {
-    pub const ALL: &'static [Backend] = &[Backend::Linux];
-
     pub fn as_str(self) -> &'static str {
         match self {
             Backend::Linux => "linux",
+            Backend::MachSim(_) => "mach-sim",
         }
     }
 
@@ -47,7 +59,18 @@ impl Backend {
     pub fn counters(self) -> &'static [&'static str] {
         match self {
             Backend::Linux => &["fds", "maps", "vm_kib", "timers", "tasks"],
+            Backend::MachSim(_) => mach::COUNTERS,
         }
+    }
+
+    /// The arguments that select this backend on a child's command line.
+    pub fn child_args(self) -> Vec<String> {
+        let mut args = vec!["--backend".to_owned(), self.as_str().to_owned()];
+        if let Backend::MachSim(model) = self {
+            args.extend(["--profile".to_owned(), model.profile.name().to_owned()]);
+            args.extend(["--sim-delay".to_owned(), model.delay.to_string()]);
+        }
+        args
     }
 
     /// Environment a child needs before it starts (read by the dynamic loader, so it cannot be set later).
@@ -57,16 +80,21 @@ impl Backend {
             // `vm_kib` depend on history; with the cache off every freed stack is unmapped at once.
             // One malloc arena keeps thread bodies from creating per-thread heaps.
             Backend::Linux => &[("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0:glibc.malloc.arena_max=1")],
+            Backend::MachSim(_) => &[],
         }
     }
 
-    /// Describes the machine, as far as the backend can read it.
+    /// Describes the machine the children run on (for the model too: the modelled system is in
+    /// [`Backend::model`]).
     pub fn os(self) -> Os {
+        host_os()
+    }
+
+    /// The model's settings, for the record.
+    pub fn model(self) -> Option<ModelOptions> {
         match self {
-            #[cfg(target_os = "linux")]
-            Backend::Linux => linux::os(),
-            #[cfg(not(target_os = "linux"))]
-            Backend::Linux => Os::default(),
+            Backend::MachSim(model) => Some(model),
+            Backend::Linux => None,
         }
     }
 
@@ -78,7 +106,10 @@ impl Backend {
             #[cfg(not(target_os = "linux"))]
             Backend::Linux => {
                 let _ = (cell, params);
-                Err(CallError { call: "the linux backend (this is not Linux)", errno: libc::ENOSYS })
+                Err(CallError::errno("the linux backend (this is not Linux)", libc::ENOSYS))
+            }
+            Backend::MachSim(model) => {
+                Ok(Box::new(mach::MachWorkload::new(mach::sim::Sim::new(model.profile, model.delay), cell, params)?))
             }
         }
     }
@@ -90,45 +121,88 @@ impl fmt::Display for Backend {
     }
 }
 
-impl FromStr for Backend {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Backend, String> {
-        Backend::ALL.iter().copied().find(|b| b.as_str() == s).ok_or_else(|| {
-            let names: Vec<&str> = Backend::ALL.iter().map(|b| b.as_str()).collect();
-            format!("unknown backend `{s}` (backends: {})", names.join(", "))
-        })
+/// The machine this process runs on.
+fn host_os() -> Os {
+    #[cfg(target_os = "linux")]
+    return linux::os();
+    #[cfg(not(target_os = "linux"))]
+    return Os { family: std::env::consts::OS.to_owned(), arch: std::env::consts::ARCH.to_owned(), ..Os::default() };
+}
+
+/// The settings of the XNU model.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub struct ModelOptions {
+    /// Whose rules the model follows.
+    pub profile: mach::sim::Profile,
+    /// Model clock steps between a thread's exit hook and the kernel's release of its port, and again
+    /// until the port dies; 0 makes both immediate. Exercises the settle step.
+    pub delay: u32,
+}
+
+impl Default for ModelOptions {
+    fn default() -> ModelOptions {
+        ModelOptions { profile: mach::sim::Profile::Xnu11417, delay: 3 }
     }
 }
 
-/// A system call that failed, with the errno it set.
+/// How a failed call said so.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    /// An errno value (POSIX calls, and the pthread functions that return one).
+    Errno(i32),
+    /// A `kern_return_t` (Mach calls).
+    Kern(i32),
+}
+
+/// A call that failed, and the code it failed with.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CallError {
     pub call: &'static str,
-    pub errno: i32,
+    pub code: Code,
 }
 
 impl CallError {
-    /// The errno's symbolic name (`EMFILE`), or its number when it has none.
-    pub fn errno_name(&self) -> String {
-        let name = format!("{:?}", nix::errno::Errno::from_raw(self.errno));
-        if name == "UnknownErrno" {
-            format!("errno {}", self.errno)
-        } else {
-            name
+    pub fn errno(call: &'static str, errno: i32) -> CallError {
+        CallError { call, code: Code::Errno(errno) }
+    }
+
+    pub fn kern(call: &'static str, kr: i32) -> CallError {
+        CallError { call, code: Code::Kern(kr) }
+    }
+
+    /// The code's symbolic name (`EMFILE`, `KERN_INVALID_NAME`), or its number when it has none.
+    pub fn code_name(&self) -> String {
+        match self.code {
+            Code::Errno(errno) => {
+                let name = format!("{:?}", nix::errno::Errno::from_raw(errno));
+                if name == "UnknownErrno" {
+                    format!("errno {errno}")
+                } else {
+                    name
+                }
+            }
+            Code::Kern(kr) => mach::kern_return::name(kr).map_or_else(|| format!("kern_return_t {kr}"), str::to_owned),
         }
     }
-}
 
-impl CallError {
     /// The failure as a record states it; `cycle` is the measured cycle it happened at.
     pub fn at_cycle(self, cycle: i64) -> Failure {
-        Failure::Call { call: self.call.to_owned(), errno: self.errno, errno_name: self.errno_name(), cycle }
+        match self.code {
+            Code::Errno(errno) => {
+                Failure::Call { call: self.call.to_owned(), errno, errno_name: self.code_name(), cycle }
+            }
+            Code::Kern(kr) => Failure::Kern { call: self.call.to_owned(), kr, kr_name: self.code_name(), cycle },
+        }
     }
 }
 
 impl fmt::Display for CallError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} failed: {} (errno {})", self.call, self.errno_name(), self.errno)
+        let (what, n) = match self.code {
+            Code::Errno(e) => ("errno", e),
+            Code::Kern(kr) => ("kern_return_t", kr),
+        };
+        write!(f, "{} failed: {} ({what} {n})", self.call, self.code_name())
     }
 }
 

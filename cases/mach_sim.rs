@@ -1,0 +1,113 @@
+//! The XNU model beyond the default matrix: the overrun of 65535 user references under both profiles,
+//! the settle step against the model's delays, and what the record says about the model.
+
+mod common;
+
+use threadleak::backend::mach::sim::Profile;
+use threadleak::backend::{Backend, ModelOptions};
+use threadleak::matrix::{self, Cell};
+use threadleak::record::{CellRecord, Params, Status, Verdict};
+use threadleak::runner::{run, run_cell};
+
+fn sim(profile: Profile, delay: u32) -> Backend {
+    Backend::MachSim(ModelOptions { profile, delay })
+}
+
+/// 70,000 `mach_thread_self()` calls in each of 10 measured threads (and one warm-up thread).
+fn overrun(profile: Profile, fix: &str) -> CellRecord {
+    let mut config = common::config(sim(profile, 3));
+    config.params = Params { cycles: 10, warmup: 1, self_calls: 70_000 };
+    let cell: Cell = format!("thread=detached,self=leaked,exc=none,fix={fix}").parse().unwrap();
+    let record = run_cell(&config, cell);
+    assert_eq!(record.status, Status::Ok, "{:?}", record.note);
+    record
+}
+
+fn deltas(record: &CellRecord) -> Vec<(&str, f64)> {
+    record.per_thread.iter().filter(|&(_, v)| v != 0.0).collect()
+}
+
+#[test]
+fn the_overrun_defeats_the_fix_on_modern_xnu() {
+    let record = overrun(Profile::Xnu11417, "on");
+    // One dead name per thread, its user references pegged at MACH_PORT_UREFS_MAX.
+    assert_eq!(deltas(&record), [("names", 1.0), ("dead", 1.0), ("urefs", 65535.0)]);
+    assert_eq!(record.verdict, Verdict::Leak);
+    let note = record.note.unwrap();
+    // 11 threads x (70000 - 65534) references beyond the cap.
+    assert!(note.contains("49126 send rights were copied out to names already at 65535 user references"), "{note}");
+    assert!(
+        note.contains("11 mach_port_mod_refs calls on names pegged at 65535 user references were ignored"),
+        "{note}"
+    );
+}
+
+#[test]
+fn the_overrun_without_the_fix_leaks_the_same_on_modern_xnu() {
+    let record = overrun(Profile::Xnu11417, "off");
+    assert_eq!(deltas(&record), [("names", 1.0), ("dead", 1.0), ("urefs", 65535.0)]);
+}
+
+#[test]
+fn on_xnu_1504_the_fix_survives_the_overrun() {
+    // Old XNU stops a send right at 65534 references without a sticky state, and reports
+    // KERN_UREFS_OVERFLOW only for positive deltas (MACH_PORT_UREFS_OVERFLOW requires delta > 0), so the
+    // fix's mach_port_mod_refs(-65533) succeeds and libpthread's release destroys the name.
+    let record = overrun(Profile::Xnu1504, "on");
+    assert_eq!(deltas(&record), []);
+    assert_eq!(record.verdict, Verdict::Clean);
+    assert!(record.note.unwrap().contains("already at 65534 user references"));
+    let without = overrun(Profile::Xnu1504, "off");
+    // The kernel's release takes one of the 65534.
+    assert_eq!(deltas(&without), [("names", 1.0), ("dead", 1.0), ("urefs", 65533.0)]);
+}
+
+#[test]
+fn delays_change_nothing_once_settled() {
+    let cells = matrix::select(&[]);
+    let per_thread = |delay: u32| -> Vec<(String, Vec<(String, f64)>)> {
+        let mut config = common::config(sim(Profile::Xnu11417, delay));
+        config.jobs = 2;
+        config.params.cycles = 100;
+        let record = run(&config, &cells, |_| {});
+        record
+            .cells
+            .into_iter()
+            .map(|c| {
+                assert_eq!((c.status, c.note.as_deref()), (Status::Ok, None), "{}", c.cell);
+                (c.cell, c.per_thread.0)
+            })
+            .collect()
+    };
+    let immediate = per_thread(0);
+    assert_eq!(per_thread(7), immediate);
+    assert_eq!(per_thread(500), immediate);
+}
+
+#[test]
+fn the_record_names_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.json");
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "--backend", "mach-sim", "--profile", "xnu-1504", "--sim-delay", "2"])
+        .args(["--cell", "thread=joined,self=leaked,exc=none,fix=off", "--cycles", "50", "--format", "json", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record = threadleak::record::Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(record.backend, "mach-sim");
+    let model = record.model.unwrap();
+    assert_eq!((model.profile.as_str(), model.delay), ("xnu-1504", 2));
+    assert_eq!(record.cells[0].per_thread.get("dead"), Some(1.0));
+}
+
+#[test]
+fn model_options_need_the_model() {
+    let out = std::process::Command::new(common::bin())
+        .args(["run", "--backend", "linux", "--profile", "xnu-1504"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(threadleak::exit::ExitCode::USAGE));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--profile and --sim-delay apply to --backend mach-sim only"));
+}

@@ -1,0 +1,120 @@
+//! The Mach backends: one workload and one census, written against [`Mach`], the trait of exactly the Mach
+//! and pthread calls they make.
+//!
+//! - `workload.rs`: every axis realized with Mach calls, the census and the settle step (portable);
+//! - `sim.rs`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
+//! - `kern_return.rs`, `port.rs`, `exception.rs`: the C types and constants, one module per header.
+//!
+//! The trait speaks Mach's own language: `kern_return_t` codes, `mach_port_name_t` names,
+//! `MACH_PORT_RIGHT_*` rights. Only the pthread calls return an errno.
+
+pub mod exception;
+pub mod kern_return;
+pub mod port;
+pub mod sim;
+mod workload;
+
+pub use workload::{MachWorkload, COUNTERS};
+
+use exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
+use kern_return::kern_return_t;
+use port::{
+    mach_msg_type_name_t, mach_port_delta_t, mach_port_name_t, mach_port_right_t, mach_port_t, mach_port_type_t,
+    mach_port_urefs_t,
+};
+
+/// A Mach call's result: the value, or the `kern_return_t` it failed with.
+pub type KernResult<T> = Result<T, kern_return_t>;
+
+/// One exception handler slot as `thread_swap_exception_ports` returns it (the `masks`, `old_handlers`,
+/// `old_behaviors` and `old_flavors` arrays, zipped).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExceptionHandler {
+    pub mask: exception_mask_t,
+    /// A send right the caller now owns, or `MACH_PORT_NULL`.
+    pub port: mach_port_t,
+    pub behavior: exception_behavior_t,
+    pub flavor: thread_state_flavor_t,
+}
+
+/// The Mach and pthread calls the workload and census make, in one task.
+///
+/// Implementations: the XNU model (`sim.rs`) and, on macOS, the real calls. Methods are named after the C
+/// functions they stand for and follow their semantics; the documentation of each says only what the
+/// workload relies on.
+pub trait Mach: Sync {
+    /// A pthread, as `pthread_create` returns it.
+    type Thread;
+
+    /// `pthread_create` with the given detach state. The new thread runs `body`; when it ends, a
+    /// thread-specific-data destructor (`pthread_key_create`, `pthread_setspecific`) runs `on_exit` on
+    /// it, as Clozure CL's `shutdown_thread_tcr` runs. Returns once `on_exit` has returned; the thread may
+    /// still be terminating. `Err` holds the errno.
+    fn pthread_create(
+        &self,
+        detached: bool,
+        body: &(dyn Fn() + Sync),
+        on_exit: &(dyn Fn() + Sync),
+    ) -> Result<Self::Thread, i32>;
+
+    /// `pthread_join`. `Err` holds the errno.
+    fn pthread_join(&self, thread: Self::Thread) -> Result<(), i32>;
+
+    /// `pthread_mach_thread_np(pthread_self())`: the calling thread's port name, which libpthread holds
+    /// one reference to. Adds no reference.
+    fn pthread_mach_thread_np_self(&self) -> mach_port_t;
+
+    /// `mach_thread_self()`: the calling thread's port name, with one more user reference.
+    fn mach_thread_self(&self) -> mach_port_t;
+
+    /// `mach_port_allocate(mach_task_self(), right, &name)`.
+    fn mach_port_allocate(&self, right: mach_port_right_t) -> KernResult<mach_port_name_t>;
+
+    /// `mach_port_insert_right(mach_task_self(), name, poly, poly_poly)`.
+    fn mach_port_insert_right(
+        &self,
+        name: mach_port_name_t,
+        poly: mach_port_t,
+        poly_poly: mach_msg_type_name_t,
+    ) -> KernResult<()>;
+
+    /// `mach_port_deallocate(mach_task_self(), name)`.
+    fn mach_port_deallocate(&self, name: mach_port_name_t) -> KernResult<()>;
+
+    /// `mach_port_mod_refs(mach_task_self(), name, right, delta)`.
+    fn mach_port_mod_refs(
+        &self,
+        name: mach_port_name_t,
+        right: mach_port_right_t,
+        delta: mach_port_delta_t,
+    ) -> KernResult<()>;
+
+    /// `mach_port_get_refs(mach_task_self(), name, right, &refs)`.
+    fn mach_port_get_refs(&self, name: mach_port_name_t, right: mach_port_right_t) -> KernResult<mach_port_urefs_t>;
+
+    /// `mach_port_type(mach_task_self(), name, &type)`.
+    fn mach_port_type(&self, name: mach_port_name_t) -> KernResult<mach_port_type_t>;
+
+    /// `mach_port_names(mach_task_self(), ...)`: every name in the task's space with its type.
+    fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>>;
+
+    /// `thread_swap_exception_ports(thread, mask, new_port, behavior, flavor, ...)`: installs `new_port`
+    /// for the exceptions in `mask` and returns the handlers it replaced.
+    fn thread_swap_exception_ports(
+        &self,
+        thread: mach_port_t,
+        mask: exception_mask_t,
+        new_port: mach_port_t,
+        behavior: exception_behavior_t,
+        flavor: thread_state_flavor_t,
+    ) -> KernResult<Vec<ExceptionHandler>>;
+
+    /// Lets time pass between two polls of the settle step: a short sleep on a real kernel, a step of
+    /// the model's clock in the model.
+    fn settle_pause(&self);
+
+    /// Facts about how the calls were realized that a reader of the record needs.
+    fn notes(&self) -> Vec<String> {
+        Vec::new()
+    }
+}

@@ -1,0 +1,322 @@
+//! The Mach workload, census and settle step, written once over [`Mach`].
+//!
+//! Where each axis is realized:
+//! - `thread`: [`MachWorkload::cycle`] (detached or joinable; `pthread_join` or not);
+//! - `self`: [`take_self_references`], K `mach_thread_self()` calls, each balanced by
+//!   `mach_port_deallocate` when `balanced`;
+//! - `exc`: [`install_exception_port`], Clozure CL's per-thread exception port, swapped back and released
+//!   when `restored`;
+//! - `fix`: [`balance_thread_port`], Clozure CL's fix, run from the thread's TSD destructor.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use super::exception::{
+    EXCEPTION_DEFAULT, EXC_MASK_ARITHMETIC, EXC_MASK_BAD_ACCESS, EXC_MASK_BAD_INSTRUCTION, EXC_MASK_SOFTWARE,
+    THREAD_STATE_NONE,
+};
+use super::kern_return::{kern_return_t, KERN_INVALID_NAME};
+use super::port::*;
+use super::{KernResult, Mach};
+use crate::backend::{CallError, SettleError, SettleFailure, Workload};
+use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
+use crate::record::Params;
+
+/// Counter names of the Mach backends, in census order: names in the space, names holding each kind of
+/// right, and user references of send rights and dead names.
+pub const COUNTERS: &[&str] = &["names", "send", "receive", "send_once", "port_set", "dead", "urefs"];
+
+/// The exceptions Clozure CL routes to its per-thread port (`LISP_EXCEPTIONS_HANDLED_MASK`,
+/// lisp-kernel/x86-exceptions.c in Clozure/ccl).
+const EXCEPTION_MASK: u32 = EXC_MASK_SOFTWARE | EXC_MASK_BAD_ACCESS | EXC_MASK_BAD_INSTRUCTION | EXC_MASK_ARITHMETIC;
+
+/// Polls of the exited thread's port name before the settle step gives up.
+const SETTLE_POLLS: u32 = 50_000;
+
+/// Attaches the call's name to a `kern_return_t`: the one place Mach failures become [`CallError`]s.
+fn kr<T>(call: &'static str, result: KernResult<T>) -> Result<T, CallError> {
+    result.map_err(|code| CallError::kern(call, code))
+}
+
+/// What a thread's body and its exit hook share.
+#[derive(Default)]
+struct ThreadState {
+    /// The thread's own port name (`pthread_mach_thread_np`), recorded for the fix and the settle step.
+    kport: mach_port_name_t,
+    /// The first failed call, which ends the cell.
+    failure: Option<CallError>,
+    /// What the fix's `mach_port_mod_refs` returned when it failed: an observation, not a harness error
+    /// (Clozure CL ignores it too).
+    fix_failed: Option<kern_return_t>,
+}
+
+/// One cell's workload over a [`Mach`] implementation.
+pub struct MachWorkload<M: Mach> {
+    api: M,
+    cell: Cell,
+    self_calls: u32,
+    /// The port name of the last thread created, which the settle step waits on.
+    last_kport: Option<mach_port_name_t>,
+    threads: u64,
+    /// How often the fix's `mach_port_mod_refs` failed, by `kern_return_t`.
+    fix_failures: BTreeMap<kern_return_t, u64>,
+}
+
+impl<M: Mach> MachWorkload<M> {
+    pub fn new(api: M, cell: Cell, params: &Params) -> Result<MachWorkload<M>, CallError> {
+        let mut workload = MachWorkload {
+            api,
+            cell,
+            self_calls: params.self_calls,
+            last_kport: None,
+            threads: 0,
+            fix_failures: BTreeMap::new(),
+        };
+        // The first MIG call on a thread creates its reply port: make it now, before any baseline.
+        let mut scratch = [0i64; 7];
+        workload.census(&mut scratch)?;
+        Ok(workload)
+    }
+
+    pub fn api(&self) -> &M {
+        &self.api
+    }
+}
+
+/// The `self` axis: K references to the thread's own port, released again when balanced.
+fn take_self_references<M: Mach>(api: &M, self_ref: SelfRef, k: u32) -> Result<(), CallError> {
+    if self_ref == SelfRef::None {
+        return Ok(());
+    }
+    for _ in 0..k {
+        let name = api.mach_thread_self();
+        if self_ref == SelfRef::Balanced {
+            kr("mach_port_deallocate (mach_thread_self)", api.mach_port_deallocate(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// The `exc` axis, as Clozure CL installs its per-thread exception port: a receive right with a send
+/// right made from it, swapped in as the thread's handler. `restored` swaps the old handlers back,
+/// releases the rights that come back, then the send and the receive right.
+fn install_exception_port<M: Mach>(api: &M, exc: Exc, thread: mach_port_t) -> Result<(), CallError> {
+    if exc == Exc::None {
+        return Ok(());
+    }
+    let port = kr("mach_port_allocate", api.mach_port_allocate(MACH_PORT_RIGHT_RECEIVE))?;
+    kr("mach_port_insert_right", api.mach_port_insert_right(port, port, MACH_MSG_TYPE_MAKE_SEND))?;
+    let old = kr(
+        "thread_swap_exception_ports",
+        api.thread_swap_exception_ports(thread, EXCEPTION_MASK, port, EXCEPTION_DEFAULT, THREAD_STATE_NONE),
+    )?;
+    if exc == Exc::Leaked {
+        return Ok(());
+    }
+    for handler in &old {
+        let ours = kr(
+            "thread_swap_exception_ports (restore)",
+            api.thread_swap_exception_ports(thread, handler.mask, handler.port, handler.behavior, handler.flavor),
+        )?;
+        // What comes back is our own port, as send rights the task now owns; and the old handler's right
+        // was copied into the thread again, so ours can go too.
+        for right in ours.iter().chain(std::iter::once(handler)) {
+            if right.port != MACH_PORT_NULL && right.port != MACH_PORT_DEAD {
+                kr("mach_port_deallocate (exception handler)", api.mach_port_deallocate(right.port))?;
+            }
+        }
+    }
+    kr("mach_port_deallocate (exception port send right)", api.mach_port_deallocate(port))?;
+    kr("mach_port_mod_refs (exception port receive right)", api.mach_port_mod_refs(port, MACH_PORT_RIGHT_RECEIVE, -1))
+}
+
+/// The `fix` axis: Clozure CL's `shutdown_thread_tcr` trims the thread port's send-right references to
+/// exactly one, so that libpthread's release at termination destroys the name (lisp-kernel/thread_manager.c).
+fn balance_thread_port<M: Mach>(api: &M, kport: mach_port_name_t) -> Result<Option<kern_return_t>, CallError> {
+    let refs = kr("mach_port_get_refs (fix)", api.mach_port_get_refs(kport, MACH_PORT_RIGHT_SEND))?;
+    if refs > 1 {
+        let delta = -((refs - 1) as mach_port_delta_t);
+        if let Err(code) = api.mach_port_mod_refs(kport, MACH_PORT_RIGHT_SEND, delta) {
+            return Ok(Some(code));
+        }
+    }
+    Ok(None)
+}
+
+impl<M: Mach> Workload for MachWorkload<M> {
+    fn cycle(&mut self) -> Result<(), CallError> {
+        let Cell { thread, self_ref, exc, fix } = self.cell;
+        let (api, k) = (&self.api, self.self_calls);
+        let state = Mutex::new(ThreadState::default());
+        let lock = || state.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let body = || {
+            let kport = api.pthread_mach_thread_np_self();
+            lock().kport = kport;
+            let result = take_self_references(api, self_ref, k).and_then(|()| install_exception_port(api, exc, kport));
+            if let Err(e) = result {
+                lock().failure.get_or_insert(e);
+            }
+        };
+        let on_exit = || {
+            if fix == Fix::Off {
+                return;
+            }
+            let kport = lock().kport;
+            match balance_thread_port(api, kport) {
+                Ok(failed) => lock().fix_failed = failed,
+                Err(e) => {
+                    lock().failure.get_or_insert(e);
+                }
+            }
+        };
+        let created = api.pthread_create(thread == ThreadKind::Detached, &body, &on_exit);
+        let handle = created.map_err(|errno| CallError::errno("pthread_create", errno))?;
+        if thread == ThreadKind::Joined {
+            api.pthread_join(handle).map_err(|errno| CallError::errno("pthread_join", errno))?;
+        }
+        let state = state.into_inner().unwrap_or_else(|poisoned| poisoned.into_inner());
+        self.threads += 1;
+        self.last_kport = Some(state.kport);
+        if let Some(code) = state.fix_failed {
+            *self.fix_failures.entry(code).or_default() += 1;
+        }
+        match state.failure {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until the last thread's port name is dead or gone (libpthread's reference is dropped by the
+    /// kernel after the thread is joinable, `_bsdthread_terminate`, and the port dies after that), then
+    /// until two censuses agree.
+    fn settle(&mut self) -> Result<(), SettleFailure> {
+        if let Some(name) = self.last_kport {
+            let mut polls = 0u32;
+            loop {
+                match self.api.mach_port_type(name) {
+                    Err(KERN_INVALID_NAME) => break,
+                    Ok(t) if t & MACH_PORT_TYPE_DEAD_NAME != 0 => break,
+                    Ok(_) => {}
+                    Err(code) => return Err(CallError::kern("mach_port_type (settle)", code).into()),
+                }
+                polls += 1;
+                if polls >= SETTLE_POLLS {
+                    return Err(SettleFailure::TimedOut(SettleError {
+                        waited_ms: 0,
+                        detail: format!("thread port name {name:#x} still holds a send right after {polls} polls"),
+                    }));
+                }
+                self.api.settle_pause();
+            }
+        }
+        let (mut a, mut b) = ([0i64; 7], [0i64; 7]);
+        for _ in 0..SETTLE_POLLS {
+            self.census(&mut a)?;
+            self.census(&mut b)?;
+            if a == b {
+                return Ok(());
+            }
+            self.api.settle_pause();
+        }
+        Err(SettleFailure::TimedOut(SettleError {
+            waited_ms: 0,
+            detail: format!("two consecutive censuses never agreed ({SETTLE_POLLS} tries)"),
+        }))
+    }
+
+    fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
+        let names = kr("mach_port_names", self.api.mach_port_names())?;
+        let mut counts = [0i64; 7];
+        counts[0] = names.len() as i64;
+        for &(name, t) in &names {
+            for (slot, bit) in [
+                (1, MACH_PORT_TYPE_SEND),
+                (2, MACH_PORT_TYPE_RECEIVE),
+                (3, MACH_PORT_TYPE_SEND_ONCE),
+                (4, MACH_PORT_TYPE_PORT_SET),
+                (5, MACH_PORT_TYPE_DEAD_NAME),
+            ] {
+                if t & bit != 0 {
+                    counts[slot] += 1;
+                }
+            }
+            let right = if t & MACH_PORT_TYPE_SEND != 0 {
+                MACH_PORT_RIGHT_SEND
+            } else if t & MACH_PORT_TYPE_DEAD_NAME != 0 {
+                MACH_PORT_RIGHT_DEAD_NAME
+            } else {
+                continue;
+            };
+            match self.api.mach_port_get_refs(name, right) {
+                Ok(refs) => counts[6] += i64::from(refs),
+                // The name went away between the two calls (a port dying meanwhile): the next census sees it.
+                Err(KERN_INVALID_NAME) => {}
+                Err(code) => return Err(CallError::kern("mach_port_get_refs (census)", code)),
+            }
+        }
+        out[..7].copy_from_slice(&counts);
+        Ok(())
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut notes = self.api.notes();
+        for (&code, &count) in &self.fix_failures {
+            let name = super::kern_return::name(code).unwrap_or("an unknown kern_return_t");
+            notes.push(format!(
+                "the fix's mach_port_mod_refs failed with {name} ({code}) in {count} of {} threads",
+                self.threads
+            ));
+        }
+        notes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backend::mach::sim::{Profile, Sim};
+
+    fn census(w: &mut MachWorkload<Sim>) -> [i64; 7] {
+        let mut out = [0; 7];
+        w.census(&mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn without_the_settle_step_the_census_would_count_a_live_thread() {
+        let cell: Cell = "thread=joined,self=leaked,exc=none,fix=off".parse().unwrap();
+        let params = Params { cycles: 2, warmup: 1, self_calls: 1 };
+        let mut w = MachWorkload::new(Sim::new(Profile::Xnu11417, 50), cell, &params).unwrap();
+        w.settle().unwrap();
+        let base = census(&mut w);
+        w.cycle().unwrap();
+        // Joined, but libpthread's reference is not yet dropped and the port is alive: 2 urefs, no dead name.
+        let early = census(&mut w);
+        assert_eq!((early[0] - base[0], early[5] - base[5], early[6] - base[6]), (1, 0, 2));
+        w.settle().unwrap();
+        let settled = census(&mut w);
+        assert_eq!((settled[0] - base[0], settled[5] - base[5], settled[6] - base[6]), (1, 1, 1));
+    }
+
+    #[test]
+    fn a_settle_that_never_ends_names_the_port_it_waited_on() {
+        let cell: Cell = "thread=detached,self=none,exc=none,fix=off".parse().unwrap();
+        let params = Params { cycles: 2, warmup: 1, self_calls: 1 };
+        // The model's delay is beyond the settle step's patience (each poll is two clock steps).
+        let mut w = MachWorkload::new(Sim::new(Profile::Xnu11417, 3 * SETTLE_POLLS), cell, &params).unwrap();
+        w.cycle().unwrap();
+        match w.settle() {
+            Err(SettleFailure::TimedOut(e)) => {
+                assert!(e.detail.starts_with("thread port name 0x"), "{}", e.detail);
+                assert!(e.detail.ends_with(&format!("still holds a send right after {SETTLE_POLLS} polls")));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_failed_mach_call_names_the_call_and_the_code() {
+        let e = kr::<()>("mach_port_allocate", Err(super::super::kern_return::KERN_RESOURCE_SHORTAGE)).unwrap_err();
+        assert_eq!(e.to_string(), "mach_port_allocate failed: KERN_RESOURCE_SHORTAGE (kern_return_t 6)");
+    }
+}
