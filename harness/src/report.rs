@@ -57,12 +57,16 @@ pub fn table(record: &Record) -> String {
     let mut out = String::new();
     let os = &record.os;
     let p = &record.params;
+    let backend = match &record.model {
+        Some(m) => format!("{} (model {}, delay {})", record.backend, m.profile, m.delay),
+        None => record.backend.clone(),
+    };
     let _ = writeln!(
         out,
         "{} {} · backend {} · {} {} {} {} · {} cycles per cell after {} warm-up, K={}",
         record.tool.name,
         record.tool.version,
-        record.backend,
+        backend,
         os.family,
         os.release,
         os.arch,
