@@ -88,6 +88,7 @@ impl BackendArgs {
             }
             _ if model_args => Err("--profile and --sim-delay apply to --backend mach-sim only".into()),
             Some(BackendName::Linux) => Ok(Backend::Linux),
+            Some(BackendName::Macos) => Ok(Backend::Macos),
             None => Backend::native().ok_or_else(|| "this OS has no native backend; choose one with --backend".into()),
         }
     }
@@ -193,11 +194,7 @@ fn run(args: RunArgs) -> i32 {
             return ExitCode::FAILED;
         }
     };
-    if let Err(e) = ctrlc::set_handler(|| {
-        runner::kill_live_children();
-        eprintln!("\nthreadleak: interrupted; children killed");
-        std::process::exit(ExitCode::INTERRUPTED);
-    }) {
+    if let Err(e) = kill_children_on_interrupt() {
         eprintln!("warning: cannot handle interrupts ({e}); an interrupted run may leave children until their timeout");
     }
 
@@ -236,6 +233,21 @@ fn run(args: RunArgs) -> i32 {
         return ExitCode::INCOMPLETE;
     }
     ExitCode::OK
+}
+
+/// On SIGINT, SIGTERM or SIGHUP: kill every child's process group, then exit. Children run in groups of
+/// their own, so a terminal's Ctrl-C reaches only this process.
+fn kill_children_on_interrupt() -> std::io::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    std::thread::spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            runner::kill_live_children();
+            eprintln!("\nthreadleak: interrupted by signal {signal}; children killed");
+            std::process::exit(ExitCode::INTERRUPTED);
+        }
+    });
+    Ok(())
 }
 
 fn child(args: ChildArgs) -> i32 {

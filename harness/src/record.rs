@@ -109,13 +109,16 @@ impl Tool {
 pub struct Os {
     /// `linux` or `macos`.
     pub family: String,
-    /// Kernel release (`uname -r`).
+    /// Kernel release (`uname -r`; on macOS `kern.osrelease`, the Darwin release).
     pub release: String,
-    /// Kernel version string (`uname -v`).
+    /// Linux: the kernel version string (`uname -v`); macOS: the product version (`kern.osproductversion`).
     pub version: String,
     pub arch: String,
     /// The C library and its version, e.g. `glibc 2.36`.
     pub libc: String,
+    /// The OS build, where there is one (macOS: `kern.osversion`, e.g. `24G231`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub build: Option<String>,
 }
 
 /// What every cell of a run was given.

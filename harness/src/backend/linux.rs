@@ -606,6 +606,7 @@ pub fn os() -> Os {
         version: field(&uts.version),
         arch: std::env::consts::ARCH.to_owned(),
         libc: libc_version(),
+        build: None,
     }
 }
 

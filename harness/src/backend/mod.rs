@@ -7,6 +7,7 @@
 //! | backend | axis realized in | counters |
 //! |---|---|---|
 //! | `linux` | `linux.rs`: `thread_main` (self, exc), `on_thread_exit` (fix), `Linux::cycle` (thread) | `fds maps vm_kib timers tasks` |
+//! | `macos` | the same Mach workload, over the real calls in `mach/real.rs` | the same |
 //! | `mach-sim` | `mach/workload.rs`: `take_self_references` (self), `install_exception_port` (exc), `balance_thread_port` (fix), `MachWorkload::cycle` (thread); over the model in `mach/sim.rs` | `names send receive send_once port_set dead urefs` |
 
 use std::fmt;
@@ -27,6 +28,9 @@ pub enum BackendName {
     /// A model of XNU's port-rights rules running the Mach workload (any OS).
     #[value(name = "mach-sim")]
     MachSim,
+    /// The Mach workload on this Mac's kernel.
+    #[value(name = "macos")]
+    Macos,
 }
 
 /// A way of running the matrix, with its settings.
@@ -36,6 +40,8 @@ pub enum Backend {
     Linux,
     /// The Mach workload on the XNU model (`mach/sim.rs`).
     MachSim(ModelOptions),
+    /// The Mach workload on the real kernel (`mach/real.rs`).
+    Macos,
 }
 
 impl Backend {
@@ -43,6 +49,7 @@ impl Backend {
         match self {
             Backend::Linux => "linux",
             Backend::MachSim(_) => "mach-sim",
+            Backend::Macos => "macos",
         }
     }
 
@@ -50,6 +57,8 @@ impl Backend {
     pub fn native() -> Option<Backend> {
         if cfg!(target_os = "linux") {
             Some(Backend::Linux)
+        } else if cfg!(target_os = "macos") {
+            Some(Backend::Macos)
         } else {
             None
         }
@@ -59,7 +68,7 @@ impl Backend {
     pub fn counters(self) -> &'static [&'static str] {
         match self {
             Backend::Linux => &["fds", "maps", "vm_kib", "timers", "tasks"],
-            Backend::MachSim(_) => mach::COUNTERS,
+            Backend::MachSim(_) | Backend::Macos => mach::COUNTERS,
         }
     }
 
@@ -80,7 +89,7 @@ impl Backend {
             // `vm_kib` depend on history; with the cache off every freed stack is unmapped at once.
             // One malloc arena keeps thread bodies from creating per-thread heaps.
             Backend::Linux => &[("GLIBC_TUNABLES", "glibc.pthread.stack_cache_size=0:glibc.malloc.arena_max=1")],
-            Backend::MachSim(_) => &[],
+            Backend::MachSim(_) | Backend::Macos => &[],
         }
     }
 
@@ -94,7 +103,7 @@ impl Backend {
     pub fn model(self) -> Option<ModelOptions> {
         match self {
             Backend::MachSim(model) => Some(model),
-            Backend::Linux => None,
+            Backend::Linux | Backend::Macos => None,
         }
     }
 
@@ -111,6 +120,13 @@ impl Backend {
             Backend::MachSim(model) => {
                 Ok(Box::new(mach::MachWorkload::new(mach::sim::Sim::new(model.profile, model.delay), cell, params)?))
             }
+            #[cfg(target_os = "macos")]
+            Backend::Macos => Ok(Box::new(mach::MachWorkload::new(mach::real::Real::new()?, cell, params)?)),
+            #[cfg(not(target_os = "macos"))]
+            Backend::Macos => {
+                let _ = (cell, params);
+                Err(CallError::errno("the macos backend (this is not macOS)", libc::ENOSYS))
+            }
         }
     }
 }
@@ -125,7 +141,9 @@ impl fmt::Display for Backend {
 fn host_os() -> Os {
     #[cfg(target_os = "linux")]
     return linux::os();
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    return mach::real::os();
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     return Os { family: std::env::consts::OS.to_owned(), arch: std::env::consts::ARCH.to_owned(), ..Os::default() };
 }
 

@@ -1,8 +1,9 @@
 //! `kern_return_t` and its values (mach/kern_return.h), with their names for reports.
 
-#![allow(non_camel_case_types)]
-
-pub type kern_return_t = i32;
+mach_types! {
+    /// mach/kern_return.h (via mach/machine/kern_return.h: `int`)
+    pub type kern_return_t = i32;
+}
 
 /// Declares the constants and the name table from one list, so the two cannot drift apart.
 macro_rules! codes {
@@ -18,7 +19,7 @@ macro_rules! codes {
         }
 
         /// Every (name, value) pair, for the ABI check against the SDK headers.
-        pub const ALL: &[(&str, kern_return_t)] = &[$((stringify!($name), $value)),+];
+        pub const CONSTS: &[(&str, i64)] = &[$((stringify!($name), $value)),+];
     };
 }
 

@@ -3,14 +3,21 @@
 //!
 //! - `workload.rs`: every axis realized with Mach calls, the census and the settle step (portable);
 //! - `sim.rs`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
-//! - `kern_return.rs`, `port.rs`, `exception.rs`: the C types and constants, one module per header.
+//! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`);
+//! - `kern_return.rs`, `port.rs`, `exception.rs`, `ffi.rs`: the C types, constants and functions declared
+//!   by hand, one module per header family, recorded for the ABI check (`abi.rs`).
 //!
 //! The trait speaks Mach's own language: `kern_return_t` codes, `mach_port_name_t` names,
 //! `MACH_PORT_RIGHT_*` rights. Only the pthread calls return an errno.
 
+#[macro_use]
+pub mod abi;
 pub mod exception;
+pub mod ffi;
 pub mod kern_return;
 pub mod port;
+#[cfg(target_os = "macos")]
+pub mod real;
 pub mod sim;
 mod workload;
 

@@ -1,0 +1,73 @@
+//! libSystem's Mach functions and types that mach2 does not declare, each from the SDK header named
+//! beside it. Declared through the ABI manifest's macros, so `ci/abi-check.sh` compares each with the
+//! Darwin SDK headers.
+
+use super::exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
+use super::kern_return::kern_return_t;
+use super::port::{mach_port_name_t, mach_port_right_t, mach_port_t, mach_port_type_t, mach_port_urefs_t};
+
+mach_types! {
+    /// mach/i386/vm_types.h, mach/arm/vm_types.h
+    pub type natural_t = u32;
+    /// mach/message.h
+    pub type mach_msg_type_number_t = natural_t;
+    /// mach/mach_types.h
+    pub type ipc_space_t = mach_port_t;
+    /// mach/mach_types.h
+    pub type thread_act_t = mach_port_t;
+    /// mach/mach_types.h
+    pub type vm_map_t = mach_port_t;
+    /// mach/i386/vm_types.h, mach/arm/vm_types.h (`uintptr_t`)
+    pub type vm_address_t = usize;
+    /// mach/i386/vm_types.h, mach/arm/vm_types.h (`uintptr_t`)
+    pub type vm_size_t = usize;
+}
+
+mach_structs! {
+    /// mach_debug/ipc_info.h: the summary of a task's IPC space.
+    pub struct ipc_info_space_basic_t {
+        pub iisb_genno_mask: natural_t,
+        pub iisb_table_size: natural_t,
+        pub iisb_table_next: natural_t,
+        pub iisb_table_inuse: natural_t,
+        pub iisb_reserved: [natural_t; 2],
+    }
+}
+
+mach_fns! {
+    /// mach/mach_port.h: every name in a space and its type, in two out-of-line arrays the caller
+    /// releases with `vm_deallocate`.
+    pub fn mach_port_names(
+        task: ipc_space_t,
+        names: *mut *mut mach_port_name_t,
+        namesCnt: *mut mach_msg_type_number_t,
+        types: *mut *mut mach_port_type_t,
+        typesCnt: *mut mach_msg_type_number_t,
+    ) -> kern_return_t;
+    /// mach/mach_port.h
+    pub fn mach_port_type(task: ipc_space_t, name: mach_port_name_t, ptype: *mut mach_port_type_t) -> kern_return_t;
+    /// mach/mach_port.h
+    pub fn mach_port_get_refs(
+        task: ipc_space_t,
+        name: mach_port_name_t,
+        right: mach_port_right_t,
+        refs: *mut mach_port_urefs_t,
+    ) -> kern_return_t;
+    /// mach/mach_port.h: `iisb_table_inuse` is the count `top` shows as a process's ports.
+    pub fn mach_port_space_basic_info(task: ipc_space_t, basic_info: *mut ipc_info_space_basic_t) -> kern_return_t;
+    /// mach/thread_act.h
+    pub fn thread_swap_exception_ports(
+        thread: thread_act_t,
+        exception_mask: exception_mask_t,
+        new_port: mach_port_t,
+        behavior: exception_behavior_t,
+        new_flavor: thread_state_flavor_t,
+        masks: *mut exception_mask_t,
+        masksCnt: *mut mach_msg_type_number_t,
+        old_handlers: *mut mach_port_t,
+        old_behaviors: *mut exception_behavior_t,
+        old_flavors: *mut thread_state_flavor_t,
+    ) -> kern_return_t;
+    /// mach/vm_map.h
+    pub fn vm_deallocate(target_task: vm_map_t, address: vm_address_t, size: vm_size_t) -> kern_return_t;
+}

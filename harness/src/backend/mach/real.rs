@@ -1,0 +1,321 @@
+//! The real macOS backend: [`Mach`] through libSystem (mach2, libc, and the declarations in `ffi.rs`).
+//!
+//! Every call goes to the kernel of the machine it runs on; nothing here models anything. Threads are raw
+//! pthreads, so that nothing but the workload runs on them, and the handshake that tells the creator a
+//! thread is done is a mutex and condition variable: a dispatch or Mach semaphore would itself be a port
+//! in the space being counted.
+
+use std::ffi::{c_void, CStr};
+use std::mem::MaybeUninit;
+use std::ptr;
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use super::exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t, EXC_TYPES_COUNT};
+use super::ffi;
+use super::kern_return::{kern_return_t, KERN_SUCCESS};
+use super::port::*;
+use super::{ExceptionHandler, KernResult, Mach};
+use crate::backend::CallError;
+use crate::record::Os;
+
+/// The one place a `kern_return_t` from libSystem becomes a result.
+fn kr(ret: kern_return_t) -> KernResult<()> {
+    if ret == KERN_SUCCESS {
+        Ok(())
+    } else {
+        Err(ret)
+    }
+}
+
+fn task() -> mach_port_t {
+    // SAFETY: reads the task's own port name, set by libSystem before main.
+    unsafe { mach2::traps::mach_task_self() }
+}
+
+/// Tells the creator that a thread has run its exit hook.
+#[derive(Default)]
+struct Handshake {
+    done: Mutex<bool>,
+    cond: Condvar,
+}
+
+impl Handshake {
+    fn reset(&self) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = false;
+    }
+
+    fn signal(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        *done = true;
+        self.cond.notify_one();
+    }
+
+    fn wait(&self) {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        while !*done {
+            done = self.cond.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+}
+
+/// What a new thread needs: its work, its exit hook, and whom to tell.
+struct Start<'a> {
+    body: &'a (dyn Fn() + Sync),
+    on_exit: &'a (dyn Fn() + Sync),
+    handshake: &'a Handshake,
+    key: libc::pthread_key_t,
+}
+
+extern "C" fn thread_start(arg: *mut c_void) -> *mut c_void {
+    // SAFETY: `arg` is the `Start` that `pthread_create` below keeps alive until the handshake, which
+    // comes after this thread's last use of it (in `thread_exit`).
+    let start = unsafe { &*arg.cast::<Start<'_>>() };
+    // SAFETY: the key was created by `Real::new`; a non-null value makes its destructor run at exit.
+    if unsafe { libc::pthread_setspecific(start.key, arg) } != 0 {
+        // Without the destructor the exit hook would never run: run it here rather than hang the creator.
+        (start.body)();
+        (start.on_exit)();
+        start.handshake.signal();
+        return ptr::null_mut();
+    }
+    (start.body)();
+    ptr::null_mut()
+}
+
+/// The TSD destructor: runs the exit hook, then releases the creator. libpthread runs destructors
+/// before `_pthread_terminate` (src/pthread.c, `_pthread_exit`), so the thread port is still named with
+/// libpthread's reference here, as it was in Clozure CL's `shutdown_thread_tcr`.
+extern "C" fn thread_exit(arg: *mut c_void) {
+    // SAFETY: as in `thread_start`; the creator waits for the signal below before dropping `Start`.
+    let start = unsafe { &*arg.cast::<Start<'_>>() };
+    (start.on_exit)();
+    start.handshake.signal();
+}
+
+/// The real Mach calls, in this task.
+pub struct Real {
+    key: libc::pthread_key_t,
+    handshake: Handshake,
+}
+
+impl Real {
+    pub fn new() -> Result<Real, CallError> {
+        let mut key: libc::pthread_key_t = 0;
+        // SAFETY: `key` is valid for writing; the destructor has the C signature pthread expects.
+        let ret = unsafe { libc::pthread_key_create(&mut key, Some(thread_exit)) };
+        if ret != 0 {
+            return Err(CallError::errno("pthread_key_create", ret));
+        }
+        Ok(Real { key, handshake: Handshake::default() })
+    }
+}
+
+impl Mach for Real {
+    type Thread = libc::pthread_t;
+
+    fn pthread_create(
+        &self,
+        detached: bool,
+        body: &(dyn Fn() + Sync),
+        on_exit: &(dyn Fn() + Sync),
+    ) -> Result<libc::pthread_t, i32> {
+        let start = Start { body, on_exit, handshake: &self.handshake, key: self.key };
+        self.handshake.reset();
+        let mut attr = MaybeUninit::<libc::pthread_attr_t>::uninit();
+        // SAFETY: `attr` is initialized by pthread_attr_init before any other use and destroyed below.
+        let ret = unsafe { libc::pthread_attr_init(attr.as_mut_ptr()) };
+        if ret != 0 {
+            return Err(ret);
+        }
+        let state = if detached { libc::PTHREAD_CREATE_DETACHED } else { libc::PTHREAD_CREATE_JOINABLE };
+        let mut thread: libc::pthread_t = 0;
+        // SAFETY: `attr` was initialized above; `start` outlives the thread's use of it (see thread_start).
+        let ret = unsafe {
+            let mut ret = libc::pthread_attr_setdetachstate(attr.as_mut_ptr(), state);
+            if ret == 0 {
+                let arg = ptr::from_ref(&start).cast_mut().cast::<c_void>();
+                ret = libc::pthread_create(&mut thread, attr.as_ptr(), thread_start, arg);
+            }
+            libc::pthread_attr_destroy(attr.as_mut_ptr());
+            ret
+        };
+        if ret != 0 {
+            return Err(ret);
+        }
+        self.handshake.wait();
+        Ok(thread)
+    }
+
+    fn pthread_join(&self, thread: libc::pthread_t) -> Result<(), i32> {
+        // SAFETY: a joinable thread created by `pthread_create` above, joined once.
+        match unsafe { libc::pthread_join(thread, ptr::null_mut()) } {
+            0 => Ok(()),
+            errno => Err(errno),
+        }
+    }
+
+    fn pthread_mach_thread_np_self(&self) -> mach_port_t {
+        // SAFETY: pthread_self is always valid for the calling thread.
+        unsafe { libc::pthread_mach_thread_np(libc::pthread_self()) }
+    }
+
+    fn mach_thread_self(&self) -> mach_port_t {
+        // SAFETY: no preconditions; the reference it adds is the point.
+        unsafe { mach2::mach_init::mach_thread_self() }
+    }
+
+    fn mach_port_allocate(&self, right: mach_port_right_t) -> KernResult<mach_port_name_t> {
+        let mut name: mach_port_name_t = MACH_PORT_NULL;
+        // SAFETY: `name` is valid for writing.
+        kr(unsafe { mach2::mach_port::mach_port_allocate(task(), right, &mut name) })?;
+        Ok(name)
+    }
+
+    fn mach_port_insert_right(
+        &self,
+        name: mach_port_name_t,
+        poly: mach_port_t,
+        poly_poly: mach_msg_type_name_t,
+    ) -> KernResult<()> {
+        // SAFETY: plain values only.
+        kr(unsafe { mach2::mach_port::mach_port_insert_right(task(), name, poly, poly_poly) })
+    }
+
+    fn mach_port_deallocate(&self, name: mach_port_name_t) -> KernResult<()> {
+        // SAFETY: plain values only.
+        kr(unsafe { mach2::mach_port::mach_port_deallocate(task(), name) })
+    }
+
+    fn mach_port_mod_refs(
+        &self,
+        name: mach_port_name_t,
+        right: mach_port_right_t,
+        delta: mach_port_delta_t,
+    ) -> KernResult<()> {
+        // SAFETY: plain values only.
+        kr(unsafe { mach2::mach_port::mach_port_mod_refs(task(), name, right, delta) })
+    }
+
+    fn mach_port_get_refs(&self, name: mach_port_name_t, right: mach_port_right_t) -> KernResult<mach_port_urefs_t> {
+        let mut refs: mach_port_urefs_t = 0;
+        // SAFETY: `refs` is valid for writing.
+        kr(unsafe { ffi::mach_port_get_refs(task(), name, right, &mut refs) })?;
+        Ok(refs)
+    }
+
+    fn mach_port_type(&self, name: mach_port_name_t) -> KernResult<mach_port_type_t> {
+        let mut t: mach_port_type_t = 0;
+        // SAFETY: `t` is valid for writing.
+        kr(unsafe { ffi::mach_port_type(task(), name, &mut t) })?;
+        Ok(t)
+    }
+
+    fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>> {
+        let (mut names, mut types) = (ptr::null_mut::<mach_port_name_t>(), ptr::null_mut::<mach_port_type_t>());
+        let (mut names_count, mut types_count) = (0, 0);
+        // SAFETY: all four out-pointers are valid for writing; the kernel fills them with out-of-line arrays.
+        kr(unsafe { ffi::mach_port_names(task(), &mut names, &mut names_count, &mut types, &mut types_count) })?;
+        let count = names_count.min(types_count) as usize;
+        let result = if count == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: on success the arrays hold `names_count` and `types_count` elements.
+            let (n, t) =
+                unsafe { (std::slice::from_raw_parts(names, count), std::slice::from_raw_parts(types, count)) };
+            n.iter().copied().zip(t.iter().copied()).collect()
+        };
+        // Out-of-line memory belongs to the caller: give it back (mach/mach_port.h).
+        for (addr, len) in [(names as usize, names_count as usize * 4), (types as usize, types_count as usize * 4)] {
+            if addr != 0 && len != 0 {
+                // SAFETY: the region was allocated in this task by the kernel for this reply.
+                kr(unsafe { ffi::vm_deallocate(task(), addr, len) })?;
+            }
+        }
+        Ok(result)
+    }
+
+    fn thread_swap_exception_ports(
+        &self,
+        thread: mach_port_t,
+        mask: exception_mask_t,
+        new_port: mach_port_t,
+        behavior: exception_behavior_t,
+        flavor: thread_state_flavor_t,
+    ) -> KernResult<Vec<ExceptionHandler>> {
+        let mut masks = [0 as exception_mask_t; EXC_TYPES_COUNT];
+        let mut ports = [MACH_PORT_NULL; EXC_TYPES_COUNT];
+        let mut behaviors = [0 as exception_behavior_t; EXC_TYPES_COUNT];
+        let mut flavors = [0 as thread_state_flavor_t; EXC_TYPES_COUNT];
+        let mut count = EXC_TYPES_COUNT as ffi::mach_msg_type_number_t;
+        // SAFETY: each array holds EXC_TYPES_COUNT elements, the count the kernel is told it may fill.
+        kr(unsafe {
+            ffi::thread_swap_exception_ports(
+                thread,
+                mask,
+                new_port,
+                behavior,
+                flavor,
+                masks.as_mut_ptr(),
+                &mut count,
+                ports.as_mut_ptr(),
+                behaviors.as_mut_ptr(),
+                flavors.as_mut_ptr(),
+            )
+        })?;
+        Ok((0..(count as usize).min(EXC_TYPES_COUNT))
+            .map(|i| ExceptionHandler { mask: masks[i], port: ports[i], behavior: behaviors[i], flavor: flavors[i] })
+            .collect())
+    }
+
+    fn settle_pause(&self) {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let mut info = ffi::ipc_info_space_basic_t::default();
+        // SAFETY: `info` is valid for writing.
+        match kr(unsafe { ffi::mach_port_space_basic_info(task(), &mut info) }) {
+            Ok(()) => vec![format!(
+                "IPC table at the end: {} entries in use of {} (mach_port_space_basic_info)",
+                info.iisb_table_inuse, info.iisb_table_size
+            )],
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+impl Drop for Real {
+    fn drop(&mut self) {
+        // SAFETY: the key was created in `new` and no thread created by this value is running.
+        unsafe { libc::pthread_key_delete(self.key) };
+    }
+}
+
+/// A `sysctlbyname` string, or empty when the name is unknown.
+fn sysctl_string(name: &CStr) -> String {
+    let mut len: libc::size_t = 0;
+    // SAFETY: asking for the length only: a null buffer with a valid length pointer.
+    if unsafe { libc::sysctlbyname(name.as_ptr(), ptr::null_mut(), &mut len, ptr::null_mut(), 0) } != 0 || len == 0 {
+        return String::new();
+    }
+    let mut buf = vec![0u8; len];
+    // SAFETY: `buf` holds `len` bytes, as `len` says.
+    if unsafe { libc::sysctlbyname(name.as_ptr(), buf.as_mut_ptr().cast(), &mut len, ptr::null_mut(), 0) } != 0 {
+        return String::new();
+    }
+    buf.truncate(len);
+    CStr::from_bytes_until_nul(&buf).map_or_else(|_| String::new(), |s| s.to_string_lossy().into_owned())
+}
+
+/// The Mac this runs on: product version, build, Darwin release and architecture.
+pub fn os() -> Os {
+    Os {
+        family: "macos".to_owned(),
+        release: sysctl_string(c"kern.osrelease"),
+        version: sysctl_string(c"kern.osproductversion"),
+        build: Some(sysctl_string(c"kern.osversion")).filter(|b| !b.is_empty()),
+        arch: std::env::consts::ARCH.to_owned(),
+        libc: "libSystem".to_owned(),
+    }
+}
