@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Everything CI checks, in the order a failure is cheapest to find: formatting, lints on Linux and on both
-# Apple targets (type-checked here, never run), then the README's test command.
+# Everything CI checks, in the order a failure is cheapest to find: formatting; lints on Linux and on both
+# Apple targets; the macOS code linked and ABI-checked for both Apple targets (built here, never run);
+# the GitHub workflow linted; then the README's test command.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,6 +29,12 @@ for target in "${apple_targets[@]}"; do
     step "cargo clippy --target $target"
     cargo clippy --workspace --all-targets --locked --target "$target" -- -D warnings
 done
+
+step "macOS code on Linux: link both Apple targets with zig, ABI check against the SDK headers"
+bash ci/macos-on-linux.sh
+
+step "actionlint"
+(source ci/tools.sh && actionlint -no-color)
 
 step "cargo test --workspace (the README's test command)"
 cargo test --workspace --locked

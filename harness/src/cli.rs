@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::mach::sim::Profile;
 use crate::backend::{Backend, BackendName, ModelOptions};
+use crate::compare::CompareFormat;
 use crate::exit::ExitCode;
 use crate::matrix::{self, Cell, Filter};
 use crate::record::{Params, Status};
@@ -22,8 +23,8 @@ struct Cli {
     command: Command,
 }
 
-const EXIT_HELP: &str = "Exit codes: 0 every cell completed; 2 usage error; 3 some cell timed out, crashed or \
-                         failed; 4 the run itself failed; 130 interrupted.";
+const EXIT_HELP: &str = "Exit codes: 0 every cell completed; 2 usage error or an unreadable record; 3 some cell \
+                         timed out, crashed or failed; 4 the run itself failed; 130 interrupted.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -35,6 +36,18 @@ enum Command {
     },
     /// Run cells, one child process each, and report each counter's change per thread.
     Run(RunArgs),
+    /// Compare records from different machines, OS releases or profiles, marking what changed.
+    Compare {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = CompareFormat::Table)]
+        format: CompareFormat,
+        /// Write the output to this file instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Records written by `threadleak run --format json`.
+        #[arg(required = true, value_name = "RECORD")]
+        records: Vec<PathBuf>,
+    },
     /// Run one cell in this process and print its report (used by `run`).
     #[command(name = CHILD_SUBCOMMAND, hide = true)]
     Child(ChildArgs),
@@ -157,6 +170,7 @@ pub fn main() -> i32 {
     match cli.command {
         Command::List { cells } => list(&cells),
         Command::Run(args) => run(args),
+        Command::Compare { format, out, records } => compare(format, out.as_deref(), &records),
         Command::Child(args) => child(args),
     }
 }
@@ -176,6 +190,46 @@ fn list(filters: &[Filter]) -> i32 {
         let _ = writeln!(out, "{cell}");
     }
     ExitCode::OK
+}
+
+/// An error and the chain of its causes, `: `-separated.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    text
+}
+
+/// Writes `text` to `out`, or to standard output.
+fn emit(text: &str, out: Option<&std::path::Path>) -> Result<(), String> {
+    match out {
+        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
+        None => std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| format!("cannot write output: {e}")),
+    }
+}
+
+fn compare(format: CompareFormat, out: Option<&std::path::Path>, paths: &[PathBuf]) -> i32 {
+    let mut records = Vec::with_capacity(paths.len());
+    for path in paths {
+        match crate::compare::load(path) {
+            Ok(record) => records.push((path.clone(), record)),
+            Err(e) => {
+                eprintln!("error: {}", with_causes(&e));
+                return ExitCode::USAGE;
+            }
+        }
+    }
+    let text = crate::compare::render(&crate::compare::compare(records), format);
+    match emit(&text, out) {
+        Ok(()) => ExitCode::OK,
+        Err(message) => {
+            eprintln!("error: {message}");
+            ExitCode::FAILED
+        }
+    }
 }
 
 fn run(args: RunArgs) -> i32 {
@@ -219,11 +273,7 @@ fn run(args: RunArgs) -> i32 {
     }
 
     let text = report::render(&record, args.format);
-    let written = match &args.out {
-        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
-        None => std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| format!("cannot write output: {e}")),
-    };
-    if let Err(message) = written {
+    if let Err(message) = emit(&text, args.out.as_deref()) {
         eprintln!("error: {message}");
         return ExitCode::FAILED;
     }

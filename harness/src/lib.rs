@@ -3,12 +3,13 @@
 //! The matrix of scenarios ([`matrix`]) runs one child process per cell ([`runner`], [`child`]); a
 //! backend ([`backend`]) realizes each scenario and counts the process's resources; [`analysis`] turns
 //! checkpoints into per-thread deltas and a verdict; [`record`] is the versioned result; [`report`]
-//! renders it; [`cli`] is the command line.
+//! renders it; [`compare`] sets records side by side; [`cli`] is the command line.
 
 pub mod analysis;
 pub mod backend;
 pub mod child;
 pub mod cli;
+pub mod compare;
 pub mod exit;
 pub mod matrix;
 pub mod record;

@@ -264,7 +264,7 @@ pub enum RecordError {
     Json(#[source] serde_json::Error),
     #[error("record schema {found} is not supported (this build reads schema {SCHEMA})")]
     Schema { found: u64 },
-    #[error("cell `{cell}`: {source}")]
+    #[error("cell `{cell}`")]
     Cell { cell: String, source: crate::matrix::ParseError },
 }
 
@@ -355,8 +355,10 @@ mod tests {
     #[test]
     fn an_unknown_cell_is_named() {
         let text = sample().to_json().replace("self=leaked", "self=sometimes");
-        let err = Record::from_json(&text).unwrap_err().to_string();
-        assert!(err.contains("unknown value `sometimes` for axis `self`"), "{err}");
+        let err = Record::from_json(&text).unwrap_err();
+        assert_eq!(err.to_string(), "cell `thread=unjoined,self=sometimes,exc=none,fix=off`");
+        let cause = std::error::Error::source(&err).unwrap().to_string();
+        assert!(cause.contains("unknown value `sometimes` for axis `self`"), "{cause}");
     }
 
     proptest! {

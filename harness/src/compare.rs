@@ -1,0 +1,390 @@
+//! Records from different machines side by side: grouped by backend and architecture, ordered by OS
+//! version, with every change between adjacent versions spelled out.
+//!
+//! A record's version is what distinguishes it within its group: the product version and build on
+//! macOS, the kernel release on Linux, the profile for mach-sim. Versions order numerically chunk by
+//! chunk (`15.10` after `15.9`, `xnu-11417` after `xnu-1504`). Records of one version are merged when
+//! they agree cell by cell; when they do not, each keeps its own column and the disagreement is listed.
+
+use std::cmp::Ordering;
+use std::fmt::Write as _;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::matrix::Cell;
+use crate::record::{CellRecord, Record, RecordError, Status};
+use crate::report::delta;
+
+/// Records larger than this are refused before they are read: a record of 54 cells is a few tens of KiB.
+pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// Why a record file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("cannot read {path}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("{path}: {size} bytes is more than a record can be ({MAX_RECORD_BYTES} bytes at most)")]
+    TooLarge { path: PathBuf, size: u64 },
+    #[error("{path}")]
+    Record { path: PathBuf, source: RecordError },
+}
+
+/// Reads and validates one record, reading at most [`MAX_RECORD_BYTES`].
+pub fn load(path: &Path) -> Result<Record, LoadError> {
+    let io = |source| LoadError::Io { path: path.to_owned(), source };
+    let file = std::fs::File::open(path).map_err(io)?;
+    let mut text = String::new();
+    let read = file.take(MAX_RECORD_BYTES + 1).read_to_string(&mut text).map_err(io)?;
+    if read as u64 > MAX_RECORD_BYTES {
+        let size = std::fs::metadata(path).map_or(read as u64, |m| m.len());
+        return Err(LoadError::TooLarge { path: path.to_owned(), size });
+    }
+    Record::from_json(&text).map_err(|source| LoadError::Record { path: path.to_owned(), source })
+}
+
+/// What distinguishes a record within its group, and how versions sort.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    /// `15.7.7`, `6.18.44-fc-v657`, `xnu-11417`.
+    pub name: String,
+    /// The OS build, the tie-break (macOS: `24G231`).
+    pub build: Option<String>,
+}
+
+impl Version {
+    pub fn of(record: &Record) -> Version {
+        match (&record.model, record.os.family.as_str()) {
+            (Some(model), _) => Version { name: model.profile.clone(), build: None },
+            (None, "macos") => Version { name: record.os.version.clone(), build: record.os.build.clone() },
+            (None, _) => Version { name: record.os.release.clone(), build: record.os.build.clone() },
+        }
+    }
+
+    pub fn label(&self) -> String {
+        match &self.build {
+            Some(build) => format!("{} ({build})", self.name),
+            None => self.name.clone(),
+        }
+    }
+}
+
+/// Compares text chunk by chunk, runs of digits by their value.
+pub fn natural_cmp(a: &str, b: &str) -> Ordering {
+    fn chunks(s: &str) -> Vec<(bool, &str)> {
+        let mut out = Vec::new();
+        let mut start = 0;
+        let bytes = s.as_bytes();
+        for i in 1..=bytes.len() {
+            if i == bytes.len() || bytes[i].is_ascii_digit() != bytes[start].is_ascii_digit() {
+                out.push((bytes[start].is_ascii_digit(), &s[start..i]));
+                start = i;
+            }
+        }
+        out
+    }
+    let (ca, cb) = (chunks(a), chunks(b));
+    for (&(da, xa), &(db, xb)) in ca.iter().zip(&cb) {
+        let order = if da && db {
+            let (ta, tb) = (xa.trim_start_matches('0'), xb.trim_start_matches('0'));
+            ta.len().cmp(&tb.len()).then_with(|| ta.cmp(tb))
+        } else {
+            xa.cmp(xb)
+        };
+        if order != Ordering::Equal {
+            return order;
+        }
+    }
+    ca.len().cmp(&cb.len())
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Version) -> Ordering {
+        natural_cmp(&self.name, &other.name)
+            .then_with(|| natural_cmp(self.build.as_deref().unwrap_or(""), other.build.as_deref().unwrap_or("")))
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Version) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// A cell's outcome reduced to what comparisons look at.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Outcome {
+    /// `clean`, `leak`, … or the status when the cell did not complete.
+    pub verdict: String,
+    /// Counters that moved, with their per-thread change.
+    pub moved: Vec<(String, f64)>,
+}
+
+impl Outcome {
+    fn of(cell: &CellRecord) -> Outcome {
+        let verdict = match cell.status {
+            Status::Ok => cell.verdict.as_str(),
+            other => other.as_str(),
+        };
+        let moved = cell.per_thread.iter().filter(|&(_, v)| v != 0.0).map(|(n, v)| (n.to_owned(), v)).collect();
+        Outcome { verdict: verdict.to_owned(), moved }
+    }
+
+    /// `clean`, or `leak: names +1, dead +1`.
+    pub fn text(&self) -> String {
+        if self.moved.is_empty() {
+            return self.verdict.clone();
+        }
+        let moved: Vec<String> = self.moved.iter().map(|(n, v)| format!("{n} {}", delta(*v))).collect();
+        format!("{}: {}", self.verdict, moved.join(", "))
+    }
+
+    fn get(&self, counter: &str) -> f64 {
+        self.moved.iter().find(|(n, _)| n == counter).map_or(0.0, |&(_, v)| v)
+    }
+
+    /// What changed from `self` to `next`: `names +1 → 0, dead +1 → 0`, or the verdicts.
+    pub fn change_to(&self, next: &Outcome) -> Option<String> {
+        if self == next {
+            return None;
+        }
+        let mut counters: Vec<&str> = self.moved.iter().chain(&next.moved).map(|(n, _)| n.as_str()).collect();
+        counters.dedup();
+        let mut seen = Vec::new();
+        let mut parts = Vec::new();
+        for c in counters {
+            if seen.contains(&c) {
+                continue;
+            }
+            seen.push(c);
+            let (a, b) = (self.get(c), next.get(c));
+            if a != b {
+                parts.push(format!("{c} {} → {}", delta(a), delta(b)));
+            }
+        }
+        if self.verdict != next.verdict {
+            parts.push(format!("{} → {}", self.verdict, next.verdict));
+        }
+        Some(parts.join(", "))
+    }
+}
+
+/// One column of a group: one version, from one or more agreeing records.
+#[derive(Clone, Debug)]
+pub struct Column {
+    pub version: Version,
+    pub sources: Vec<PathBuf>,
+    /// Another record of the same version disagrees with this one.
+    pub disputed: bool,
+    outcomes: Vec<(String, Outcome)>,
+}
+
+impl Column {
+    pub fn label(&self) -> String {
+        if self.disputed {
+            format!("{} [{}]", self.version.label(), file_name(&self.sources[0]))
+        } else {
+            self.version.label()
+        }
+    }
+
+    pub fn outcome(&self, cell: &str) -> Option<&Outcome> {
+        self.outcomes.iter().find(|(c, _)| c == cell).map(|(_, o)| o)
+    }
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map_or_else(|| path.display().to_string(), |n| n.to_string_lossy().into_owned())
+}
+
+/// Records of one backend on one architecture, in version order.
+#[derive(Clone, Debug)]
+pub struct Group {
+    pub backend: String,
+    pub arch: String,
+    pub columns: Vec<Column>,
+    /// Every cell any record has, in matrix order.
+    pub cells: Vec<String>,
+    /// `(cell, sentence)` for each cell whose outcome changes between adjacent versions.
+    pub changes: Vec<(String, String)>,
+    /// Records of one version that disagree.
+    pub disputes: Vec<String>,
+}
+
+/// Compares records: `(path, record)` pairs, in any order.
+pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
+    let mut groups: Vec<Group> = Vec::new();
+    let mut sorted = records;
+    sorted.sort_by(|(pa, a), (pb, b)| {
+        (a.backend.as_str(), a.os.arch.as_str())
+            .cmp(&(b.backend.as_str(), b.os.arch.as_str()))
+            .then_with(|| Version::of(a).cmp(&Version::of(b)))
+            .then_with(|| pa.cmp(pb))
+    });
+    for (path, record) in sorted {
+        let version = Version::of(&record);
+        let outcomes: Vec<(String, Outcome)> = record.cells.iter().map(|c| (c.cell.clone(), Outcome::of(c))).collect();
+        let group = match groups.iter_mut().find(|g| g.backend == record.backend && g.arch == record.os.arch) {
+            Some(g) => g,
+            None => {
+                groups.push(Group {
+                    backend: record.backend.clone(),
+                    arch: record.os.arch.clone(),
+                    columns: Vec::new(),
+                    cells: Vec::new(),
+                    changes: Vec::new(),
+                    disputes: Vec::new(),
+                });
+                groups.last_mut().expect("just pushed")
+            }
+        };
+        for (cell, _) in &outcomes {
+            if !group.cells.contains(cell) {
+                group.cells.push(cell.clone());
+            }
+        }
+        let same_version: Vec<usize> =
+            group.columns.iter().enumerate().filter(|(_, c)| c.version == version).map(|(i, _)| i).collect();
+        let agrees =
+            |column: &Column| outcomes.iter().all(|(cell, o)| column.outcome(cell).is_none_or(|theirs| theirs == o));
+        match same_version.iter().copied().find(|&i| !group.columns[i].disputed && agrees(&group.columns[i])) {
+            Some(i) if same_version.len() == 1 => {
+                let column = &mut group.columns[i];
+                column.sources.push(path);
+                for (cell, o) in outcomes {
+                    if column.outcome(&cell).is_none() {
+                        column.outcomes.push((cell, o));
+                    }
+                }
+            }
+            _ => {
+                let disputed = !same_version.is_empty();
+                if disputed {
+                    for &i in &same_version {
+                        group.columns[i].disputed = true;
+                    }
+                    let others: Vec<String> = same_version
+                        .iter()
+                        .flat_map(|&i| group.columns[i].sources.iter().map(|p| file_name(p)))
+                        .collect();
+                    group.disputes.push(format!(
+                        "{} and {} both describe {} but disagree",
+                        file_name(&path),
+                        others.join(", "),
+                        version.label()
+                    ));
+                }
+                group.columns.push(Column { version, sources: vec![path], disputed, outcomes });
+            }
+        }
+    }
+    for group in &mut groups {
+        group.cells.sort_by_key(|id| id.parse::<Cell>().ok());
+        for cell in &group.cells {
+            for pair in group.columns.windows(2) {
+                let (Some(a), Some(b)) = (pair[0].outcome(cell), pair[1].outcome(cell)) else { continue };
+                if let Some(what) = a.change_to(b) {
+                    group.changes.push((
+                        cell.clone(),
+                        format!("changed between {} and {}: {what}", pair[0].label(), pair[1].label()),
+                    ));
+                }
+            }
+        }
+    }
+    groups
+}
+
+/// Output formats of `threadleak compare`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CompareFormat {
+    Table,
+    Markdown,
+}
+
+fn cell_text(column: &Column, cell: &str) -> String {
+    column.outcome(cell).map_or_else(|| "-".to_owned(), Outcome::text)
+}
+
+/// Renders the comparison.
+pub fn render(groups: &[Group], format: CompareFormat) -> String {
+    let mut out = String::new();
+    for group in groups {
+        let changed = |cell: &str| group.changes.iter().any(|(c, _)| c == cell);
+        match format {
+            CompareFormat::Markdown => {
+                let _ = writeln!(out, "### {} on {}\n", group.backend, group.arch);
+                let labels: Vec<String> = group.columns.iter().map(Column::label).collect();
+                let _ = writeln!(out, "| cell | {} |", labels.join(" | "));
+                let _ = writeln!(out, "|---|{}", "---|".repeat(labels.len()));
+                for cell in &group.cells {
+                    let values: Vec<String> = group.columns.iter().map(|c| cell_text(c, cell)).collect();
+                    let mark = if changed(cell) { " **changed**" } else { "" };
+                    let _ = writeln!(out, "| `{cell}`{mark} | {} |", values.join(" | "));
+                }
+                out.push('\n');
+                for (cell, sentence) in &group.changes {
+                    let _ = writeln!(out, "- `{cell}`: {sentence}");
+                }
+                for dispute in &group.disputes {
+                    let _ = writeln!(out, "- **disagreement**: {dispute}");
+                }
+                out.push('\n');
+            }
+            CompareFormat::Table => {
+                let _ = writeln!(out, "{} on {}", group.backend, group.arch);
+                let mut widths: Vec<usize> = group
+                    .columns
+                    .iter()
+                    .map(|c| {
+                        group.cells.iter().map(|cell| cell_text(c, cell).len()).max().unwrap_or(0).max(c.label().len())
+                    })
+                    .collect();
+                let id_width = group.cells.iter().map(String::len).max().unwrap_or(4).max(4) + 2;
+                let _ = write!(out, "{:<id_width$}", "cell");
+                for (c, w) in group.columns.iter().zip(&mut widths) {
+                    let _ = write!(out, "  {:<w$}", c.label(), w = *w);
+                }
+                out.push('\n');
+                for cell in &group.cells {
+                    let marked = format!("{}{cell}", if changed(cell) { "* " } else { "  " });
+                    let _ = write!(out, "{marked:<id_width$}");
+                    for (c, w) in group.columns.iter().zip(&widths) {
+                        let _ = write!(out, "  {:<w$}", cell_text(c, cell), w = *w);
+                    }
+                    out.push('\n');
+                }
+                for (cell, sentence) in &group.changes {
+                    let _ = writeln!(out, "* {cell}: {sentence}");
+                }
+                for dispute in &group.disputes {
+                    let _ = writeln!(out, "! disagreement: {dispute}");
+                }
+                out.push('\n');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_numerically() {
+        let mut v = vec!["15.10", "15.9.1", "26.0", "15.9", "xnu-11417", "xnu-1504"];
+        v.sort_by(|a, b| natural_cmp(a, b));
+        assert_eq!(v, ["15.9", "15.9.1", "15.10", "26.0", "xnu-1504", "xnu-11417"]);
+        assert_eq!(natural_cmp("6.18.44-fc", "6.9.1"), Ordering::Greater);
+        assert_eq!(natural_cmp("007", "7"), Ordering::Equal);
+    }
+
+    #[test]
+    fn changes_name_the_counters_that_moved() {
+        let a = Outcome { verdict: "leak".into(), moved: vec![("names".into(), 1.0), ("dead".into(), 1.0)] };
+        let b = Outcome { verdict: "clean".into(), moved: vec![] };
+        assert_eq!(a.change_to(&b).unwrap(), "names +1 → 0, dead +1 → 0, leak → clean");
+        assert_eq!(a.text(), "leak: names +1, dead +1");
+        assert_eq!(a.change_to(&a), None);
+    }
+}
