@@ -10,6 +10,7 @@ use crate::backend::mach::sim::Profile;
 use crate::backend::{Backend, BackendName, ModelOptions};
 use crate::compare::CompareFormat;
 use crate::exit::ExitCode;
+use crate::expect::{self, Baseline, Judgement};
 use crate::matrix::{self, Cell, Filter};
 use crate::record::{Params, Status};
 use crate::report::{self, Format};
@@ -24,7 +25,8 @@ struct Cli {
 }
 
 const EXIT_HELP: &str = "Exit codes: 0 every cell completed; 2 usage error or an unreadable record; 3 some cell \
-                         timed out, crashed or failed; 4 the run itself failed; 130 interrupted.";
+                         timed out, crashed or failed; 4 the run itself failed; 130 interrupted. With --expect: 0 \
+                         matches, 1 differs, 125 cannot tell, 128 unusable baseline.";
 
 #[derive(Debug, Subcommand)]
 enum Command {
@@ -128,6 +130,10 @@ struct RunArgs {
     /// Write the output to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
+    /// Judge the run against a baseline: a record file, a snapshot folder (cases/snapshots), or `clean`.
+    /// Exits 0 when every cell matches, 1 when one differs, 125 when one cannot be judged (git bisect run).
+    #[arg(long, value_name = "BASELINE")]
+    expect: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -241,6 +247,13 @@ fn run(args: RunArgs) -> i32 {
     if cells.is_empty() {
         return usage("no cell matches the --cell filters");
     }
+    let baseline = match args.expect.as_deref().map(Baseline::parse).transpose() {
+        Ok(baseline) => baseline,
+        Err(e) => {
+            eprintln!("error: {}", with_causes(&e));
+            return ExitCode::BASELINE_UNUSABLE;
+        }
+    };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
         Err(e) => {
@@ -272,10 +285,30 @@ fn run(args: RunArgs) -> i32 {
         eprint!("\r\x1b[K");
     }
 
-    let text = report::render(&record, args.format);
+    let judged = match &baseline {
+        None => None,
+        Some(baseline) => match expect::judge(&record, baseline) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                eprintln!("error: {}", with_causes(&e));
+                return ExitCode::BASELINE_UNUSABLE;
+            }
+        },
+    };
+    let text = report::render(&record, args.format, judged.as_ref());
     if let Err(message) = emit(&text, args.out.as_deref()) {
         eprintln!("error: {message}");
         return ExitCode::FAILED;
+    }
+    if let Some(report) = judged {
+        for line in &report.lines {
+            eprintln!("threadleak: {line}");
+        }
+        return match report.judgement {
+            Judgement::Matches => ExitCode::MATCHES,
+            Judgement::Differs => ExitCode::DIFFERS,
+            Judgement::CannotTell => ExitCode::CANNOT_TELL,
+        };
     }
     let incomplete = record.cells.iter().filter(|c| c.status != Status::Ok).count();
     if incomplete > 0 {

@@ -11,6 +11,7 @@ pub mod child;
 pub mod cli;
 pub mod compare;
 pub mod exit;
+pub mod expect;
 pub mod matrix;
 pub mod record;
 pub mod report;

@@ -1,8 +1,9 @@
-//! Renders a record: a terminal table, or JSON.
+//! Renders a record: a terminal table, markdown, JUnit XML, or JSON.
 
 use std::fmt::Write as _;
 
-use crate::record::{CellRecord, Record, Status};
+use crate::expect;
+use crate::record::{CellRecord, Record, Status, Verdict};
 
 /// Output formats of `threadleak run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -11,14 +12,132 @@ pub enum Format {
     Table,
     /// The versioned record (schema in `record.rs`).
     Json,
+    /// The table as markdown, for a CI job summary.
+    Markdown,
+    /// One test case per cell: failed when it leaks (or, with --expect, differs), errored when it could
+    /// not be measured.
+    Junit,
 }
 
-/// Renders `record` in `format`.
-pub fn render(record: &Record, format: Format) -> String {
+/// Renders `record` in `format`; `judged` is the `--expect` judgement, if there is one.
+pub fn render(record: &Record, format: Format, judged: Option<&expect::Report>) -> String {
     match format {
         Format::Table => table(record),
         Format::Json => record.to_json() + "\n",
+        Format::Markdown => markdown(record),
+        Format::Junit => junit(record, judged),
     }
+}
+
+/// A one-line description of the run.
+fn heading(record: &Record) -> String {
+    let os = &record.os;
+    let p = &record.params;
+    let backend = match &record.model {
+        Some(m) => format!("{} (model {}, delay {})", record.backend, m.profile, m.delay),
+        None => record.backend.clone(),
+    };
+    let version = if os.family == "macos" { &os.version } else { &os.release };
+    format!(
+        "{} {} · backend {backend} · {} {version} {} {} · {} cycles per cell after {} warm-up, K={}",
+        record.tool.name, record.tool.version, os.family, os.arch, os.libc, p.cycles, p.warmup, p.self_calls
+    )
+}
+
+/// The table as markdown.
+pub fn markdown(record: &Record) -> String {
+    let cols = columns(record);
+    let mut out = format!(
+        "**{}**\n\n| cell | verdict | {} |\n|---|---|{}\n",
+        heading(record),
+        cols.join(" | "),
+        "---:|".repeat(cols.len())
+    );
+    for cell in &record.cells {
+        let values: Vec<String> =
+            cols.iter().map(|c| cell.per_thread.get(c).map_or_else(|| "-".to_owned(), delta)).collect();
+        let _ = writeln!(out, "| `{}` | {} | {} |", cell.cell, outcome(cell), values.join(" | "));
+    }
+    for cell in record.cells.iter().filter(|c| c.note.is_some()) {
+        let _ = writeln!(out, "\n- `{}`: {}", cell.cell, cell.note.as_deref().unwrap_or_default());
+    }
+    out
+}
+
+fn xml(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_owned(),
+            '<' => "&lt;".to_owned(),
+            '>' => "&gt;".to_owned(),
+            '"' => "&quot;".to_owned(),
+            '\'' => "&apos;".to_owned(),
+            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => format!("&#{};", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+/// What moved, per thread: `fds moved by +1 per thread, maps by +2`.
+fn moved(cell: &CellRecord, threads: u32) -> String {
+    let parts: Vec<String> = cell
+        .per_thread
+        .iter()
+        .filter(|&(_, v)| v != 0.0)
+        .map(|(n, v)| format!("{n} moved by {} per thread", delta(v)))
+        .collect();
+    format!("{} (over {threads} threads)", parts.join(", "))
+}
+
+/// JUnit XML: a test case per cell.
+pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
+    let suite = format!("threadleak.{}", record.backend);
+    let mut cases = String::new();
+    let (mut failures, mut errors) = (0, 0);
+    for cell in &record.cells {
+        let _ = write!(
+            cases,
+            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
+            xml(&suite),
+            xml(&cell.cell),
+            cell.elapsed_ms as f64 / 1000.0
+        );
+        let mismatch = judged.and_then(|r| r.lines.iter().find(|l| l.starts_with(&format!("{}:", cell.cell))));
+        let incomplete = cell.status != Status::Ok || cell.verdict == Verdict::Inconclusive;
+        if incomplete {
+            errors += 1;
+            let message = cell.note.clone().unwrap_or_else(|| outcome(cell).to_owned());
+            let _ = writeln!(
+                cases,
+                ">\n      <error type=\"{}\" message=\"{}\"/>\n    </testcase>",
+                outcome(cell),
+                xml(&message)
+            );
+        } else if let Some(line) = mismatch {
+            failures += 1;
+            let _ = writeln!(cases, ">\n      <failure type=\"differs\" message=\"{}\"/>\n    </testcase>", xml(line));
+        } else if judged.is_none() && cell.verdict != Verdict::Clean {
+            failures += 1;
+            let _ = writeln!(
+                cases,
+                ">\n      <failure type=\"{}\" message=\"{}\"/>\n    </testcase>",
+                cell.verdict.as_str(),
+                xml(&moved(cell, record.params.cycles))
+            );
+        } else {
+            cases.push_str("/>\n");
+        }
+    }
+    let total = record.cells.len();
+    let time: f64 = record.cells.iter().map(|c| c.elapsed_ms as f64 / 1000.0).sum();
+    format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
+         <testsuites name=\"threadleak\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n\
+         \x20 <testsuite name=\"{}\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n\
+         \x20   <properties><property name=\"heading\" value=\"{}\"/></properties>\n{cases}  </testsuite>\n</testsuites>\n",
+        xml(&suite),
+        xml(&heading(record))
+    )
 }
 
 /// A per-thread delta as the table shows it: `0`, `+1`, `-1`, `+8196`, `+0.50`.
@@ -55,26 +174,7 @@ pub fn table(record: &Record) -> String {
     let id_width = record.cells.iter().map(|c| c.cell.len()).max().unwrap_or(4).max(4);
     let col_width = |name: &str| name.len().max(6);
     let mut out = String::new();
-    let os = &record.os;
-    let p = &record.params;
-    let backend = match &record.model {
-        Some(m) => format!("{} (model {}, delay {})", record.backend, m.profile, m.delay),
-        None => record.backend.clone(),
-    };
-    let _ = writeln!(
-        out,
-        "{} {} · backend {} · {} {} {} {} · {} cycles per cell after {} warm-up, K={}",
-        record.tool.name,
-        record.tool.version,
-        backend,
-        os.family,
-        os.release,
-        os.arch,
-        os.libc,
-        p.cycles,
-        p.warmup,
-        p.self_calls
-    );
+    let _ = writeln!(out, "{}", heading(record));
     let _ = write!(out, "{:<id_width$}  {:<12}", "cell", "verdict");
     for c in &cols {
         let _ = write!(out, "  {:>w$}", c, w = col_width(c));

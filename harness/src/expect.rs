@@ -1,0 +1,263 @@
+//! Expectations: a run judged against a baseline record, the snapshot set, or "clean", with the
+//! `git bisect run` protocol for exit codes (0 good, 1 bad, 125 cannot tell).
+//!
+//! Per-thread deltas match when they agree to 0.005 (the table's two decimals); verdicts must be equal.
+//! A cell that timed out, crashed, failed or is inconclusive makes the whole judgement "cannot tell":
+//! bisecting on it would blame the wrong commit.
+
+use std::path::{Path, PathBuf};
+
+use crate::compare::{self, LoadError};
+use crate::record::{CellRecord, Record, Status, Verdict};
+use crate::report::delta;
+
+/// Deltas closer than this are equal: what the table shows with two decimals.
+pub const TOLERANCE: f64 = 0.005;
+
+/// What a run is judged against.
+#[derive(Clone, Debug)]
+pub enum Baseline {
+    /// Every selected cell must be clean.
+    Clean,
+    /// The same cells of another run.
+    Record { path: PathBuf, record: Box<Record> },
+    /// The accepted snapshots, `<dir>/<cell id>@<suffix>.snap`.
+    Snapshots(PathBuf),
+}
+
+/// Why a baseline cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ExpectError {
+    #[error("cannot use the baseline")]
+    Load(#[from] LoadError),
+    #[error("the baseline {path} has no cell `{cell}`")]
+    MissingCell { path: PathBuf, cell: String },
+    #[error("the baseline {path} was made with backend {theirs}, this run uses {ours}")]
+    Backend { path: PathBuf, theirs: String, ours: String },
+    #[error("cannot read the snapshot {path}")]
+    Snapshot { path: PathBuf, source: std::io::Error },
+    #[error("the snapshot {path} has no verdict line")]
+    SnapshotFormat { path: PathBuf },
+}
+
+impl Baseline {
+    /// `clean`, a directory of snapshots, or a record file.
+    pub fn parse(arg: &str) -> Result<Baseline, ExpectError> {
+        if arg == "clean" {
+            return Ok(Baseline::Clean);
+        }
+        let path = PathBuf::from(arg);
+        if path.is_dir() {
+            return Ok(Baseline::Snapshots(path));
+        }
+        let record = compare::load(&path)?;
+        Ok(Baseline::Record { path, record: Box::new(record) })
+    }
+}
+
+/// The outcome of a judgement, in `git bisect run` terms.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Judgement {
+    Matches,
+    Differs,
+    CannotTell,
+}
+
+/// A judgement, and a line for each cell that made it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub judgement: Judgement,
+    pub lines: Vec<String>,
+}
+
+/// What a cell is expected to be: its verdict and its per-thread deltas.
+#[derive(Clone, Debug, PartialEq)]
+struct Expected {
+    verdict: String,
+    per_thread: Vec<(String, f64)>,
+}
+
+fn describe(per_thread: &[(String, f64)]) -> String {
+    let moved: Vec<String> =
+        per_thread.iter().filter(|(_, v)| *v != 0.0).map(|(n, v)| format!("{n} {}", delta(*v))).collect();
+    if moved.is_empty() {
+        "nothing moves".to_owned()
+    } else {
+        moved.join(", ")
+    }
+}
+
+/// Reads a snapshot's body: `verdict: leak`, then `counter: +1` lines.
+fn read_snapshot(path: &Path) -> Result<Expected, ExpectError> {
+    let text =
+        std::fs::read_to_string(path).map_err(|source| ExpectError::Snapshot { path: path.to_owned(), source })?;
+    // insta's header sits between the first two `---` lines.
+    let body = text.splitn(3, "---\n").last().unwrap_or_default();
+    let mut verdict = None;
+    let mut per_thread = Vec::new();
+    for line in body.lines() {
+        let Some((key, value)) = line.split_once(": ") else { continue };
+        if key == "verdict" {
+            verdict = Some(value.to_owned());
+        } else if let Ok(v) = value.trim_start_matches('+').parse::<f64>() {
+            per_thread.push((key.to_owned(), v));
+        }
+    }
+    let verdict = verdict.ok_or_else(|| ExpectError::SnapshotFormat { path: path.to_owned() })?;
+    Ok(Expected { verdict, per_thread })
+}
+
+/// The snapshot suffix a backend's cells are asserted with (`cases/matrix.rs`).
+pub fn snapshot_suffix(backend: &str, os_version: &str, dir: &Path, cell: &str) -> String {
+    match backend {
+        "linux" => "linux".to_owned(),
+        "macos" => {
+            let release = format!("macos-{}", os_version.split('.').next().unwrap_or_default());
+            if dir.join(format!("{cell}@{release}.snap")).exists() {
+                release
+            } else {
+                "mach".to_owned()
+            }
+        }
+        _ => "mach".to_owned(),
+    }
+}
+
+fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<Expected, ExpectError> {
+    match baseline {
+        Baseline::Clean => Ok(Expected { verdict: Verdict::Clean.as_str().to_owned(), per_thread: Vec::new() }),
+        Baseline::Record { path, record } => {
+            if record.backend != run.backend {
+                return Err(ExpectError::Backend {
+                    path: path.clone(),
+                    theirs: record.backend.clone(),
+                    ours: run.backend.clone(),
+                });
+            }
+            let theirs = record
+                .cells
+                .iter()
+                .find(|c| c.cell == cell.cell)
+                .ok_or_else(|| ExpectError::MissingCell { path: path.clone(), cell: cell.cell.clone() })?;
+            Ok(Expected { verdict: theirs.verdict.as_str().to_owned(), per_thread: theirs.per_thread.0.clone() })
+        }
+        Baseline::Snapshots(dir) => {
+            let suffix = snapshot_suffix(&run.backend, &run.os.version, dir, &cell.cell);
+            read_snapshot(&dir.join(format!("{}@{suffix}.snap", cell.cell)))
+        }
+    }
+}
+
+/// Judges `run` against `baseline`, cell by cell.
+pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
+    let mut lines = Vec::new();
+    let (mut differs, mut unknown) = (false, false);
+    for cell in &run.cells {
+        if cell.status != Status::Ok || cell.verdict == Verdict::Inconclusive {
+            unknown = true;
+            let what = if cell.status == Status::Ok { "inconclusive" } else { cell.status.as_str() };
+            lines.push(format!(
+                "{}: cannot tell ({what}{})",
+                cell.cell,
+                cell.note.as_ref().map(|n| format!(": {n}")).unwrap_or_default()
+            ));
+            continue;
+        }
+        let expected = expected_for(baseline, run, cell)?;
+        let got = &cell.per_thread.0;
+        let value = |list: &[(String, f64)], name: &str| list.iter().find(|(n, _)| n == name).map_or(0.0, |&(_, v)| v);
+        let counters_differ = matches!(baseline, Baseline::Record { .. } | Baseline::Snapshots(_))
+            && got
+                .iter()
+                .chain(&expected.per_thread)
+                .any(|(n, _)| (value(got, n) - value(&expected.per_thread, n)).abs() >= TOLERANCE);
+        if cell.verdict.as_str() != expected.verdict || counters_differ {
+            differs = true;
+            lines.push(format!(
+                "{}: expected {} ({}), got {} ({})",
+                cell.cell,
+                expected.verdict,
+                describe(&expected.per_thread),
+                cell.verdict.as_str(),
+                describe(got)
+            ));
+        }
+    }
+    let judgement = if unknown {
+        Judgement::CannotTell
+    } else if differs {
+        Judgement::Differs
+    } else {
+        Judgement::Matches
+    };
+    Ok(Report { judgement, lines })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Counters, Os, Params, Tool, SCHEMA};
+
+    type Spec<'a> = (&'a str, Verdict, &'a [(&'a str, f64)]);
+
+    fn record(cells: &[Spec<'_>]) -> Record {
+        Record {
+            schema: SCHEMA,
+            tool: Tool::this(),
+            backend: "linux".into(),
+            os: Os::default(),
+            model: None,
+            params: Params::default(),
+            cells: cells
+                .iter()
+                .map(|&(id, verdict, deltas)| CellRecord {
+                    cell: id.into(),
+                    axes: id.parse::<crate::matrix::Cell>().unwrap().into(),
+                    status: Status::Ok,
+                    per_thread: Counters(deltas.iter().map(|&(n, v)| (n.to_owned(), v)).collect()),
+                    slope: Counters::default(),
+                    verdict,
+                    checkpoints: Vec::new(),
+                    elapsed_ms: 0,
+                    cycles_per_sec: None,
+                    note: None,
+                    failure: None,
+                })
+                .collect(),
+        }
+    }
+
+    const LEAKED: &str = "thread=detached,self=leaked,exc=none,fix=off";
+    const FIXED: &str = "thread=detached,self=leaked,exc=none,fix=on";
+
+    #[test]
+    fn clean_expects_every_cell_clean() {
+        let run = record(&[(FIXED, Verdict::Clean, &[("fds", 0.0)]), (LEAKED, Verdict::Leak, &[("fds", 1.0)])]);
+        let report = judge(&run, &Baseline::Clean).unwrap();
+        assert_eq!(report.judgement, Judgement::Differs);
+        assert_eq!(report.lines, [format!("{LEAKED}: expected clean (nothing moves), got leak (fds +1)")]);
+    }
+
+    #[test]
+    fn a_record_baseline_compares_deltas_within_the_tolerance() {
+        let good = record(&[(LEAKED, Verdict::Leak, &[("fds", 1.0), ("maps", 0.0)])]);
+        let baseline = Baseline::Record { path: "good.json".into(), record: Box::new(good.clone()) };
+        assert_eq!(judge(&good, &baseline).unwrap().judgement, Judgement::Matches);
+        let close = record(&[(LEAKED, Verdict::Leak, &[("fds", 1.004), ("maps", 0.0)])]);
+        assert_eq!(judge(&close, &baseline).unwrap().judgement, Judgement::Matches);
+        let worse = record(&[(LEAKED, Verdict::Leak, &[("fds", 2.0), ("maps", 0.0)])]);
+        let report = judge(&worse, &baseline).unwrap();
+        assert_eq!(report.judgement, Judgement::Differs);
+        assert_eq!(report.lines, [format!("{LEAKED}: expected leak (fds +1), got leak (fds +2)")]);
+        let other = record(&[(FIXED, Verdict::Clean, &[])]);
+        assert!(matches!(judge(&other, &baseline), Err(ExpectError::MissingCell { .. })));
+    }
+
+    #[test]
+    fn an_incomplete_cell_means_cannot_tell() {
+        let mut run = record(&[(LEAKED, Verdict::Leak, &[("fds", 1.0)]), (FIXED, Verdict::Clean, &[])]);
+        run.cells[1].status = Status::Timeout;
+        let report = judge(&run, &Baseline::Clean).unwrap();
+        assert_eq!(report.judgement, Judgement::CannotTell);
+    }
+}
