@@ -93,7 +93,7 @@ fn an_unusable_baseline_exits_128_before_running() {
     assert_eq!(out.status.code(), Some(ExitCode::BASELINE_UNUSABLE));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot use the baseline: cannot read"));
     // A Linux record cannot judge a mach-sim run.
-    let linux = format!("{}/../fixtures/records/linux-sample.json", env!("CARGO_MANIFEST_DIR"));
+    let linux = format!("{}/../fixtures/records/linux.json", env!("CARGO_MANIFEST_DIR"));
     let out = run(sim(&["--cell", "thread=detached,exc=none", "--expect", &linux]));
     assert_eq!(out.status.code(), Some(ExitCode::BASELINE_UNUSABLE));
     assert!(String::from_utf8_lossy(&out.stderr).contains("was made with backend linux, this run uses mach-sim"));

@@ -21,19 +21,74 @@ pub struct ChildReport {
     pub cycles_per_sec: Option<f64>,
     pub notes: Vec<String>,
     pub failure: Option<Failure>,
+    /// In degradation mode: latency statistics of each window of threads.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub windows: Vec<WindowStats>,
 }
 
-/// The cycles after which a census is taken: the baseline, the middle and the end (deduplicated).
-pub fn checkpoint_plan(cycles: u32) -> Vec<u32> {
-    let mut plan = vec![0, cycles / 2, cycles];
-    plan.dedup();
-    plan
+/// Create-to-exit latency of the threads of one window: from `pthread_create` to the thread's exit hook
+/// having run (and `pthread_join` for joined threads).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowStats {
+    /// Threads created when the window closed.
+    pub threads: u32,
+    pub p50_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+/// How a child spends its cycles.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Checkpoints at the baseline, the middle and the end, each settled.
+    Matrix,
+    /// A census every `window` threads (settled only at the ends), and every thread's latency.
+    Degrade { window: u32 },
+}
+
+impl Mode {
+    /// The cycles after which a census is taken (deduplicated, increasing).
+    pub fn plan(self, cycles: u32) -> Vec<u32> {
+        let mut plan = match self {
+            Mode::Matrix => vec![0, cycles / 2, cycles],
+            Mode::Degrade { window } => {
+                let mut plan: Vec<u32> = (0..cycles).step_by(window.max(1) as usize).collect();
+                plan.push(cycles);
+                plan
+            }
+        };
+        plan.dedup();
+        plan
+    }
+
+    /// Whether the census after `slot` (of `len`) waits for exited threads first.
+    fn settles(self, slot: usize, len: usize) -> bool {
+        match self {
+            Mode::Matrix => true,
+            Mode::Degrade { .. } => slot == 0 || slot + 1 == len,
+        }
+    }
+}
+
+/// The nearest-rank percentile of sorted samples.
+pub fn percentile(sorted: &[u64], p: f64) -> u64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
 /// Runs one cell in this process and reports. Never panics on a failed call: the failure is the report.
-pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
+pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildReport {
     let warmup = i64::from(params.warmup);
-    let mut report = ChildReport { checkpoints: Vec::new(), cycles_per_sec: None, notes: Vec::new(), failure: None };
+    let mut report = ChildReport {
+        checkpoints: Vec::new(),
+        cycles_per_sec: None,
+        notes: Vec::new(),
+        failure: None,
+        windows: Vec::new(),
+    };
     let mut workload = match backend.open(cell, params) {
         Ok(w) => w,
         Err(e) => {
@@ -43,10 +98,12 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
     };
 
     // Every buffer the measured loop touches is allocated before the baseline.
-    let plan = checkpoint_plan(params.cycles);
+    let plan = mode.plan(params.cycles);
     let width = backend.counters().len();
     let mut censuses = vec![vec![0i64; width]; plan.len()];
     let mut taken = 0usize;
+    let timed = matches!(mode, Mode::Degrade { .. });
+    let mut latencies: Vec<u64> = if timed { vec![0; params.cycles as usize] } else { Vec::new() };
 
     for i in 0..params.warmup {
         if let Err(e) = workload.cycle() {
@@ -61,9 +118,13 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
     for (slot, &target) in plan.iter().enumerate() {
         let started = Instant::now();
         while cycle < target {
+            let t0 = Instant::now();
             if let Err(e) = workload.cycle() {
                 outcome = Err(e.at_cycle(i64::from(cycle)));
                 break;
+            }
+            if timed {
+                latencies[cycle as usize] = t0.elapsed().as_nanos() as u64;
             }
             cycle += 1;
         }
@@ -71,10 +132,14 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
         if outcome.is_err() {
             break;
         }
-        let settled = workload.settle().map_err(|f| match f {
-            SettleFailure::TimedOut(s) => Failure::Settle { waited_ms: s.waited_ms, detail: s.detail },
-            SettleFailure::Call(e) => e.at_cycle(i64::from(cycle)),
-        });
+        let settled = if mode.settles(slot, plan.len()) {
+            workload.settle().map_err(|f| match f {
+                SettleFailure::TimedOut(s) => Failure::Settle { waited_ms: s.waited_ms, detail: s.detail },
+                SettleFailure::Call(e) => e.at_cycle(i64::from(cycle)),
+            })
+        } else {
+            Ok(())
+        };
         if let Err(f) =
             settled.and_then(|()| workload.census(&mut censuses[slot]).map_err(|e| e.at_cycle(i64::from(cycle))))
         {
@@ -97,6 +162,18 @@ pub fn run(backend: Backend, cell: Cell, params: &Params) -> ChildReport {
     if cycle > 0 && !busy.is_zero() {
         report.cycles_per_sec = Some(f64::from(cycle) / busy.as_secs_f64());
     }
+    if timed {
+        for pair in plan[..taken].windows(2) {
+            let window = &mut latencies[pair[0] as usize..pair[1] as usize];
+            window.sort_unstable();
+            report.windows.push(WindowStats {
+                threads: pair[1],
+                p50_ns: percentile(window, 50.0),
+                p99_ns: percentile(window, 99.0),
+                max_ns: window.last().copied().unwrap_or(0),
+            });
+        }
+    }
     report.failure = outcome.err();
     report.notes = workload.notes();
     report
@@ -108,9 +185,25 @@ mod tests {
 
     #[test]
     fn the_plan_has_a_baseline_a_middle_and_an_end() {
-        assert_eq!(checkpoint_plan(1000), [0, 500, 1000]);
-        assert_eq!(checkpoint_plan(3), [0, 1, 3]);
-        assert_eq!(checkpoint_plan(1), [0, 1]);
-        assert_eq!(checkpoint_plan(0), [0]);
+        assert_eq!(Mode::Matrix.plan(1000), [0, 500, 1000]);
+        assert_eq!(Mode::Matrix.plan(3), [0, 1, 3]);
+        assert_eq!(Mode::Matrix.plan(1), [0, 1]);
+        assert_eq!(Mode::Matrix.plan(0), [0]);
+    }
+
+    #[test]
+    fn degradation_takes_a_census_every_window() {
+        assert_eq!(Mode::Degrade { window: 1000 }.plan(3000), [0, 1000, 2000, 3000]);
+        assert_eq!(Mode::Degrade { window: 1000 }.plan(2500), [0, 1000, 2000, 2500]);
+        assert!(Mode::Degrade { window: 10 }.settles(0, 4) && Mode::Degrade { window: 10 }.settles(3, 4));
+        assert!(!Mode::Degrade { window: 10 }.settles(1, 4));
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let v: Vec<u64> = (1..=100).collect();
+        assert_eq!((percentile(&v, 50.0), percentile(&v, 99.0), percentile(&v, 100.0)), (50, 99, 100));
+        assert_eq!(percentile(&[7], 99.0), 7);
+        assert_eq!(percentile(&[], 50.0), 0);
     }
 }

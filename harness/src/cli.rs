@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::backend::mach::sim::Profile;
 use crate::backend::{Backend, BackendName, ModelOptions};
+use crate::child::Mode;
 use crate::compare::CompareFormat;
 use crate::exit::ExitCode;
 use crate::expect::{self, Baseline, Judgement};
@@ -50,6 +51,8 @@ enum Command {
         #[arg(required = true, value_name = "RECORD")]
         records: Vec<PathBuf>,
     },
+    /// Create threads of one cell continuously in one child, and plot latency against what has leaked.
+    Degrade(DegradeArgs),
     /// Run one cell in this process and print its report (used by `run`).
     #[command(name = CHILD_SUBCOMMAND, hide = true)]
     Child(ChildArgs),
@@ -137,6 +140,36 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+struct DegradeArgs {
+    #[command(flatten)]
+    backend: BackendArgs,
+    /// The cell, as a full id (`thread=detached,self=leaked,exc=none,fix=off`).
+    #[arg(long)]
+    cell: Cell,
+    /// Threads to create.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(2..))]
+    threads: u32,
+    /// Threads per window of latency statistics and census.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    window: u32,
+    /// Threads created before the baseline.
+    #[arg(long, default_value_t = Params::default().warmup, value_parser = clap::value_parser!(u32).range(1..))]
+    warmup: u32,
+    /// K: self references per thread when the `self` axis is not `none`.
+    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    self_calls: u32,
+    /// The counter to plot latency against (default: the first that grows per thread).
+    #[arg(long, value_name = "NAME")]
+    counter: Option<String>,
+    /// Wall time the child may take.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Folder for degrade.csv, degrade.json and degrade.svg (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "degrade")]
+    out_dir: PathBuf,
+}
+
+#[derive(Debug, Args)]
 struct ChildArgs {
     #[command(flatten)]
     backend: BackendArgs,
@@ -144,6 +177,9 @@ struct ChildArgs {
     cell: Cell,
     #[command(flatten)]
     params: CellParams,
+    /// Degradation mode: a census every this many threads, and every thread's latency.
+    #[arg(long, value_name = "THREADS", value_parser = clap::value_parser!(u32).range(1..))]
+    degrade_window: Option<u32>,
 }
 
 /// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
@@ -177,6 +213,7 @@ pub fn main() -> i32 {
         Command::List { cells } => list(&cells),
         Command::Run(args) => run(args),
         Command::Compare { format, out, records } => compare(format, out.as_deref(), &records),
+        Command::Degrade(args) => degrade(args),
         Command::Child(args) => child(args),
     }
 }
@@ -333,12 +370,68 @@ fn kill_children_on_interrupt() -> std::io::Result<()> {
     Ok(())
 }
 
+fn degrade(args: DegradeArgs) -> i32 {
+    let backend = match args.backend.backend() {
+        Ok(Backend::MachSim(_)) => {
+            return usage(
+                "mach-sim is a model and has no timing: degrade measures a real kernel (--backend linux or macos)",
+            )
+        }
+        Ok(backend) => backend,
+        Err(message) => return usage(&message),
+    };
+    if let Some(counter) = &args.counter {
+        if !backend.counters().contains(&counter.as_str()) {
+            return usage(&format!("unknown counter `{counter}` (counters: {})", backend.counters().join(", ")));
+        }
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program's own executable to start children: {e}");
+            return ExitCode::FAILED;
+        }
+    };
+    if let Err(e) = kill_children_on_interrupt() {
+        eprintln!("warning: cannot handle interrupts ({e})");
+    }
+    let mut config = RunConfig::new(exe, backend);
+    config.params = Params { cycles: args.threads, warmup: args.warmup, self_calls: args.self_calls };
+    config.timeout = args.timeout;
+    let (record, windows) = runner::run_cell_in(&config, args.cell, Mode::Degrade { window: args.window });
+    let result =
+        crate::degrade::build(&record, backend.as_str(), backend.os(), args.window, &windows, args.counter.as_deref());
+    let written = std::fs::create_dir_all(&args.out_dir)
+        .map_err(|e| format!("cannot create {}: {e}", args.out_dir.display()))
+        .and_then(|()| {
+            for (name, text) in
+                [("degrade.csv", result.csv()), ("degrade.json", result.json()), ("degrade.svg", result.svg())]
+            {
+                let path = args.out_dir.join(name);
+                std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            }
+            Ok(())
+        });
+    print!("{}", result.summary());
+    if let Err(message) = written {
+        eprintln!("error: {message}");
+        return ExitCode::FAILED;
+    }
+    println!("wrote degrade.csv, degrade.json and degrade.svg in {}", args.out_dir.display());
+    if record.status == Status::Ok {
+        ExitCode::OK
+    } else {
+        ExitCode::INCOMPLETE
+    }
+}
+
 fn child(args: ChildArgs) -> i32 {
     let backend = match args.backend.backend() {
         Ok(backend) => backend,
         Err(message) => return usage(&message),
     };
-    let report = crate::child::run(backend, args.cell, &args.params.params());
+    let mode = args.degrade_window.map_or(Mode::Matrix, |window| Mode::Degrade { window });
+    let report = crate::child::run(backend, args.cell, &args.params.params(), mode);
     let line = serde_json::to_string(&report).expect("a child report always serializes");
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {

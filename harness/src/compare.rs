@@ -115,8 +115,8 @@ impl PartialOrd for Version {
 pub struct Outcome {
     /// `clean`, `leak`, … or the status when the cell did not complete.
     pub verdict: String,
-    /// Counters that moved, with their per-thread change.
-    pub moved: Vec<(String, f64)>,
+    /// Every counter's per-thread change, in the record's order.
+    pub per_thread: Vec<(String, f64)>,
 }
 
 impl Outcome {
@@ -125,21 +125,25 @@ impl Outcome {
             Status::Ok => cell.verdict.as_str(),
             other => other.as_str(),
         };
-        let moved = cell.per_thread.iter().filter(|&(_, v)| v != 0.0).map(|(n, v)| (n.to_owned(), v)).collect();
-        Outcome { verdict: verdict.to_owned(), moved }
+        Outcome { verdict: verdict.to_owned(), per_thread: cell.per_thread.0.clone() }
+    }
+
+    /// The counters that moved.
+    fn moved(&self) -> impl Iterator<Item = &(String, f64)> {
+        self.per_thread.iter().filter(|(_, v)| *v != 0.0)
     }
 
     /// `clean`, or `leak: names +1, dead +1`.
     pub fn text(&self) -> String {
-        if self.moved.is_empty() {
+        let moved: Vec<String> = self.moved().map(|(n, v)| format!("{n} {}", delta(*v))).collect();
+        if moved.is_empty() {
             return self.verdict.clone();
         }
-        let moved: Vec<String> = self.moved.iter().map(|(n, v)| format!("{n} {}", delta(*v))).collect();
         format!("{}: {}", self.verdict, moved.join(", "))
     }
 
     fn get(&self, counter: &str) -> f64 {
-        self.moved.iter().find(|(n, _)| n == counter).map_or(0.0, |&(_, v)| v)
+        self.per_thread.iter().find(|(n, _)| n == counter).map_or(0.0, |&(_, v)| v)
     }
 
     /// What changed from `self` to `next`: `names +1 → 0, dead +1 → 0`, or the verdicts.
@@ -147,15 +151,15 @@ impl Outcome {
         if self == next {
             return None;
         }
-        let mut counters: Vec<&str> = self.moved.iter().chain(&next.moved).map(|(n, _)| n.as_str()).collect();
-        counters.dedup();
-        let mut seen = Vec::new();
+        // Counters in the record's order; any the next record adds, after them.
+        let mut counters: Vec<&str> = self.per_thread.iter().map(|(n, _)| n.as_str()).collect();
+        for (n, _) in &next.per_thread {
+            if !counters.contains(&n.as_str()) {
+                counters.push(n);
+            }
+        }
         let mut parts = Vec::new();
         for c in counters {
-            if seen.contains(&c) {
-                continue;
-            }
-            seen.push(c);
             let (a, b) = (self.get(c), next.get(c));
             if a != b {
                 parts.push(format!("{c} {} → {}", delta(a), delta(b)));
@@ -381,8 +385,11 @@ mod tests {
 
     #[test]
     fn changes_name_the_counters_that_moved() {
-        let a = Outcome { verdict: "leak".into(), moved: vec![("names".into(), 1.0), ("dead".into(), 1.0)] };
-        let b = Outcome { verdict: "clean".into(), moved: vec![] };
+        let a = Outcome {
+            verdict: "leak".into(),
+            per_thread: vec![("names".into(), 1.0), ("send".into(), 0.0), ("dead".into(), 1.0)],
+        };
+        let b = Outcome { verdict: "clean".into(), per_thread: vec![("names".into(), 0.0), ("dead".into(), 0.0)] };
         assert_eq!(a.change_to(&b).unwrap(), "names +1 → 0, dead +1 → 0, leak → clean");
         assert_eq!(a.text(), "leak: names +1, dead +1");
         assert_eq!(a.change_to(&a), None);

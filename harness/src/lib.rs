@@ -10,6 +10,7 @@ pub mod backend;
 pub mod child;
 pub mod cli;
 pub mod compare;
+pub mod degrade;
 pub mod exit;
 pub mod expect;
 pub mod matrix;

@@ -269,17 +269,24 @@ pub enum RecordError {
 }
 
 impl Record {
-    /// Parses a record, checking the schema version before anything else.
+    /// Parses a record. A record of another schema version is reported as such, even when the rest of it
+    /// would not parse as schema 1.
     pub fn from_json(text: &str) -> Result<Record, RecordError> {
         #[derive(Deserialize)]
         struct Version {
             schema: u64,
         }
-        let version: Version = serde_json::from_str(text).map_err(RecordError::Json)?;
-        if version.schema != u64::from(SCHEMA) {
-            return Err(RecordError::Schema { found: version.schema });
+        let schema_error = |text: &str| match serde_json::from_str::<Version>(text) {
+            Ok(v) if v.schema != u64::from(SCHEMA) => Some(RecordError::Schema { found: v.schema }),
+            _ => None,
+        };
+        let record: Record = match serde_json::from_str(text) {
+            Ok(record) => record,
+            Err(e) => return Err(schema_error(text).unwrap_or(RecordError::Json(e))),
+        };
+        if record.schema != SCHEMA {
+            return Err(RecordError::Schema { found: u64::from(record.schema) });
         }
-        let record: Record = serde_json::from_str(text).map_err(RecordError::Json)?;
         for cell in &record.cells {
             cell.cell.parse::<Cell>().map_err(|source| RecordError::Cell { cell: cell.cell.clone(), source })?;
         }

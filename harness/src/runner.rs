@@ -19,7 +19,7 @@ use nix::unistd::Pid;
 
 use crate::analysis;
 use crate::backend::{Backend, CallError};
-use crate::child::ChildReport;
+use crate::child::{ChildReport, Mode, WindowStats};
 use crate::matrix::Cell;
 use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, SCHEMA};
 
@@ -134,6 +134,13 @@ struct Outcome {
 
 /// Runs one cell in its own child process.
 pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
+    run_cell_in(config, cell, Mode::Matrix).0
+}
+
+/// Runs one cell in its own child process in `mode`; returns its record and, in degradation mode, the
+/// latency statistics of each window.
+pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, Vec<WindowStats>) {
+    let mut windows = Vec::new();
     let mut record = CellRecord {
         cell: cell.id(),
         axes: cell.into(),
@@ -147,14 +154,14 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
         note: None,
         failure: None,
     };
-    let outcome = match spawn_and_wait(config, cell) {
+    let outcome = match spawn_and_wait(config, cell, mode) {
         Ok(outcome) => outcome,
         Err(err) => {
             record.status = Status::Error;
             record.note = Some(format!("failed to start the child `{}`: {err}", config.exe.display()));
             let errno = err.raw_os_error().unwrap_or(0);
             record.failure = Some(CallError::errno("spawn", errno).at_cycle(-i64::from(config.params.warmup)));
-            return record;
+            return (record, windows);
         }
     };
     record.elapsed_ms = outcome.elapsed.as_millis() as u64;
@@ -193,6 +200,7 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
                 record.failure = Some(Failure::Garbage { detail, stdout_head: head, stderr_tail: outcome.stderr_tail });
             }
             Ok(report) => {
+                windows = report.windows;
                 notes.extend(report.notes);
                 record.cycles_per_sec = report.cycles_per_sec;
                 record.checkpoints = report.checkpoints;
@@ -209,7 +217,15 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
                         notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
                     }
                     Some(other) => notes.push(format!("child reported {other:?}")),
-                    None => match analysis::analyse(&record.checkpoints) {
+                    // In degradation mode only the first and last censuses are settled.
+                    None => match analysis::analyse(&match mode {
+                        Mode::Matrix => record.checkpoints.clone(),
+                        Mode::Degrade { .. } => [record.checkpoints.first(), record.checkpoints.last()]
+                            .into_iter()
+                            .flatten()
+                            .cloned()
+                            .collect(),
+                    }) {
                         Ok(a) => {
                             notes.extend(a.explain());
                             record.per_thread = a.per_thread;
@@ -229,7 +245,7 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
     if !notes.is_empty() {
         record.note = Some(notes.join("; "));
     }
-    record
+    (record, windows)
 }
 
 fn parse_report(stdout: &[u8], truncated: bool) -> Result<ChildReport, String> {
@@ -251,7 +267,7 @@ fn signal_name(signal: i32) -> String {
     Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
 
-fn spawn_and_wait(config: &RunConfig, cell: Cell) -> std::io::Result<Outcome> {
+fn spawn_and_wait(config: &RunConfig, cell: Cell, mode: Mode) -> std::io::Result<Outcome> {
     let p = &config.params;
     let mut command = Command::new(&config.exe);
     command
@@ -259,7 +275,11 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell) -> std::io::Result<Outcome> {
         .args(config.backend.child_args())
         .args(["--cell", &cell.id()])
         .args(["--cycles", &p.cycles.to_string(), "--warmup", &p.warmup.to_string()])
-        .args(["--self-calls", &p.self_calls.to_string()])
+        .args(["--self-calls", &p.self_calls.to_string()]);
+    if let Mode::Degrade { window } = mode {
+        command.args(["--degrade-window", &window.to_string()]);
+    }
+    command
         .envs(config.backend.child_env().iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -378,6 +398,7 @@ mod tests {
         assert!(parse_report(b"hello", false).unwrap_err().starts_with("not a child report"));
         assert!(parse_report(b"\xff\xfe", false).unwrap_err().starts_with("not UTF-8"));
         let ok = br#"{"checkpoints":[],"cycles_per_sec":null,"notes":[],"failure":null}"#;
+        assert!(parse_report(ok, false).unwrap().windows.is_empty());
         assert!(parse_report(ok, false).is_ok());
         assert!(parse_report(ok, true).is_err());
     }
