@@ -49,15 +49,8 @@ mod macos {
 
     /// `macos-<major>` when the snapshot has an override for this release, else the model's `mach`.
     fn suffix(cell: Cell) -> String {
-        let version = Backend::Macos.os().version;
-        let major = version.split('.').next().unwrap_or_default();
-        let release = format!("macos-{major}");
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases/snapshots");
-        if dir.join(format!("{}@{release}.snap", cell.id())).exists() {
-            release
-        } else {
-            "mach".to_owned()
-        }
+        threadleak::expect::snapshot_suffix("macos", &Backend::Macos.os().version, &dir, &cell.id())
     }
 
     #[rstest]

@@ -89,6 +89,12 @@ pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildRe
         failure: None,
         windows: Vec::new(),
     };
+    if let Some(runner) = std::env::var(crate::runner::PARENT_ENV).ok().and_then(|p| p.parse().ok()) {
+        if let Err(e) = crate::backend::die_with_parent(runner) {
+            report.failure = Some(e.at_cycle(-warmup));
+            return report;
+        }
+    }
     let mut workload = match backend.open(cell, params) {
         Ok(w) => w,
         Err(e) => {

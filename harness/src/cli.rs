@@ -13,7 +13,7 @@ use crate::compare::CompareFormat;
 use crate::exit::ExitCode;
 use crate::expect::{self, Baseline, Judgement};
 use crate::matrix::{self, Cell, Filter};
-use crate::record::{Params, Status};
+use crate::record::{Params, Record, Status};
 use crate::report::{self, Format};
 use crate::runner::{self, RunConfig, CHILD_SUBCOMMAND};
 
@@ -24,6 +24,13 @@ struct Cli {
     #[command(subcommand)]
     command: Command,
 }
+
+/// The most self references a thread takes: beyond the 65,535 a name can hold, more only cost time (and
+/// the Linux backend keeps a slot for each).
+const MAX_SELF_CALLS: i64 = 1_000_000;
+
+/// The most threads `degrade` creates: their latencies are kept, 8 bytes each.
+const MAX_DEGRADE_THREADS: i64 = 10_000_000;
 
 const EXIT_HELP: &str = "Exit codes: 0 every cell completed; 2 usage error or an unreadable record; 3 some cell \
                          timed out, crashed or failed; 4 the run itself failed; 130 interrupted. With --expect: 0 \
@@ -51,6 +58,8 @@ enum Command {
         #[arg(required = true, value_name = "RECORD")]
         records: Vec<PathBuf>,
     },
+    /// Run any program with the probe loaded and measure its resources per thread it creates.
+    Exec(ExecArgs),
     /// Create threads of one cell continuously in one child, and plot latency against what has leaked.
     Degrade(DegradeArgs),
     /// Run one cell in this process and print its report (used by `run`).
@@ -68,7 +77,7 @@ struct CellParams {
     #[arg(long, default_value_t = Params::default().warmup, value_parser = clap::value_parser!(u32).range(1..))]
     warmup: u32,
     /// K: self references each thread takes when the `self` axis is `leaked` or `balanced`.
-    #[arg(long, value_name = "K", default_value_t = Params::default().self_calls, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "K", default_value_t = Params::default().self_calls, value_parser = clap::value_parser!(u32).range(1..=MAX_SELF_CALLS))]
     self_calls: u32,
 }
 
@@ -140,14 +149,36 @@ struct RunArgs {
 }
 
 #[derive(Debug, Args)]
+struct ExecArgs {
+    /// A census every K threads the program ends.
+    #[arg(long, value_name = "K", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+    every: u32,
+    /// Wall time the program may take before its process group is killed.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+    /// Judge the program against a baseline record or `clean` (exit codes as for `run --expect`).
+    #[arg(long, value_name = "BASELINE")]
+    expect: Option<String>,
+    /// The program and its arguments, after `--`.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    command: Vec<std::ffi::OsString>,
+}
+
+#[derive(Debug, Args)]
 struct DegradeArgs {
     #[command(flatten)]
     backend: BackendArgs,
     /// The cell, as a full id (`thread=detached,self=leaked,exc=none,fix=off`).
     #[arg(long)]
     cell: Cell,
-    /// Threads to create.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(2..))]
+    /// Threads to create (each one's latency is kept: 8 bytes a thread).
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u32).range(2..=MAX_DEGRADE_THREADS))]
     threads: u32,
     /// Threads per window of latency statistics and census.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
@@ -156,7 +187,7 @@ struct DegradeArgs {
     #[arg(long, default_value_t = Params::default().warmup, value_parser = clap::value_parser!(u32).range(1..))]
     warmup: u32,
     /// K: self references per thread when the `self` axis is not `none`.
-    #[arg(long, value_name = "K", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "K", default_value_t = Params::default().self_calls, value_parser = clap::value_parser!(u32).range(1..=MAX_SELF_CALLS))]
     self_calls: u32,
     /// The counter to plot latency against (default: the first that grows per thread).
     #[arg(long, value_name = "NAME")]
@@ -213,6 +244,7 @@ pub fn main() -> i32 {
         Command::List { cells } => list(&cells),
         Command::Run(args) => run(args),
         Command::Compare { format, out, records } => compare(format, out.as_deref(), &records),
+        Command::Exec(args) => exec(args),
         Command::Degrade(args) => degrade(args),
         Command::Child(args) => child(args),
     }
@@ -275,6 +307,93 @@ fn compare(format: CompareFormat, out: Option<&std::path::Path>, paths: &[PathBu
     }
 }
 
+/// Writes the record in `format` and, with a baseline, judges it. Returns the exit code when that settles
+/// it (a failure to write, or a judgement); `None` leaves it to the caller.
+fn finish(record: &Record, format: Format, out: Option<&std::path::Path>, baseline: Option<&Baseline>) -> Option<i32> {
+    let judged = match baseline {
+        None => None,
+        Some(baseline) => match expect::judge(record, baseline) {
+            Ok(report) => Some(report),
+            Err(e) => {
+                eprintln!("error: {}", with_causes(&e));
+                return Some(ExitCode::BASELINE_UNUSABLE);
+            }
+        },
+    };
+    let text = report::render(record, format, judged.as_ref());
+    if let Err(message) = emit(&text, out) {
+        eprintln!("error: {message}");
+        return Some(ExitCode::FAILED);
+    }
+    let report = judged?;
+    for line in &report.lines {
+        eprintln!("threadleak: {line}");
+    }
+    Some(match report.judgement {
+        Judgement::Matches => ExitCode::MATCHES,
+        Judgement::Differs => ExitCode::DIFFERS,
+        Judgement::CannotTell => ExitCode::CANNOT_TELL,
+    })
+}
+
+/// The baseline `--expect` names, or the exit code that refuses it.
+fn baseline(arg: Option<&str>) -> Result<Option<Baseline>, i32> {
+    arg.map(Baseline::parse).transpose().map_err(|e| {
+        eprintln!("error: {}", with_causes(&e));
+        ExitCode::BASELINE_UNUSABLE
+    })
+}
+
+fn exec(args: ExecArgs) -> i32 {
+    let Some(backend) = Backend::native() else {
+        return usage("this OS has no native backend: exec needs Linux or macOS");
+    };
+    let baseline = match baseline(args.expect.as_deref()) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            eprintln!("error: cannot find this program's own executable: {e}");
+            return ExitCode::FAILED;
+        }
+    };
+    let probe = match crate::exec::probe_beside(&exe) {
+        Ok(probe) => probe,
+        Err(e) => {
+            eprintln!("error: {}", with_causes(&e));
+            return ExitCode::FAILED;
+        }
+    };
+    if let Err(e) = kill_children_on_interrupt() {
+        eprintln!("warning: cannot handle interrupts ({e})");
+    }
+    let config = crate::exec::ExecConfig {
+        command: args.command,
+        every: args.every,
+        timeout: args.timeout,
+        term_grace: Duration::from_secs(2),
+        probe,
+    };
+    let record = match crate::exec::exec(backend, &config) {
+        Ok(record) => record,
+        Err(e) => {
+            eprintln!("error: {}", with_causes(&e));
+            return ExitCode::FAILED;
+        }
+    };
+    if let Some(code) = finish(&record, args.format, args.out.as_deref(), baseline.as_ref()) {
+        return code;
+    }
+    let cell = &record.cells[0];
+    if cell.status != Status::Ok {
+        eprintln!("threadleak: the program was not measured: {}", cell.note.as_deref().unwrap_or(cell.status.as_str()));
+        return ExitCode::INCOMPLETE;
+    }
+    ExitCode::OK
+}
+
 fn run(args: RunArgs) -> i32 {
     let backend = match args.backend.backend() {
         Ok(backend) => backend,
@@ -284,12 +403,9 @@ fn run(args: RunArgs) -> i32 {
     if cells.is_empty() {
         return usage("no cell matches the --cell filters");
     }
-    let baseline = match args.expect.as_deref().map(Baseline::parse).transpose() {
-        Ok(baseline) => baseline,
-        Err(e) => {
-            eprintln!("error: {}", with_causes(&e));
-            return ExitCode::BASELINE_UNUSABLE;
-        }
+    let baseline = match baseline(args.expect.as_deref()) {
+        Ok(b) => b,
+        Err(code) => return code,
     };
     let exe = match std::env::current_exe() {
         Ok(exe) => exe,
@@ -322,30 +438,8 @@ fn run(args: RunArgs) -> i32 {
         eprint!("\r\x1b[K");
     }
 
-    let judged = match &baseline {
-        None => None,
-        Some(baseline) => match expect::judge(&record, baseline) {
-            Ok(report) => Some(report),
-            Err(e) => {
-                eprintln!("error: {}", with_causes(&e));
-                return ExitCode::BASELINE_UNUSABLE;
-            }
-        },
-    };
-    let text = report::render(&record, args.format, judged.as_ref());
-    if let Err(message) = emit(&text, args.out.as_deref()) {
-        eprintln!("error: {message}");
-        return ExitCode::FAILED;
-    }
-    if let Some(report) = judged {
-        for line in &report.lines {
-            eprintln!("threadleak: {line}");
-        }
-        return match report.judgement {
-            Judgement::Matches => ExitCode::MATCHES,
-            Judgement::Differs => ExitCode::DIFFERS,
-            Judgement::CannotTell => ExitCode::CANNOT_TELL,
-        };
+    if let Some(code) = finish(&record, args.format, args.out.as_deref(), baseline.as_ref()) {
+        return code;
     }
     let incomplete = record.cells.iter().filter(|c| c.status != Status::Ok).count();
     if incomplete > 0 {

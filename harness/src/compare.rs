@@ -12,8 +12,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use crate::matrix::Cell;
-use crate::record::{CellRecord, Record, RecordError, Status};
-use crate::report::delta;
+use crate::record::{CellRecord, Record, RecordError};
+use crate::report::{delta, moved};
 
 /// Records larger than this are refused before they are read: a record of 54 cells is a few tens of KiB.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
@@ -121,21 +121,12 @@ pub struct Outcome {
 
 impl Outcome {
     fn of(cell: &CellRecord) -> Outcome {
-        let verdict = match cell.status {
-            Status::Ok => cell.verdict.as_str(),
-            other => other.as_str(),
-        };
-        Outcome { verdict: verdict.to_owned(), per_thread: cell.per_thread.0.clone() }
-    }
-
-    /// The counters that moved.
-    fn moved(&self) -> impl Iterator<Item = &(String, f64)> {
-        self.per_thread.iter().filter(|(_, v)| *v != 0.0)
+        Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone() }
     }
 
     /// `clean`, or `leak: names +1, dead +1`.
     pub fn text(&self) -> String {
-        let moved: Vec<String> = self.moved().map(|(n, v)| format!("{n} {}", delta(*v))).collect();
+        let moved = moved(&self.per_thread);
         if moved.is_empty() {
             return self.verdict.clone();
         }

@@ -244,7 +244,8 @@ mod tests {
         };
         CellRecord {
             cell: "thread=detached,self=leaked,exc=none,fix=off".into(),
-            axes: "thread=detached,self=leaked,exc=none,fix=off".parse::<crate::matrix::Cell>().unwrap().into(),
+            axes: Some("thread=detached,self=leaked,exc=none,fix=off".parse::<crate::matrix::Cell>().unwrap().into()),
+            command: None,
             status: Status::Ok,
             per_thread: Counters::default(),
             slope: Counters::default(),

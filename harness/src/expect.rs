@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use crate::compare::{self, LoadError};
-use crate::record::{CellRecord, Record, Status, Verdict};
-use crate::report::delta;
+use crate::record::{CellRecord, Record, Verdict};
+use crate::report::moved;
 
 /// Deltas closer than this are equal: what the table shows with two decimals.
 pub const TOLERANCE: f64 = 0.005;
@@ -34,6 +34,8 @@ pub enum ExpectError {
     MissingCell { path: PathBuf, cell: String },
     #[error("the baseline {path} was made with backend {theirs}, this run uses {ours}")]
     Backend { path: PathBuf, theirs: String, ours: String },
+    #[error("the baseline {path} was made with --self-calls {theirs}, this run uses {ours}: per-thread deltas scale with it")]
+    SelfCalls { path: PathBuf, theirs: u32, ours: u32 },
     #[error("cannot read the snapshot {path}")]
     Snapshot { path: PathBuf, source: std::io::Error },
     #[error("the snapshot {path} has no verdict line")]
@@ -78,8 +80,7 @@ struct Expected {
 }
 
 fn describe(per_thread: &[(String, f64)]) -> String {
-    let moved: Vec<String> =
-        per_thread.iter().filter(|(_, v)| *v != 0.0).map(|(n, v)| format!("{n} {}", delta(*v))).collect();
+    let moved = moved(per_thread);
     if moved.is_empty() {
         "nothing moves".to_owned()
     } else {
@@ -134,6 +135,13 @@ fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<
                     ours: run.backend.clone(),
                 });
             }
+            if record.params.self_calls != run.params.self_calls {
+                return Err(ExpectError::SelfCalls {
+                    path: path.clone(),
+                    theirs: record.params.self_calls,
+                    ours: run.params.self_calls,
+                });
+            }
             let theirs = record
                 .cells
                 .iter()
@@ -153,9 +161,9 @@ pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
     let mut lines = Vec::new();
     let (mut differs, mut unknown) = (false, false);
     for cell in &run.cells {
-        if cell.status != Status::Ok || cell.verdict == Verdict::Inconclusive {
+        if !cell.judgeable() {
             unknown = true;
-            let what = if cell.status == Status::Ok { "inconclusive" } else { cell.status.as_str() };
+            let what = cell.outcome();
             lines.push(format!(
                 "{}: cannot tell ({what}{})",
                 cell.cell,
@@ -196,7 +204,7 @@ pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Counters, Os, Params, Tool, SCHEMA};
+    use crate::record::{Counters, Os, Params, Status, Tool, SCHEMA};
 
     type Spec<'a> = (&'a str, Verdict, &'a [(&'a str, f64)]);
 
@@ -212,7 +220,8 @@ mod tests {
                 .iter()
                 .map(|&(id, verdict, deltas)| CellRecord {
                     cell: id.into(),
-                    axes: id.parse::<crate::matrix::Cell>().unwrap().into(),
+                    axes: Some(id.parse::<crate::matrix::Cell>().unwrap().into()),
+                    command: None,
                     status: Status::Ok,
                     per_thread: Counters(deltas.iter().map(|&(n, v)| (n.to_owned(), v)).collect()),
                     slope: Counters::default(),

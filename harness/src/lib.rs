@@ -3,7 +3,8 @@
 //! The matrix of scenarios ([`matrix`]) runs one child process per cell ([`runner`], [`child`]); a
 //! backend ([`backend`]) realizes each scenario and counts the process's resources; [`analysis`] turns
 //! checkpoints into per-thread deltas and a verdict; [`record`] is the versioned result; [`report`]
-//! renders it; [`compare`] sets records side by side; [`cli`] is the command line.
+//! renders it; [`compare`] sets records side by side; [`exec`] measures any program through the
+//! probe library; [`cli`] is the command line.
 
 pub mod analysis;
 pub mod backend;
@@ -11,9 +12,11 @@ pub mod child;
 pub mod cli;
 pub mod compare;
 pub mod degrade;
+pub mod exec;
 pub mod exit;
 pub mod expect;
 pub mod matrix;
 pub mod record;
 pub mod report;
 pub mod runner;
+mod sys;

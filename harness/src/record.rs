@@ -14,6 +14,9 @@ use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
 /// The schema version this build writes and reads.
 pub const SCHEMA: u32 = 1;
 
+/// The id of the one cell of a `threadleak exec` record.
+pub const EXEC_CELL: &str = "exec";
+
 /// Named counters in a fixed order; serialized as a JSON object in that order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Counters<T>(pub Vec<(String, T)>);
@@ -236,8 +239,14 @@ pub enum Failure {
 /// One cell's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
+    /// The cell id, or `exec` for a program measured by `threadleak exec`.
     pub cell: String,
-    pub axes: Axes,
+    /// The cell's axes (absent for `exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub axes: Option<Axes>,
+    /// The command line `threadleak exec` ran (only for `exec`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
     pub status: Status,
     /// Change of each counter per measured thread, from the baseline to the last checkpoint.
     pub per_thread: Counters<f64>,
@@ -257,6 +266,21 @@ pub struct CellRecord {
     pub failure: Option<Failure>,
 }
 
+impl CellRecord {
+    /// The verdict, or the status when the cell did not complete: what a table shows.
+    pub fn outcome(&self) -> &'static str {
+        match self.status {
+            Status::Ok => self.verdict.as_str(),
+            other => other.as_str(),
+        }
+    }
+
+    /// Whether the cell's measurement can be trusted either way (completed and not inconclusive).
+    pub fn judgeable(&self) -> bool {
+        self.status == Status::Ok && self.verdict != Verdict::Inconclusive
+    }
+}
+
 /// What is wrong with a record file.
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -266,6 +290,10 @@ pub enum RecordError {
     Schema { found: u64 },
     #[error("cell `{cell}`")]
     Cell { cell: String, source: crate::matrix::ParseError },
+    #[error("cell `{cell}` appears twice")]
+    DuplicateCell { cell: String },
+    #[error("cell `{cell}` has axes that say otherwise")]
+    AxesMismatch { cell: String },
 }
 
 impl Record {
@@ -287,8 +315,20 @@ impl Record {
         if record.schema != SCHEMA {
             return Err(RecordError::Schema { found: u64::from(record.schema) });
         }
+        let mut seen = std::collections::HashSet::new();
         for cell in &record.cells {
-            cell.cell.parse::<Cell>().map_err(|source| RecordError::Cell { cell: cell.cell.clone(), source })?;
+            if !seen.insert(cell.cell.as_str()) {
+                return Err(RecordError::DuplicateCell { cell: cell.cell.clone() });
+            }
+            // Every cell is a matrix cell, but the one cell of an `exec` record.
+            if cell.cell == EXEC_CELL && cell.command.is_some() {
+                continue;
+            }
+            let parsed =
+                cell.cell.parse::<Cell>().map_err(|source| RecordError::Cell { cell: cell.cell.clone(), source })?;
+            if cell.axes.is_some_and(|axes| axes != Axes::from(parsed)) {
+                return Err(RecordError::AxesMismatch { cell: cell.cell.clone() });
+            }
         }
         Ok(record)
     }
@@ -315,7 +355,8 @@ mod tests {
             params: Params::default(),
             cells: vec![CellRecord {
                 cell: cell.id(),
-                axes: cell.into(),
+                axes: Some(cell.into()),
+                command: None,
                 status: Status::Ok,
                 per_thread: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
@@ -366,6 +407,18 @@ mod tests {
         assert_eq!(err.to_string(), "cell `thread=unjoined,self=sometimes,exc=none,fix=off`");
         let cause = std::error::Error::source(&err).unwrap().to_string();
         assert!(cause.contains("unknown value `sometimes` for axis `self`"), "{cause}");
+    }
+
+    #[test]
+    fn duplicate_cells_and_contradicting_axes_are_refused() {
+        let mut record = sample();
+        record.cells.push(record.cells[0].clone());
+        let err = Record::from_json(&record.to_json()).unwrap_err().to_string();
+        assert_eq!(err, "cell `thread=unjoined,self=leaked,exc=none,fix=off` appears twice");
+        let mut record = sample();
+        record.cells[0].axes.as_mut().unwrap().fix = crate::matrix::Fix::On;
+        let err = Record::from_json(&record.to_json()).unwrap_err().to_string();
+        assert_eq!(err, "cell `thread=unjoined,self=leaked,exc=none,fix=off` has axes that say otherwise");
     }
 
     proptest! {

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::expect;
-use crate::record::{CellRecord, Record, Status, Verdict};
+use crate::record::{CellRecord, Record, Verdict};
 
 /// Output formats of `threadleak run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,10 +38,35 @@ fn heading(record: &Record) -> String {
         None => record.backend.clone(),
     };
     let version = if os.family == "macos" { &os.version } else { &os.release };
+    if let Some(command) = record.cells.first().and_then(|c| c.command.as_ref()) {
+        return format!(
+            "{} {} exec `{}` · backend {backend} · {} {version} {} {} · {} threads created, a census every {}",
+            record.tool.name,
+            record.tool.version,
+            shell_words(command),
+            os.family,
+            os.arch,
+            os.libc,
+            p.cycles,
+            p.warmup
+        );
+    }
     format!(
         "{} {} · backend {backend} · {} {version} {} {} · {} cycles per cell after {} warm-up, K={}",
         record.tool.name, record.tool.version, os.family, os.arch, os.libc, p.cycles, p.warmup, p.self_calls
     )
+}
+
+/// A command line as one line a shell would read back: arguments with spaces, quotes or newlines quoted.
+pub fn shell_words(command: &[String]) -> String {
+    let word = |a: &String| {
+        if !a.is_empty() && a.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+            a.clone()
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''").replace('\n', "\\n"))
+        }
+    };
+    command.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
 /// The table as markdown.
@@ -56,7 +81,7 @@ pub fn markdown(record: &Record) -> String {
     for cell in &record.cells {
         let values: Vec<String> =
             cols.iter().map(|c| cell.per_thread.get(c).map_or_else(|| "-".to_owned(), delta)).collect();
-        let _ = writeln!(out, "| `{}` | {} | {} |", cell.cell, outcome(cell), values.join(" | "));
+        let _ = writeln!(out, "| `{}` | {} | {} |", cell.cell, cell.outcome(), values.join(" | "));
     }
     for cell in record.cells.iter().filter(|c| c.note.is_some()) {
         let _ = writeln!(out, "\n- `{}`: {}", cell.cell, cell.note.as_deref().unwrap_or_default());
@@ -78,14 +103,10 @@ fn xml(text: &str) -> String {
         .collect()
 }
 
-/// What moved, per thread: `fds moved by +1 per thread, maps by +2`.
-fn moved(cell: &CellRecord, threads: u32) -> String {
-    let parts: Vec<String> = cell
-        .per_thread
-        .iter()
-        .filter(|&(_, v)| v != 0.0)
-        .map(|(n, v)| format!("{n} moved by {} per thread", delta(v)))
-        .collect();
+/// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`.
+fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
+    let parts: Vec<String> =
+        moved(&cell.per_thread.0).into_iter().map(|item| item.replacen(' ', " moved by ", 1) + " per thread").collect();
     format!("{} (over {threads} threads)", parts.join(", "))
 }
 
@@ -103,14 +124,13 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
             cell.elapsed_ms as f64 / 1000.0
         );
         let mismatch = judged.and_then(|r| r.lines.iter().find(|l| l.starts_with(&format!("{}:", cell.cell))));
-        let incomplete = cell.status != Status::Ok || cell.verdict == Verdict::Inconclusive;
-        if incomplete {
+        if !cell.judgeable() {
             errors += 1;
-            let message = cell.note.clone().unwrap_or_else(|| outcome(cell).to_owned());
+            let message = cell.note.clone().unwrap_or_else(|| cell.outcome().to_owned());
             let _ = writeln!(
                 cases,
                 ">\n      <error type=\"{}\" message=\"{}\"/>\n    </testcase>",
-                outcome(cell),
+                cell.outcome(),
                 xml(&message)
             );
         } else if let Some(line) = mismatch {
@@ -122,7 +142,7 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
                 cases,
                 ">\n      <failure type=\"{}\" message=\"{}\"/>\n    </testcase>",
                 cell.verdict.as_str(),
-                xml(&moved(cell, record.params.cycles))
+                xml(&moved_per_thread(cell, record.params.cycles))
             );
         } else {
             cases.push_str("/>\n");
@@ -161,11 +181,9 @@ fn columns(record: &Record) -> Vec<String> {
         .unwrap_or_default()
 }
 
-fn outcome(cell: &CellRecord) -> &'static str {
-    match cell.status {
-        Status::Ok => cell.verdict.as_str(),
-        other => other.as_str(),
-    }
+/// The counters that moved, as `fds +1` items, in the record's order.
+pub fn moved(per_thread: &[(String, f64)]) -> Vec<String> {
+    per_thread.iter().filter(|(_, v)| *v != 0.0).map(|(n, v)| format!("{n} {}", delta(*v))).collect()
 }
 
 /// The terminal table, with a header line describing the run and the notes under it.
@@ -181,7 +199,7 @@ pub fn table(record: &Record) -> String {
     }
     out.push('\n');
     for cell in &record.cells {
-        let _ = write!(out, "{:<id_width$}  {:<12}", cell.cell, outcome(cell));
+        let _ = write!(out, "{:<id_width$}  {:<12}", cell.cell, cell.outcome());
         for c in &cols {
             let value = cell.per_thread.get(c).map_or_else(|| "-".to_owned(), delta);
             let _ = write!(out, "  {:>w$}", value, w = col_width(c));
@@ -205,6 +223,14 @@ pub fn table(record: &Record) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn command_lines_stay_on_one_line() {
+        let words = |v: &[&str]| shell_words(&v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>());
+        assert_eq!(words(&["tt", "leak", "1000"]), "tt leak 1000");
+        assert_eq!(words(&["python3", "-c", "import x\nx.y()"]), "python3 -c 'import x\\nx.y()'");
+        assert_eq!(words(&["echo", "it's"]), "echo 'it'\\''s'");
+    }
 
     #[test]
     fn deltas_are_signed_and_short() {

@@ -23,6 +23,9 @@ use crate::child::{ChildReport, Mode, WindowStats};
 use crate::matrix::Cell;
 use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, SCHEMA};
 
+/// The environment variable that tells a child its runner's pid.
+pub const PARENT_ENV: &str = "THREADLEAK_RUNNER_PID";
+
 /// The hidden subcommand that makes the binary act as a child.
 pub const CHILD_SUBCOMMAND: &str = "__child";
 
@@ -69,16 +72,19 @@ pub struct Progress<'a> {
     pub finished: &'a CellRecord,
 }
 
-/// Process groups of children alive now.
-static LIVE: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// Process groups of children alive now, and whether the run is stopping (no child may start then).
+static LIVE: Mutex<(Vec<i32>, bool)> = Mutex::new((Vec::new(), false));
 
-fn live() -> std::sync::MutexGuard<'static, Vec<i32>> {
+fn live() -> std::sync::MutexGuard<'static, (Vec<i32>, bool)> {
     LIVE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Kills the process group of every child still running (for an interrupted run).
+/// Kills the process group of every child still running, and lets no new one start (for an
+/// interrupted run, which then exits).
 pub fn kill_live_children() {
-    for &pgid in live().iter() {
+    let mut live = live();
+    live.1 = true;
+    for &pgid in &live.0 {
         let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
     }
 }
@@ -120,16 +126,18 @@ pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progr
     }
 }
 
-/// What came back from a child process.
-struct Outcome {
-    status: Option<ExitStatus>,
-    timed_out: bool,
-    escalated: bool,
-    stdout: Vec<u8>,
-    stdout_truncated: bool,
-    stderr_tail: String,
-    elapsed: Duration,
-    pipes_held: bool,
+/// What came back from a supervised process.
+pub struct Outcome {
+    pub status: Option<ExitStatus>,
+    pub timed_out: bool,
+    /// SIGTERM was not enough.
+    pub escalated: bool,
+    pub stdout: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_tail: String,
+    pub elapsed: Duration,
+    /// A process outside the group kept the output pipes open.
+    pub pipes_held: bool,
 }
 
 /// Runs one cell in its own child process.
@@ -143,7 +151,8 @@ pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, V
     let mut windows = Vec::new();
     let mut record = CellRecord {
         cell: cell.id(),
-        axes: cell.into(),
+        axes: Some(cell.into()),
+        command: None,
         status: Status::Ok,
         per_thread: Counters::default(),
         slope: Counters::default(),
@@ -170,27 +179,12 @@ pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, V
         notes.push("a process outside the child's group kept its output open".into());
     }
 
-    if outcome.timed_out {
-        record.status = Status::Timeout;
-        notes.push(format!(
-            "killed after {} ms{}",
-            config.timeout.as_millis(),
-            if outcome.escalated { " (ignored SIGTERM; SIGKILL sent)" } else { "" }
-        ));
-        record.failure = Some(Failure::Timeout {
-            after_ms: config.timeout.as_millis() as u64,
-            escalated_to_sigkill: outcome.escalated,
-            stderr_tail: outcome.stderr_tail,
-        });
-    } else if let Some(signal) = outcome.status.and_then(|s| s.signal()) {
-        record.status = Status::Crashed;
-        let name = signal_name(signal);
-        notes.push(format!("child died of {name}"));
-        record.failure = Some(Failure::Signal { signal, signal_name: name, stderr_tail: outcome.stderr_tail });
-    } else if let Some(code) = outcome.status.and_then(|s| s.code()).filter(|&c| c != 0) {
-        record.status = Status::Crashed;
-        notes.push(format!("child exited with code {code} without a record"));
-        record.failure = Some(Failure::Exit { code, stderr_tail: outcome.stderr_tail });
+    if let Some((status, failure, note)) =
+        abnormal_end(&outcome, timeout_ms(config.timeout), "child", " without a record")
+    {
+        record.status = status;
+        record.failure = Some(failure);
+        notes.push(note);
     } else {
         match parse_report(&outcome.stdout, outcome.stdout_truncated) {
             Err(detail) => {
@@ -248,6 +242,33 @@ pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, V
     (record, windows)
 }
 
+fn timeout_ms(timeout: Duration) -> u64 {
+    timeout.as_millis() as u64
+}
+
+/// How a supervised process ended when it did not end well: timed out, died of a signal, or exited
+/// non-zero. `who` names it in the note (`child`, `the program`); `after_exit` ends the exit sentence.
+pub fn abnormal_end(
+    outcome: &Outcome,
+    timeout_ms: u64,
+    who: &str,
+    after_exit: &str,
+) -> Option<(Status, Failure, String)> {
+    let stderr_tail = outcome.stderr_tail.clone();
+    if outcome.timed_out {
+        let how = if outcome.escalated { " (ignored SIGTERM; SIGKILL sent)" } else { "" };
+        let failure = Failure::Timeout { after_ms: timeout_ms, escalated_to_sigkill: outcome.escalated, stderr_tail };
+        return Some((Status::Timeout, failure, format!("killed after {timeout_ms} ms{how}")));
+    }
+    if let Some(signal) = outcome.status.and_then(|s| s.signal()) {
+        let name = signal_name(signal);
+        let note = format!("{who} died of {name}");
+        return Some((Status::Crashed, Failure::Signal { signal, signal_name: name, stderr_tail }, note));
+    }
+    let code = outcome.status.and_then(|s| s.code()).filter(|&c| c != 0)?;
+    Some((Status::Crashed, Failure::Exit { code, stderr_tail }, format!("{who} exited with code {code}{after_exit}")))
+}
+
 fn parse_report(stdout: &[u8], truncated: bool) -> Result<ChildReport, String> {
     if truncated {
         return Err(format!("more than {STDOUT_LIMIT} bytes of output"));
@@ -279,48 +300,82 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell, mode: Mode) -> std::io::Result
     if let Mode::Degrade { window } = mode {
         command.args(["--degrade-window", &window.to_string()]);
     }
-    command
-        .envs(config.backend.child_env().iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
+    command.envs(config.backend.child_env().iter().copied()).stdin(Stdio::null());
+    supervise(command, config.timeout, config.term_grace, Capture::Output)
+}
+
+/// What happens to a supervised process's output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Capture {
+    /// Read stdout whole (bounded) and keep the tail of stderr.
+    Output,
+    /// Leave both to the caller's terminal.
+    Inherit,
+}
+
+/// Starts `command` in a process group of its own and waits for it: past `timeout` the group gets
+/// SIGTERM, and SIGKILL `grace` later. Whatever the process started in its group is killed when it ends.
+pub fn supervise(
+    mut command: Command,
+    timeout: Duration,
+    grace: Duration,
+    capture: Capture,
+) -> std::io::Result<Outcome> {
+    if capture == Capture::Output {
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    }
+    command.process_group(0);
 
     let started = Instant::now();
+    // The runner's pid, which the child checks after arranging to die with its parent (a parent that
+    // died before that would go unnoticed).
+    command.env(PARENT_ENV, std::process::id().to_string());
     let mut child = {
         // Registering under the lock means an interrupt either sees the group or comes before the spawn.
         let mut live = live();
+        if live.1 {
+            return Err(std::io::Error::other("the run is being interrupted"));
+        }
         let child = command.spawn()?;
-        live.push(child.id() as i32);
+        live.0.push(child.id() as i32);
         child
     };
     let pgid = child.id() as i32;
-    let stdout = child.stdout.take().expect("stdout is piped");
-    let stderr = child.stderr.take().expect("stderr is piped");
     let (out_tx, out_rx) = mpsc::channel();
     let (err_tx, err_rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut buf = Vec::new();
-        let res = stdout.take(STDOUT_LIMIT as u64 + 1).read_to_end(&mut buf);
-        let _ = out_tx.send(res.map(|_| buf));
-    });
-    thread::spawn(move || {
-        let _ = err_tx.send(read_tail(stderr, STDERR_TAIL));
-    });
+    if let Some(stdout) = child.stdout.take() {
+        thread::spawn(move || {
+            let mut buf = Vec::new();
+            let res = stdout.take(STDOUT_LIMIT as u64 + 1).read_to_end(&mut buf);
+            let _ = out_tx.send(res.map(|_| buf));
+        });
+    } else {
+        let _ = out_tx.send(Ok(Vec::new()));
+    }
+    if let Some(stderr) = child.stderr.take() {
+        thread::spawn(move || {
+            let _ = err_tx.send(read_tail(stderr, STDERR_TAIL));
+        });
+    } else {
+        let _ = err_tx.send(String::new());
+    }
+    // The waiter sees the child end but leaves it unreaped: until it is reaped below, its pid, and so
+    // its process group id, cannot be given to another process, so the signals below reach only its group.
     let (exit_tx, exit_rx) = mpsc::channel();
+    let pid = child.id();
     thread::spawn(move || {
-        let _ = exit_tx.send(child.wait());
+        let _ = exit_tx.send(crate::sys::wait_ended_unreaped(pid));
     });
 
     let group = Pid::from_raw(pgid);
     let mut timed_out = false;
     let mut escalated = false;
-    let waited = match exit_rx.recv_timeout(config.timeout) {
+    let waited = match exit_rx.recv_timeout(timeout) {
         Ok(res) => res,
         Err(_) => {
             timed_out = true;
             let _ = killpg(group, Signal::SIGTERM);
-            match exit_rx.recv_timeout(config.term_grace) {
+            match exit_rx.recv_timeout(grace) {
                 Ok(res) => res,
                 Err(_) => {
                     escalated = true;
@@ -331,10 +386,11 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell, mode: Mode) -> std::io::Result
         }
     };
     let elapsed = started.elapsed();
-    // Whatever the child started in its group goes with it: no process outlives its cell.
+    // Whatever the process started in its group goes with it: no process outlives its run.
     let _ = killpg(group, Signal::SIGKILL);
-    live().retain(|&g| g != pgid);
-    let status = waited?;
+    let status = waited.and_then(|()| child.wait());
+    live().0.retain(|&g| g != pgid);
+    let status = status?;
 
     let deadline = Instant::now() + PIPE_GRACE;
     let remaining = || deadline.saturating_duration_since(Instant::now());
@@ -387,8 +443,8 @@ mod tests {
     fn the_tail_keeps_the_end() {
         let text: Vec<u8> = (0..10_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
         let tail = read_tail(&text[..], 16);
-        assert!(tail.ends_with("9998\n9999") || tail.ends_with("9999"), "{tail}");
-        assert!(tail.len() <= 16);
+        // The last 16 bytes are "\n9997\n9998\n9999\n", then trimmed.
+        assert_eq!(tail, "9997\n9998\n9999");
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! procfs with `open`/`read`/`getdents64` into stack buffers: a probe that allocated could move the heap
 //! and show up in `vm_kib` and `maps`.
 
+use std::cell::{Cell as Slot, UnsafeCell};
 use std::ffi::{c_int, c_void, CStr};
 use std::mem::MaybeUninit;
 use std::ptr;
@@ -116,64 +117,87 @@ fn close(fd: c_int) {
 
 /// State shared between the child's main thread and the one workload thread alive at a time.
 ///
-/// The main thread writes it only while no workload thread runs; a workload thread writes it before it
-/// posts `done`, and the main thread reads it after `sem_wait` returns (POSIX makes both a memory
-/// synchronization point).
+/// Both threads only ever hold shared references to it; what changes is in cells. The main thread
+/// changes them only while no workload thread runs; a workload thread changes them before it posts
+/// `done`, and the main thread reads them after `sem_wait` returns (POSIX makes both a memory
+/// synchronization point), so the cells are never used by two threads at once.
 struct ThreadCtx {
-    done: libc::sem_t,
+    done: UnsafeCell<libc::sem_t>,
     exit_key: libc::pthread_key_t,
     self_ref: SelfRef,
     exc: Exc,
     fix: Fix,
     handle: SelfHandle,
     /// K handle slots, allocated once by the main thread so that thread bodies never allocate.
-    handles: Vec<c_int>,
+    handles: UnsafeCell<Vec<c_int>>,
     /// How many of `handles` the thread holds.
-    held: usize,
+    held: Slot<usize>,
     /// The first call that failed in the thread.
-    failure: Option<CallError>,
+    failure: Slot<Option<CallError>>,
+}
+
+impl ThreadCtx {
+    fn post(&self) {
+        // SAFETY: `done` was initialized by `sem_init`; semaphores are made to be shared between threads.
+        unsafe { libc::sem_post(self.done.get()) };
+    }
+
+    fn fail(&self, e: CallError) {
+        if self.failure.get().is_none() {
+            self.failure.set(Some(e));
+        }
+    }
+
+    /// Closes the handles the thread still holds.
+    fn close_held(&self) {
+        // SAFETY: only the thread using the context touches `handles` (see the type's comment).
+        let handles = unsafe { &*self.handles.get() };
+        for &fd in &handles[..self.held.get()] {
+            close(fd);
+        }
+        self.held.set(0);
+    }
 }
 
 /// The workload thread. Realizes the `self` and `exc` axes; returns a null pointer.
 extern "C" fn thread_main(arg: *mut c_void) -> *mut c_void {
     // SAFETY: `arg` is the ThreadCtx the main thread passed, which outlives this thread's use of it (the
     // main thread waits for `done`, posted from `on_thread_exit` after the last access).
-    let ctx = unsafe { &mut *arg.cast::<ThreadCtx>() };
+    let ctx = unsafe { &*arg.cast::<ThreadCtx>() };
     // SAFETY: the key was created by `Linux::open`; a non-null value makes its destructor run at exit.
     let ret = unsafe { libc::pthread_setspecific(ctx.exit_key, arg) };
     if let Err(e) = check_pthread("pthread_setspecific", ret) {
-        ctx.failure = Some(e);
-        // SAFETY: `done` was initialized by `sem_init`; without the destructor, post here.
-        unsafe { libc::sem_post(&mut ctx.done) };
+        ctx.fail(e);
+        // Without the destructor, the handshake happens here.
+        ctx.post();
         return ptr::null_mut();
     }
     if let Err(e) = take_self_handles(ctx).and_then(|()| exception_machinery(ctx)) {
-        ctx.failure.get_or_insert(e);
+        ctx.fail(e);
     }
     ptr::null_mut()
 }
 
 /// The `self` axis: K handles to the thread itself, released again when balanced.
-fn take_self_handles(ctx: &mut ThreadCtx) -> Result<(), CallError> {
+fn take_self_handles(ctx: &ThreadCtx) -> Result<(), CallError> {
     if ctx.self_ref == SelfRef::None {
         return Ok(());
     }
-    for slot in 0..ctx.handles.len() {
-        ctx.handles[slot] = ctx.handle.open()?;
-        ctx.held = slot + 1;
+    // SAFETY: only the thread using the context touches `handles` (see the type's comment).
+    let handles = unsafe { &mut *ctx.handles.get() };
+    for (slot, handle) in handles.iter_mut().enumerate() {
+        *handle = ctx.handle.open()?;
+        ctx.held.set(slot + 1);
     }
     if ctx.self_ref == SelfRef::Balanced {
-        for &fd in &ctx.handles[..ctx.held] {
-            close(fd);
-        }
-        ctx.held = 0;
+        ctx.close_held();
     }
     Ok(())
 }
 
 /// The `exc` axis: a guarded alternate signal stack and a timer aimed at this thread, as runtimes install
 /// for their per-thread signal handling; removed again when restored.
-fn exception_machinery(ctx: &mut ThreadCtx) -> Result<(), CallError> {
+fn exception_machinery(ctx: &ThreadCtx) -> Result<(), CallError> {
     if ctx.exc == Exc::None {
         return Ok(());
     }
@@ -228,17 +252,13 @@ fn exception_machinery(ctx: &mut ThreadCtx) -> Result<(), CallError> {
 /// while a previous thread's destructor still reads it.
 extern "C" fn on_thread_exit(arg: *mut c_void) {
     // SAFETY: `arg` is the value set by `thread_main`, the live ThreadCtx.
-    let ctx = unsafe { &mut *arg.cast::<ThreadCtx>() };
+    let ctx = unsafe { &*arg.cast::<ThreadCtx>() };
     if ctx.fix == Fix::On {
         // The analog of Clozure CL's shutdown_thread_tcr trimming the thread port's references: release
         // every self handle the thread still holds.
-        for &fd in &ctx.handles[..ctx.held] {
-            close(fd);
-        }
-        ctx.held = 0;
+        ctx.close_held();
     }
-    // SAFETY: `done` was initialized by `sem_init` and is posted once per thread.
-    unsafe { libc::sem_post(&mut ctx.done) };
+    ctx.post();
 }
 
 extern "C" fn sentinel_main(_: *mut c_void) -> *mut c_void {
@@ -262,9 +282,6 @@ pub struct Linux {
 
 impl Linux {
     pub fn open(cell: Cell, params: &Params) -> Result<Linux, CallError> {
-        // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only. A child whose runner dies is
-        // killed rather than left behind.
-        check("prctl(PR_SET_PDEATHSIG)", unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
         raise_fd_limit()?;
 
         let mut notes = Vec::new();
@@ -290,18 +307,18 @@ impl Linux {
 
         let ctx = Box::into_raw(Box::new(ThreadCtx {
             // SAFETY: sem_t is plain data, initialized by sem_init below before any use.
-            done: unsafe { MaybeUninit::zeroed().assume_init() },
+            done: UnsafeCell::new(unsafe { MaybeUninit::zeroed().assume_init() }),
             exit_key,
             self_ref: cell.self_ref,
             exc: cell.exc,
             fix: cell.fix,
             handle,
-            handles: vec![-1; params.self_calls as usize],
-            held: 0,
-            failure: None,
+            handles: UnsafeCell::new(vec![-1; params.self_calls as usize]),
+            held: Slot::new(0),
+            failure: Slot::new(None),
         }));
         // SAFETY: `ctx` was just allocated; an unshared (pshared = 0) semaphore starting at 0.
-        check("sem_init", unsafe { libc::sem_init(&mut (*ctx).done, 0, 0) })?;
+        check("sem_init", unsafe { libc::sem_init((*ctx).done.get(), 0, 0) })?;
 
         // SAFETY: pthread_attr_t is initialized by pthread_attr_init before use.
         let mut attr: libc::pthread_attr_t = unsafe { MaybeUninit::zeroed().assume_init() };
@@ -346,7 +363,7 @@ impl Drop for Linux {
         // stopped creating them (each cycle waits for its thread's last access).
         unsafe {
             libc::pthread_attr_destroy(&mut self.attr);
-            libc::sem_destroy(&mut (*self.ctx).done);
+            libc::sem_destroy((*self.ctx).done.get());
             drop(Box::from_raw(self.ctx));
         }
     }
@@ -355,14 +372,15 @@ impl Drop for Linux {
 impl Workload for Linux {
     fn cycle(&mut self) -> Result<(), CallError> {
         let mut thread: libc::pthread_t = 0;
-        // SAFETY: no workload thread is alive, so the main thread has the context to itself.
-        unsafe { (*self.ctx).failure = None };
+        // SAFETY: `ctx` lives until `drop`; only shared references to it are ever made.
+        let ctx = unsafe { &*self.ctx };
+        ctx.failure.set(None);
         // SAFETY: `attr` is initialized; `ctx` outlives the thread's use of it (we wait for `done`).
         let ret = unsafe { libc::pthread_create(&mut thread, &self.attr, thread_main, self.ctx.cast()) };
         check_pthread("pthread_create", ret)?;
         loop {
             // SAFETY: `done` is initialized; sem_wait blocks until the thread's exit hook posts it.
-            if unsafe { libc::sem_wait(&mut (*self.ctx).done) } == 0 {
+            if unsafe { libc::sem_wait(ctx.done.get()) } == 0 {
                 break;
             }
             let e = errno();
@@ -374,10 +392,8 @@ impl Workload for Linux {
             // SAFETY: a joinable thread created above, joined once.
             check_pthread("pthread_join", unsafe { libc::pthread_join(thread, ptr::null_mut()) })?;
         }
-        // SAFETY: the thread posted `done` after its last access to the context.
-        let ctx = unsafe { &mut *self.ctx };
         // Handles the thread kept are the leak being measured: forget them, never close them here.
-        ctx.held = 0;
+        ctx.held.set(0);
         match ctx.failure.take() {
             Some(e) => Err(e),
             None => Ok(()),
@@ -401,22 +417,39 @@ impl Workload for Linux {
     }
 
     fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
-        // The probe's own descriptor is among the entries it lists.
-        out[0] = count_dir_entries(c"/proc/self/fd")? - 1;
-        let (maps, heap_bytes) = maps_and_heap()?;
-        out[1] = maps;
-        // The brk heap is left out: malloc grows it in steps of its top pad (128 KiB) whatever the cause,
-        // which would turn an exact count of mappings into a rounding artefact. Heap bytes are not a
-        // kernel resource of the thread (an unjoined thread's glibc DTV, 288 bytes, lives there).
-        out[2] = status_field(c"/proc/self/status", b"VmSize:")? - heap_bytes / 1024;
-        out[3] = count_lines(c"/proc/self/timers", b"ID:")?;
-        out[4] = count_dir_entries(c"/proc/self/task")?;
-        Ok(())
+        census(out)
     }
 
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
     }
+}
+
+/// Reads `fds maps vm_kib timers tasks` of this process into `out`, without allocating.
+pub fn census(out: &mut [i64]) -> Result<(), CallError> {
+    // The probe's own descriptor is among the entries it lists.
+    out[0] = count_dir_entries(c"/proc/self/fd")? - 1;
+    let (maps, heap_bytes) = maps_and_heap()?;
+    out[1] = maps;
+    // The brk heap is left out: malloc grows it in steps of its top pad (128 KiB) whatever the cause,
+    // which would turn an exact count of mappings into a rounding artefact. Heap bytes are not a kernel
+    // resource of the thread (an unjoined thread's glibc DTV, 288 bytes, lives there).
+    out[2] = status_field(c"/proc/self/status", b"VmSize:")? - heap_bytes / 1024;
+    out[3] = count_lines(c"/proc/self/timers", b"ID:")?;
+    out[4] = count_dir_entries(c"/proc/self/task")?;
+    Ok(())
+}
+
+/// Has the kernel kill this process when its parent dies, and exits at once if the parent `runner` is
+/// already gone (reparenting happened before the request could take effect).
+pub fn die_with_parent(runner: u32) -> Result<(), CallError> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number only.
+    check("prctl(PR_SET_PDEATHSIG)", unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) })?;
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != runner {
+        std::process::exit(1);
+    }
+    Ok(())
 }
 
 /// Lets a leaking cell run into the hard limit rather than the (often 1024) soft one.

@@ -7,8 +7,8 @@
 //! | backend | axis realized in | counters |
 //! |---|---|---|
 //! | `linux` | `linux.rs`: `thread_main` (self, exc), `on_thread_exit` (fix), `Linux::cycle` (thread) | `fds maps vm_kib timers tasks` |
-//! | `macos` | the same Mach workload, over the real calls in `mach/real.rs` | the same |
 //! | `mach-sim` | `mach/workload.rs`: `take_self_references` (self), `install_exception_port` (exc), `balance_thread_port` (fix), `MachWorkload::cycle` (thread); over the model in `mach/sim.rs` | `names send receive send_once port_set dead urefs` |
+//! | `macos` | the same Mach workload, over the real calls in `mach/real.rs` | as `mach-sim` |
 
 use std::fmt;
 
@@ -137,6 +137,38 @@ impl fmt::Display for Backend {
     }
 }
 
+/// A census of this very process by the native backend, in its counter order: what `threadleak exec`'s
+/// probe samples inside the program it measures.
+pub fn native_census(out: &mut [i64]) -> Result<(), CallError> {
+    #[cfg(target_os = "linux")]
+    return linux::census(out);
+    #[cfg(target_os = "macos")]
+    {
+        static REAL: std::sync::OnceLock<Result<mach::real::Real, CallError>> = std::sync::OnceLock::new();
+        match REAL.get_or_init(mach::real::Real::new) {
+            Ok(real) => mach::census(real, out),
+            Err(e) => Err(*e),
+        }
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        let _ = out;
+        Err(CallError::errno("a census (no native backend on this OS)", libc::ENOSYS))
+    }
+}
+
+/// Arranges for this child to die with its runner (pid `runner`), where the OS offers that: Linux's
+/// `PR_SET_PDEATHSIG`. Elsewhere the runner's interrupt handler and timeouts are what end children.
+pub fn die_with_parent(runner: u32) -> Result<(), CallError> {
+    #[cfg(target_os = "linux")]
+    return linux::die_with_parent(runner);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = runner;
+        Ok(())
+    }
+}
+
 /// The machine this process runs on.
 fn host_os() -> Os {
     #[cfg(target_os = "linux")]
@@ -258,7 +290,9 @@ pub trait Workload {
     /// books, so that a census counts only what is left behind.
     fn settle(&mut self) -> Result<(), SettleFailure>;
 
-    /// Reads every counter, in [`Backend::counters`] order, into `out`. Must not allocate.
+    /// Reads every counter, in [`Backend::counters`] order, into `out`. The Linux census does not allocate
+    /// (an allocation could move the counters it reads); the Mach census allocates in user memory, which
+    /// no Mach counter sees.
     fn census(&mut self, out: &mut [i64]) -> Result<(), CallError>;
 
     /// Facts about how the workload was realized that a reader of the record needs (a fallback taken).

@@ -21,7 +21,7 @@ pub mod real;
 pub mod sim;
 mod workload;
 
-pub use workload::{MachWorkload, COUNTERS};
+pub use workload::{census, MachWorkload, COUNTERS};
 
 use exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
 use kern_return::kern_return_t;

@@ -759,6 +759,7 @@ impl Mach for Sim {
 
 #[cfg(test)]
 mod tests {
+    use super::super::workload::balance_thread_port;
     use super::*;
     use proptest::prelude::*;
 
@@ -775,11 +776,7 @@ mod tests {
         };
         let on_exit = || {
             if fix {
-                let name = *kport.lock().unwrap();
-                let n = sim.mach_port_get_refs(name, MACH_PORT_RIGHT_SEND).unwrap();
-                if n > 1 {
-                    let _ = sim.mach_port_mod_refs(name, MACH_PORT_RIGHT_SEND, -((n - 1) as i32));
-                }
+                balance_thread_port(sim, *kport.lock().unwrap()).unwrap();
             }
         };
         sim.pthread_create(true, &body, &on_exit).unwrap();
@@ -1026,11 +1023,8 @@ mod tests {
                     }
                 };
                 let on_exit = || {
-                    let name = *kport.lock().unwrap();
-                    if let (true, Ok(n)) = (fix, sim.mach_port_get_refs(name, MACH_PORT_RIGHT_SEND)) {
-                        if n > 1 {
-                            let _ = sim.mach_port_mod_refs(name, MACH_PORT_RIGHT_SEND, -((n - 1) as i32));
-                        }
+                    if fix {
+                        let _ = balance_thread_port(sim, *kport.lock().unwrap());
                     }
                 };
                 if let Ok(t) = sim.pthread_create(detached, &body, &on_exit) {

@@ -30,8 +30,11 @@ pub const COUNTERS: &[&str] = &["names", "send", "receive", "send_once", "port_s
 /// lisp-kernel/x86-exceptions.c in Clozure/ccl).
 const EXCEPTION_MASK: u32 = EXC_MASK_SOFTWARE | EXC_MASK_BAD_ACCESS | EXC_MASK_BAD_INSTRUCTION | EXC_MASK_ARITHMETIC;
 
-/// Polls of the exited thread's port name before the settle step gives up.
+/// Polls before the settle step gives up (the model's clock moves only when polled).
 const SETTLE_POLLS: u32 = 50_000;
+
+/// Wall time before the settle step gives up (a real kernel's clock moves anyway).
+const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Attaches the call's name to a `kern_return_t`: the one place Mach failures become [`CallError`]s.
 fn kr<T>(call: &'static str, result: KernResult<T>) -> Result<T, CallError> {
@@ -132,7 +135,10 @@ fn install_exception_port<M: Mach>(api: &M, exc: Exc, thread: mach_port_t) -> Re
 
 /// The `fix` axis: Clozure CL's `shutdown_thread_tcr` trims the thread port's send-right references to
 /// exactly one, so that libpthread's release at termination destroys the name (lisp-kernel/thread_manager.c).
-fn balance_thread_port<M: Mach>(api: &M, kport: mach_port_name_t) -> Result<Option<kern_return_t>, CallError> {
+pub(crate) fn balance_thread_port<M: Mach>(
+    api: &M,
+    kport: mach_port_name_t,
+) -> Result<Option<kern_return_t>, CallError> {
     let refs = kr("mach_port_get_refs (fix)", api.mach_port_get_refs(kport, MACH_PORT_RIGHT_SEND))?;
     if refs > 1 {
         let delta = -((refs - 1) as mach_port_delta_t);
@@ -190,6 +196,11 @@ impl<M: Mach> Workload for MachWorkload<M> {
     /// kernel after the thread is joinable, `_bsdthread_terminate`, and the port dies after that), then
     /// until two censuses agree.
     fn settle(&mut self) -> Result<(), SettleFailure> {
+        let started = std::time::Instant::now();
+        let gave_up = |polls: u32| polls >= SETTLE_POLLS || started.elapsed() >= SETTLE_LIMIT;
+        let timed_out = |detail: String| {
+            SettleFailure::TimedOut(SettleError { waited_ms: started.elapsed().as_millis() as u64, detail })
+        };
         if let Some(name) = self.last_kport {
             let mut polls = 0u32;
             loop {
@@ -200,62 +211,32 @@ impl<M: Mach> Workload for MachWorkload<M> {
                     Err(code) => return Err(CallError::kern("mach_port_type (settle)", code).into()),
                 }
                 polls += 1;
-                if polls >= SETTLE_POLLS {
-                    return Err(SettleFailure::TimedOut(SettleError {
-                        waited_ms: 0,
-                        detail: format!("thread port name {name:#x} still holds a send right after {polls} polls"),
-                    }));
+                if gave_up(polls) {
+                    return Err(timed_out(format!(
+                        "thread port name {name:#x} still holds a send right after {polls} polls"
+                    )));
                 }
                 self.api.settle_pause();
             }
         }
         let (mut a, mut b) = ([0i64; 7], [0i64; 7]);
-        for _ in 0..SETTLE_POLLS {
+        let mut tries = 0u32;
+        loop {
             self.census(&mut a)?;
             self.census(&mut b)?;
             if a == b {
                 return Ok(());
             }
+            tries += 1;
+            if gave_up(tries) {
+                return Err(timed_out(format!("two consecutive censuses never agreed ({tries} tries)")));
+            }
             self.api.settle_pause();
         }
-        Err(SettleFailure::TimedOut(SettleError {
-            waited_ms: 0,
-            detail: format!("two consecutive censuses never agreed ({SETTLE_POLLS} tries)"),
-        }))
     }
 
     fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
-        let names = kr("mach_port_names", self.api.mach_port_names())?;
-        let mut counts = [0i64; 7];
-        counts[0] = names.len() as i64;
-        for &(name, t) in &names {
-            for (slot, bit) in [
-                (1, MACH_PORT_TYPE_SEND),
-                (2, MACH_PORT_TYPE_RECEIVE),
-                (3, MACH_PORT_TYPE_SEND_ONCE),
-                (4, MACH_PORT_TYPE_PORT_SET),
-                (5, MACH_PORT_TYPE_DEAD_NAME),
-            ] {
-                if t & bit != 0 {
-                    counts[slot] += 1;
-                }
-            }
-            let right = if t & MACH_PORT_TYPE_SEND != 0 {
-                MACH_PORT_RIGHT_SEND
-            } else if t & MACH_PORT_TYPE_DEAD_NAME != 0 {
-                MACH_PORT_RIGHT_DEAD_NAME
-            } else {
-                continue;
-            };
-            match self.api.mach_port_get_refs(name, right) {
-                Ok(refs) => counts[6] += i64::from(refs),
-                // The name went away between the two calls (a port dying meanwhile): the next census sees it.
-                Err(KERN_INVALID_NAME) => {}
-                Err(code) => return Err(CallError::kern("mach_port_get_refs (census)", code)),
-            }
-        }
-        out[..7].copy_from_slice(&counts);
-        Ok(())
+        census(&self.api, out)
     }
 
     fn notes(&self) -> Vec<String> {
@@ -269,6 +250,41 @@ impl<M: Mach> Workload for MachWorkload<M> {
         }
         notes
     }
+}
+
+/// Reads `names send receive send_once port_set dead urefs` of the task into `out`.
+pub fn census<M: Mach>(api: &M, out: &mut [i64]) -> Result<(), CallError> {
+    let names = kr("mach_port_names", api.mach_port_names())?;
+    let mut counts = [0i64; 7];
+    counts[0] = names.len() as i64;
+    for &(name, t) in &names {
+        for (slot, bit) in [
+            (1, MACH_PORT_TYPE_SEND),
+            (2, MACH_PORT_TYPE_RECEIVE),
+            (3, MACH_PORT_TYPE_SEND_ONCE),
+            (4, MACH_PORT_TYPE_PORT_SET),
+            (5, MACH_PORT_TYPE_DEAD_NAME),
+        ] {
+            if t & bit != 0 {
+                counts[slot] += 1;
+            }
+        }
+        let right = if t & MACH_PORT_TYPE_SEND != 0 {
+            MACH_PORT_RIGHT_SEND
+        } else if t & MACH_PORT_TYPE_DEAD_NAME != 0 {
+            MACH_PORT_RIGHT_DEAD_NAME
+        } else {
+            continue;
+        };
+        match api.mach_port_get_refs(name, right) {
+            Ok(refs) => counts[6] += i64::from(refs),
+            // The name went away between the two calls (a port dying meanwhile): the next census sees it.
+            Err(KERN_INVALID_NAME) => {}
+            Err(code) => return Err(CallError::kern("mach_port_get_refs (census)", code)),
+        }
+    }
+    out[..7].copy_from_slice(&counts);
+    Ok(())
 }
 
 #[cfg(test)]
