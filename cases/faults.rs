@@ -206,3 +206,43 @@ mod limits {
         }
     }
 }
+
+#[test]
+fn an_interrupted_run_kills_its_children_and_exits_130() {
+    // A cell that takes minutes on the model; the cycle count marks its child in the process list.
+    let marker = "987653";
+    let mut run = std::process::Command::new(common::bin())
+        .args(["run", "--backend", "mach-sim", "--jobs", "2", "--self-calls", "70000", "--cycles", marker])
+        .args(["--cell", "self=leaked,exc=none,fix=off"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let children = || -> Vec<String> {
+        let out = std::process::Command::new("ps").args(["-eo", "pid,args"]).output().unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| l.contains("__child") && l.contains(marker))
+            .map(str::to_owned)
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while children().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!children().is_empty(), "the children never started");
+    let status = std::process::Command::new("kill").args(["-INT", &run.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(threadleak::exit::ExitCode::INTERRUPTED));
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(run.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("interrupted by signal 2; children killed"), "{stderr}");
+    // Killed children may take a moment to be reaped by init.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !children().is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let left: Vec<String> = children().into_iter().filter(|l| !l.contains("<defunct>")).collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -11,7 +11,7 @@ echo "artifact=$name" >>"$GITHUB_OUTPUT"
 echo "file=$file" >>"$GITHUB_OUTPUT"
 
 cargo --version
-cargo build --release --locked -p threadleak
+cargo build --release --locked --workspace
 # Exit code 3 (a cell did not complete) still writes a record: keep it, fail the job at the end.
 run_status=0
 target/release/threadleak run --format json --out "$file" || run_status=$?

@@ -352,12 +352,9 @@ fn exec(args: ExecArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let exe = match std::env::current_exe() {
+    let exe = match own_executable() {
         Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("error: cannot find this program's own executable: {e}");
-            return ExitCode::FAILED;
-        }
+        Err(code) => return code,
     };
     let probe = match crate::exec::probe_beside(&exe) {
         Ok(probe) => probe,
@@ -366,9 +363,7 @@ fn exec(args: ExecArgs) -> i32 {
             return ExitCode::FAILED;
         }
     };
-    if let Err(e) = kill_children_on_interrupt() {
-        eprintln!("warning: cannot handle interrupts ({e})");
-    }
+    kill_children_on_interrupt();
     let config = crate::exec::ExecConfig {
         command: args.command,
         every: args.every,
@@ -407,16 +402,11 @@ fn run(args: RunArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
-    let exe = match std::env::current_exe() {
+    let exe = match own_executable() {
         Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("error: cannot find this program's own executable to start children: {e}");
-            return ExitCode::FAILED;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = kill_children_on_interrupt() {
-        eprintln!("warning: cannot handle interrupts ({e}); an interrupted run may leave children until their timeout");
-    }
+    kill_children_on_interrupt();
 
     let mut config = RunConfig::new(exe, backend);
     config.params = args.params.params();
@@ -449,9 +439,23 @@ fn run(args: RunArgs) -> i32 {
     ExitCode::OK
 }
 
+/// This binary, which the runner starts again for each child; or the exit code that says it cannot.
+fn own_executable() -> Result<PathBuf, i32> {
+    std::env::current_exe().map_err(|e| {
+        eprintln!("error: cannot find this program's own executable to start children: {e}");
+        ExitCode::FAILED
+    })
+}
+
 /// On SIGINT, SIGTERM or SIGHUP: kill every child's process group, then exit. Children run in groups of
 /// their own, so a terminal's Ctrl-C reaches only this process.
-fn kill_children_on_interrupt() -> std::io::Result<()> {
+fn kill_children_on_interrupt() {
+    if let Err(e) = watch_interrupts() {
+        eprintln!("warning: cannot handle interrupts ({e}); an interrupted run may leave children until their timeout");
+    }
+}
+
+fn watch_interrupts() -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
@@ -479,16 +483,11 @@ fn degrade(args: DegradeArgs) -> i32 {
             return usage(&format!("unknown counter `{counter}` (counters: {})", backend.counters().join(", ")));
         }
     }
-    let exe = match std::env::current_exe() {
+    let exe = match own_executable() {
         Ok(exe) => exe,
-        Err(e) => {
-            eprintln!("error: cannot find this program's own executable to start children: {e}");
-            return ExitCode::FAILED;
-        }
+        Err(code) => return code,
     };
-    if let Err(e) = kill_children_on_interrupt() {
-        eprintln!("warning: cannot handle interrupts ({e})");
-    }
+    kill_children_on_interrupt();
     let mut config = RunConfig::new(exe, backend);
     config.params = Params { cycles: args.threads, warmup: args.warmup, self_calls: args.self_calls };
     config.timeout = args.timeout;

@@ -90,9 +90,12 @@ fn sample(kind: &str, settle: bool) {
         return;
     }
     if settle {
-        // Threads that have ended may still be leaving: wait until two censuses agree (bounded).
-        for _ in 0..50 {
-            std::thread::sleep(Duration::from_micros(200));
+        // Threads that have ended may still be leaving: wait until two censuses agree (bounded, about
+        // 50 ms at most).
+        let mut pause = Duration::from_micros(20);
+        for _ in 0..60 {
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(1));
             if native_census(&mut again).is_err() {
                 return;
             }

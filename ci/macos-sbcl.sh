@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The README's runtime recipe on a Mac runner: SBCL from Homebrew creating and joining 10,000 threads
+# under `threadleak exec`, as markdown for the job summary. Informational: the workflow does not fail on it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+brew install sbcl >/dev/null
+cargo build --release --locked --workspace
+echo "### SBCL on macOS $(sw_vers -productVersion) $(uname -m)"
+echo
+target/release/threadleak exec --format markdown -- \
+    sbcl --non-interactive --no-userinit \
+    --eval '(loop repeat 10000 do (sb-thread:join-thread (sb-thread:make-thread (lambda () nil))))' || true
