@@ -93,8 +93,45 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
         trends.push((name.clone(), trend));
     }
 
+    let verdict = verdict(&trends);
+    Ok(Analysis { per_thread: Counters(per_thread), slope: Counters(slope), trends, verdict })
+}
+
+/// Like [`analyse`], for samples of a program nobody controls (`threadleak exec`), where a census can
+/// catch a thread in the middle of ending: the per-thread change is the Theil–Sen estimate (the median of
+/// the slopes between every pair of checkpoints), which one such sample cannot move, and a counter's trend
+/// is the class of that median, unsteady when fewer than half of the pairs share it.
+///
+/// Exact on linear data, like [`analyse`].
+pub fn analyse_robust(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
+    let mut a = analyse(checkpoints)?;
+    if checkpoints.len() < 4 {
+        return Ok(a);
+    }
+    let mut trends = Vec::with_capacity(a.trends.len());
+    for (index, (name, per_thread)) in a.per_thread.0.iter_mut().enumerate() {
+        let mut slopes: Vec<f64> = Vec::new();
+        for (i, earlier) in checkpoints.iter().enumerate() {
+            for later in &checkpoints[i + 1..] {
+                slopes.push(rate(earlier, later, index));
+            }
+        }
+        slopes.sort_by(f64::total_cmp);
+        let n = slopes.len();
+        let median = if n % 2 == 1 { slopes[n / 2] } else { (slopes[n / 2 - 1] + slopes[n / 2]) / 2.0 };
+        *per_thread = median;
+        let class = classify(median);
+        let agreeing = slopes.iter().filter(|&&r| classify(r) == class).count();
+        trends.push((name.clone(), if 2 * agreeing >= n { class } else { Trend::Unsteady }));
+    }
+    a.verdict = verdict(&trends);
+    a.trends = trends;
+    Ok(a)
+}
+
+fn verdict(trends: &[(String, Trend)]) -> Verdict {
     let any = |t: Trend| trends.iter().any(|&(_, x)| x == t);
-    let verdict = if any(Trend::Unsteady) || (any(Trend::Grows) && any(Trend::Shrinks)) {
+    if any(Trend::Unsteady) || (any(Trend::Grows) && any(Trend::Shrinks)) {
         Verdict::Inconclusive
     } else if any(Trend::Grows) {
         Verdict::Leak
@@ -102,8 +139,7 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
         Verdict::OverRelease
     } else {
         Verdict::Clean
-    };
-    Ok(Analysis { per_thread: Counters(per_thread), slope: Counters(slope), trends, verdict })
+    }
 }
 
 impl Analysis {
@@ -195,7 +231,28 @@ mod tests {
         })
     }
 
+    #[test]
+    fn one_sample_caught_mid_exit_does_not_move_the_robust_estimate() {
+        // vm_kib: a thread's stack still mapped at the sixth census only.
+        let vm = [11212, 11212, 11212, 11212, 11212, 19408, 11212, 11212];
+        let cycles: Vec<u32> = (1..=8).map(|k| k * 200).collect();
+        let cps = checkpoints(&cycles, &[("vm_kib", &vm)]);
+        assert_eq!(analyse(&cps).unwrap().verdict, Verdict::Inconclusive);
+        let robust = analyse_robust(&cps).unwrap();
+        assert_eq!(robust.verdict, Verdict::Clean);
+        assert_eq!(robust.per_thread.get("vm_kib"), Some(0.0));
+    }
+
     proptest! {
+        #[test]
+        fn the_robust_estimate_is_exact_on_linear_data(cycles in cycles(), base in -1_000_000i64..1_000_000, rate in -70_000i64..70_000) {
+            let values: Vec<i64> = cycles.iter().map(|&c| base + rate * i64::from(c)).collect();
+            let a = analyse_robust(&checkpoints(&cycles, &[("x", &values)])).unwrap();
+            prop_assert_eq!(a.per_thread.get("x"), Some(rate as f64));
+            let expected = match rate { 0 => Verdict::Clean, r if r > 0 => Verdict::Leak, _ => Verdict::OverRelease };
+            prop_assert_eq!(a.verdict, expected);
+        }
+
         #[test]
         fn linear_data_gives_the_exact_rate(cycles in cycles(), base in -1_000_000i64..1_000_000, rate in -70_000i64..70_000) {
             let values: Vec<i64> = cycles.iter().map(|&c| base + rate * i64::from(c)).collect();

@@ -4,7 +4,9 @@
 //! The probe appends samples (a census with the count of threads created and ended) to a file this module
 //! names in the environment, from every process of the program that loads it. The process that created
 //! the most threads is the subject; its periodic samples are the checkpoints, analysed like a matrix cell
-//! whose cycles are the threads created.
+//! whose cycles are the threads ended, with the robust estimate: a census can catch a thread of the
+//! program half-way through its work, which no settling can rule out in a program the harness does not
+//! control.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -68,7 +70,6 @@ struct Sample {
     pid: u32,
     kind: String,
     created: u64,
-    #[allow(dead_code)]
     ended: u64,
     counters: Counters<i64>,
 }
@@ -215,15 +216,17 @@ fn measure(text: &str, every: u32, cell: &mut CellRecord, notes: &mut Vec<String
         1 => periodic.into_iter().chain(exit).collect(),
         _ => periodic,
     };
+    // Checkpoints are placed by threads ended, which is exact at a census (the K-th ending thread takes
+    // it) where the threads created may run a thread ahead.
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     for s in chosen {
-        let cycle = s.created.min(u64::from(u32::MAX)) as u32;
+        let cycle = s.ended.min(u64::from(u32::MAX)) as u32;
         match checkpoints.last_mut() {
             Some(last) if last.cycle == cycle => last.counters = s.counters.clone(),
             _ => checkpoints.push(Checkpoint { cycle, counters: s.counters.clone() }),
         }
     }
-    match analysis::analyse(&checkpoints) {
+    match analysis::analyse_robust(&checkpoints) {
         Ok(a) => {
             notes.extend(a.explain());
             cell.per_thread = a.per_thread;
