@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Speed targets, each checked by a benchmark that prints its figures and exits non-zero when it misses:
 # wall time of whole runs, the harness's cycle rate against fixtures/tt.c, compare over 1,000 records,
-# and the cost of degrade's sampling.
+# the cost of degrade's sampling, and the exec probe's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-for bench in matrix_wall overhead compare_speed degrade_overhead; do
+# exec_overhead loads the probe library, which only a workspace build makes.
+cargo build --release --locked --workspace
+for bench in matrix_wall overhead compare_speed degrade_overhead exec_overhead; do
     cargo bench --locked -p threadleak --bench "$bench"
 done

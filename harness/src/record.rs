@@ -124,7 +124,8 @@ pub struct Os {
     pub build: Option<String>,
 }
 
-/// What every cell of a run was given.
+/// What every cell of a run was given. For an `exec` record: `cycles` is the threads the program
+/// created, `warmup` the census interval K (threads ended before the baseline), `self_calls` 0.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Params {
     /// Measured cycles (threads created) per cell.
@@ -208,7 +209,8 @@ impl From<Cell> for Axes {
     }
 }
 
-/// A census taken after `cycle` measured cycles (0 is the baseline, after warm-up).
+/// A census taken after `cycle` measured cycles (0 is the baseline, after warm-up); for `exec`, after
+/// `cycle` of the program's threads had ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub cycle: u32,
