@@ -136,13 +136,20 @@ struct RunArgs {
     /// Wall time a cell may take before its child's process group is killed (`500ms`, `30s`, `2m`).
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     timeout: Duration,
+    #[command(flatten)]
+    output: OutputArgs,
+}
+
+/// Where a record goes, and what it is judged against.
+#[derive(Debug, Args)]
+struct OutputArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
     /// Write the output to this file instead of standard output.
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
-    /// Judge the run against a baseline: a record file, a snapshot folder (cases/snapshots), or `clean`.
+    /// Judge against a baseline: a record file, a snapshot folder (cases/snapshots; `run` only), or `clean`.
     /// Exits 0 when every cell matches, 1 when one differs, 125 when one cannot be judged (git bisect run).
     #[arg(long, value_name = "BASELINE")]
     expect: Option<String>,
@@ -156,15 +163,8 @@ struct ExecArgs {
     /// Wall time the program may take before its process group is killed.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
-    /// Output format.
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
-    /// Write the output to this file instead of standard output.
-    #[arg(long, value_name = "FILE")]
-    out: Option<PathBuf>,
-    /// Judge the program against a baseline record or `clean` (exit codes as for `run --expect`).
-    #[arg(long, value_name = "BASELINE")]
-    expect: Option<String>,
+    #[command(flatten)]
+    output: OutputArgs,
     /// The program and its arguments, after `--`.
     #[arg(required = true, last = true, value_name = "CMD")]
     command: Vec<std::ffi::OsString>,
@@ -348,7 +348,7 @@ fn exec(args: ExecArgs) -> i32 {
     let Some(backend) = Backend::native() else {
         return usage("this OS has no native backend: exec needs Linux or macOS");
     };
-    let baseline = match baseline(args.expect.as_deref()) {
+    let baseline = match baseline(args.output.expect.as_deref()) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -378,7 +378,7 @@ fn exec(args: ExecArgs) -> i32 {
             return ExitCode::FAILED;
         }
     };
-    if let Some(code) = finish(&record, args.format, args.out.as_deref(), baseline.as_ref()) {
+    if let Some(code) = finish(&record, args.output.format, args.output.out.as_deref(), baseline.as_ref()) {
         return code;
     }
     let cell = &record.cells[0];
@@ -398,7 +398,7 @@ fn run(args: RunArgs) -> i32 {
     if cells.is_empty() {
         return usage("no cell matches the --cell filters");
     }
-    let baseline = match baseline(args.expect.as_deref()) {
+    let baseline = match baseline(args.output.expect.as_deref()) {
         Ok(b) => b,
         Err(code) => return code,
     };
@@ -428,7 +428,7 @@ fn run(args: RunArgs) -> i32 {
         eprint!("\r\x1b[K");
     }
 
-    if let Some(code) = finish(&record, args.format, args.out.as_deref(), baseline.as_ref()) {
+    if let Some(code) = finish(&record, args.output.format, args.output.out.as_deref(), baseline.as_ref()) {
         return code;
     }
     let incomplete = record.cells.iter().filter(|c| c.status != Status::Ok).count();

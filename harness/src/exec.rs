@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::analysis;
 use crate::backend::{Backend, CallError};
-use crate::record::{CellRecord, Checkpoint, Counters, Params, Record, Status, Tool, Verdict, EXEC_CELL, SCHEMA};
+use crate::record::{CellRecord, Checkpoint, Counters, Params, Record, Status, Tool, EXEC_CELL, SCHEMA};
 use crate::runner::{abnormal_end, supervise, Capture};
 
 /// How to run the program.
@@ -109,20 +109,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         command.env(var, joined(var, value.as_ref(), true));
     }
     let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let mut cell = CellRecord {
-        cell: EXEC_CELL.to_owned(),
-        axes: None,
-        command: Some(argv.clone()),
-        status: Status::Ok,
-        per_thread: Counters::default(),
-        slope: Counters::default(),
-        verdict: Verdict::Inconclusive,
-        checkpoints: Vec::new(),
-        elapsed_ms: 0,
-        cycles_per_sec: None,
-        note: None,
-        failure: None,
-    };
+    let mut cell = CellRecord::unmeasured(EXEC_CELL.to_owned(), None, Some(argv.clone()));
     let mut notes = Vec::new();
     let mut created = 0u64;
     match supervise(command, config.timeout, config.term_grace, Capture::Inherit) {
@@ -242,22 +229,10 @@ fn measure(text: &str, every: u32, cell: &mut CellRecord, notes: &mut Vec<String
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::record::Verdict;
 
     fn cell() -> CellRecord {
-        CellRecord {
-            cell: EXEC_CELL.into(),
-            axes: None,
-            command: Some(vec!["prog".into()]),
-            status: Status::Ok,
-            per_thread: Counters::default(),
-            slope: Counters::default(),
-            verdict: Verdict::Inconclusive,
-            checkpoints: Vec::new(),
-            elapsed_ms: 0,
-            cycles_per_sec: None,
-            note: None,
-            failure: None,
-        }
+        CellRecord::unmeasured(EXEC_CELL.into(), None, Some(vec!["prog".into()]))
     }
 
     fn line(pid: u32, kind: &str, created: u64, fds: i64) -> String {

@@ -269,6 +269,24 @@ pub struct CellRecord {
 }
 
 impl CellRecord {
+    /// A cell not yet measured: status ok, verdict inconclusive, nothing else known.
+    pub fn unmeasured(cell: String, axes: Option<Axes>, command: Option<Vec<String>>) -> CellRecord {
+        CellRecord {
+            cell,
+            axes,
+            command,
+            status: Status::Ok,
+            per_thread: Counters::default(),
+            slope: Counters::default(),
+            verdict: Verdict::Inconclusive,
+            checkpoints: Vec::new(),
+            elapsed_ms: 0,
+            cycles_per_sec: None,
+            note: None,
+            failure: None,
+        }
+    }
+
     /// The verdict, or the status when the cell did not complete: what a table shows.
     pub fn outcome(&self) -> &'static str {
         match self.status {

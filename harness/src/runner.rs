@@ -21,7 +21,7 @@ use crate::analysis;
 use crate::backend::{Backend, CallError};
 use crate::child::{ChildReport, Mode, WindowStats};
 use crate::matrix::Cell;
-use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, SCHEMA};
+use crate::record::{CellRecord, Failure, Params, Record, Status, Tool, SCHEMA};
 
 /// The environment variable that tells a child its runner's pid.
 pub const PARENT_ENV: &str = "THREADLEAK_RUNNER_PID";
@@ -149,20 +149,7 @@ pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
 /// latency statistics of each window.
 pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, Vec<WindowStats>) {
     let mut windows = Vec::new();
-    let mut record = CellRecord {
-        cell: cell.id(),
-        axes: Some(cell.into()),
-        command: None,
-        status: Status::Ok,
-        per_thread: Counters::default(),
-        slope: Counters::default(),
-        verdict: Verdict::Inconclusive,
-        checkpoints: Vec::new(),
-        elapsed_ms: 0,
-        cycles_per_sec: None,
-        note: None,
-        failure: None,
-    };
+    let mut record = CellRecord::unmeasured(cell.id(), Some(cell.into()), None);
     let outcome = match spawn_and_wait(config, cell, mode) {
         Ok(outcome) => outcome,
         Err(err) => {
