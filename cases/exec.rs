@@ -245,3 +245,19 @@ fn git_bisect_run_finds_the_commit_that_started_leaking() {
     assert!(log.contains("is the first bad commit"), "{log}");
     assert!(log.contains("commit 2: leak"), "{log}");
 }
+
+#[test]
+fn a_program_that_forks_while_censuses_run_is_neither_hung_nor_mismeasured() {
+    // Censuses at every thread end hold the probe's lock most of the time; the children fork under it.
+    let program = "import os, threading\n\
+def spin():\n    for _ in range(300):\n        t = threading.Thread(target=lambda: None); t.start(); t.join()\n\
+bg = threading.Thread(target=spin); bg.start()\n\
+for _ in range(30):\n    pid = os.fork()\n    if pid == 0:\n        t = threading.Thread(target=lambda: None); t.start(); t.join()\n        os._exit(0)\n    os.waitpid(pid, 0)\n\
+bg.join()\n";
+    let (code, record, out) = exec(&["--every", "1", "--timeout", "60s"], &[&python(), "-c", program]);
+    assert_eq!(code, ExitCode::OK, "{}", String::from_utf8_lossy(&out.stderr));
+    let cell = &record.cells[0];
+    // The forked children are not measured: only the parent loaded the probe at start.
+    assert!(!cell.note.as_deref().unwrap().contains("processes loaded the probe"), "{:?}", cell.note);
+    assert_eq!(record.params.cycles, 301);
+}

@@ -233,6 +233,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
+    crate::sys::default_sigchld();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {

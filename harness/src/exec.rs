@@ -71,7 +71,14 @@ struct Sample {
     kind: String,
     created: u64,
     ended: u64,
+    /// False when the census gave up waiting for ended threads to be gone.
+    #[serde(default = "settled_by_default")]
+    settled: bool,
     counters: Counters<i64>,
+}
+
+fn settled_by_default() -> bool {
+    true
 }
 
 /// `VAR=ours:theirs` (or `theirs:ours` when `ours_last`), keeping what the caller had.
@@ -103,7 +110,9 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         .env(preload, joined(preload, config.probe.as_os_str(), false))
         .env("THREADLEAK_PROBE_OUT", &samples)
         .env("THREADLEAK_PROBE_EVERY", config.every.to_string())
-        .stdin(Stdio::inherit());
+        // The program runs in a process group of its own, which a terminal would stop (SIGTTIN) when it
+        // reads: it reads nothing instead.
+        .stdin(Stdio::null());
     for &(var, value) in backend.child_env() {
         // The caller's settings first, ours after: the later setting wins.
         command.env(var, joined(var, value.as_ref(), true));
@@ -203,8 +212,16 @@ fn measure(text: &str, every: u32, cell: &mut CellRecord, notes: &mut Vec<String
         1 => periodic.into_iter().chain(exit).collect(),
         _ => periodic,
     };
-    // Checkpoints are placed by threads ended, which is exact at a census (the K-th ending thread takes
-    // it) where the threads created may run a thread ahead.
+    let unsettled = chosen.iter().filter(|s| !s.settled).count();
+    if unsettled > 0 {
+        notes.push(format!(
+            "{unsettled} of {} censuses gave up waiting for ended threads to be gone: threads the probe did not \
+             create are running (settled by two agreeing censuses instead)",
+            chosen.len()
+        ));
+    }
+    // Checkpoints are placed by threads ended, which the census waits on, where the threads created may
+    // be a thread ahead.
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     for s in chosen {
         let cycle = s.ended.min(u64::from(u32::MAX)) as u32;

@@ -19,4 +19,4 @@ pub mod matrix;
 pub mod record;
 pub mod report;
 pub mod runner;
-mod sys;
+pub mod sys;

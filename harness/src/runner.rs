@@ -33,6 +33,9 @@ pub const CHILD_SUBCOMMAND: &str = "__child";
 const STDOUT_LIMIT: usize = 1 << 20;
 /// How much of a child's stderr is kept for the report.
 const STDERR_TAIL: usize = 2048;
+/// How long a child may take to die after SIGKILL before the runner gives up on it.
+const KILL_GRACE: Duration = Duration::from_secs(10);
+
 /// How long to wait for a child's pipes to close once it has exited.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
@@ -128,7 +131,10 @@ pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progr
 
 /// What came back from a supervised process.
 pub struct Outcome {
+    /// How the process ended, when that could be learnt.
     pub status: Option<ExitStatus>,
+    /// Why the status could not be learnt.
+    pub lost: Option<String>,
     pub timed_out: bool,
     /// SIGTERM was not enough.
     pub escalated: bool,
@@ -252,6 +258,10 @@ pub fn abnormal_end(
         let note = format!("{who} died of {name}");
         return Some((Status::Crashed, Failure::Signal { signal, signal_name: name, stderr_tail }, note));
     }
+    if let (None, Some(why)) = (outcome.status, &outcome.lost) {
+        let failure = Failure::Exit { code: -1, stderr_tail };
+        return Some((Status::Crashed, failure, format!("{who}'s exit status was lost: {why}")));
+    }
     let code = outcome.status.and_then(|s| s.code()).filter(|&c| c != 0)?;
     Some((Status::Crashed, Failure::Exit { code, stderr_tail }, format!("{who} exited with code {code}{after_exit}")))
 }
@@ -367,7 +377,10 @@ pub fn supervise(
                 Err(_) => {
                     escalated = true;
                     let _ = killpg(group, Signal::SIGKILL);
-                    exit_rx.recv().unwrap_or_else(|_| Err(std::io::Error::other("waiter thread vanished")))
+                    // A process stuck in the kernel can outlast even SIGKILL: give up on it rather than hang.
+                    exit_rx.recv_timeout(KILL_GRACE).unwrap_or_else(|_| {
+                        Err(std::io::Error::other(format!("still alive {} s after SIGKILL", KILL_GRACE.as_secs())))
+                    })
                 }
             }
         }
@@ -375,9 +388,13 @@ pub fn supervise(
     let elapsed = started.elapsed();
     // Whatever the process started in its group goes with it: no process outlives its run.
     let _ = killpg(group, Signal::SIGKILL);
-    let status = waited.and_then(|()| child.wait());
+    let reaped = waited.and_then(|()| child.wait());
     live().0.retain(|&g| g != pgid);
-    let status = status?;
+    let (status, lost) = match reaped {
+        Ok(status) => (Some(status), None),
+        // The process ran; only its status is lost. Try to reap it anyway (it may be a zombie).
+        Err(e) => (child.try_wait().ok().flatten(), Some(e.to_string())),
+    };
 
     let deadline = Instant::now() + PIPE_GRACE;
     let remaining = || deadline.saturating_duration_since(Instant::now());
@@ -392,7 +409,8 @@ pub fn supervise(
     };
     let stdout_truncated = stdout.len() > STDOUT_LIMIT;
     Ok(Outcome {
-        status: Some(status),
+        status,
+        lost,
         timed_out,
         escalated,
         stdout,

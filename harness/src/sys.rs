@@ -21,3 +21,10 @@ pub fn wait_ended_unreaped(pid: u32) -> io::Result<()> {
         }
     }
 }
+
+/// Restores the default disposition of SIGCHLD, which an ignoring parent would have passed on: with
+/// SIGCHLD ignored, children are reaped by the kernel and their exit status is lost.
+pub fn default_sigchld() {
+    // SAFETY: SIG_DFL is a valid disposition; nothing else in this process handles SIGCHLD.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+}

@@ -13,7 +13,6 @@
 //! this file the bookkeeping. Without `THREADLEAK_PROBE_OUT` the probe does nothing but pass calls through.
 
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use threadleak::backend::{native_census, Backend};
@@ -32,8 +31,6 @@ static OUT: AtomicI32 = AtomicI32::new(-1);
 static EVERY: AtomicU64 = AtomicU64::new(1000);
 static CREATED: AtomicU64 = AtomicU64::new(0);
 static ENDED: AtomicU64 = AtomicU64::new(0);
-/// Held by each `pthread_create` while it takes a census or creates a thread.
-static CENSUS: Mutex<()> = Mutex::new(());
 /// Ended threads after which the next census is due.
 static NEXT_CENSUS: AtomicU64 = AtomicU64::new(u64::MAX);
 /// The process's threads at load (Linux's `tasks` counter), or -1 where there is no such counter or once
@@ -49,10 +46,6 @@ const QUIET: Duration = Duration::from_micros(500);
 /// The longest a census waits for that quiet.
 const QUIET_LIMIT: Duration = Duration::from_millis(20);
 
-fn census_lock() -> MutexGuard<'static, ()> {
-    CENSUS.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 /// Called once when the probe is loaded, before the program's `main`.
 fn on_load() {
     let Some(path) = std::env::var_os("THREADLEAK_PROBE_OUT") else { return };
@@ -64,8 +57,9 @@ fn on_load() {
     }
     OUT.store(fd, Ordering::Release);
     NEXT_CENSUS.store(EVERY.load(Ordering::Relaxed), Ordering::Relaxed);
-    let _census = census_lock();
-    sample("load", Settle::No);
+    if let Some(_held) = unix::lock() {
+        sample("load", Settle::No);
+    }
 }
 
 fn active() -> bool {
@@ -75,9 +69,10 @@ fn active() -> bool {
 /// Wraps the real `pthread_create`: takes the census that is due, if one is, then counts and creates the
 /// thread.
 fn creating<T>(create: impl FnOnce() -> T, created: impl FnOnce(&T) -> bool) -> T {
-    let _census = census_lock();
+    // Within a census on this thread (a signal handler creating a thread): create, count, nothing more.
+    let held = unix::lock();
     let every = EVERY.load(Ordering::Relaxed);
-    if ENDED.load(Ordering::Acquire) >= NEXT_CENSUS.load(Ordering::Relaxed) {
+    if held.is_some() && ENDED.load(Ordering::Acquire) >= NEXT_CENSUS.load(Ordering::Relaxed) {
         wait_for_quiet();
         sample("census", Settle::Tasks);
         NEXT_CENSUS.store((ENDED.load(Ordering::Acquire) / every + 1) * every, Ordering::Relaxed);
@@ -95,11 +90,18 @@ fn on_thread_end() {
     ENDED.fetch_add(1, Ordering::AcqRel);
 }
 
-/// Called at process exit.
+/// Called at process exit (not when the exit comes from a signal handler that interrupted a census).
 fn on_exit() {
-    let _census = census_lock();
-    wait_for_quiet();
-    sample("exit", Settle::Tasks);
+    if let Some(_held) = unix::lock() {
+        wait_for_quiet();
+        sample("exit", Settle::Tasks);
+    }
+}
+
+/// Called in the child of a `fork`: its counts are its parent's, and it has one thread. A child that
+/// `exec`s loads the probe afresh; one that does not is not measured.
+fn forked() {
+    OUT.store(-1, Ordering::Release);
 }
 
 /// Waits (bounded) until the count of ended threads has not moved for [`QUIET`]: a thread that has
@@ -127,10 +129,10 @@ enum Settle {
     Tasks,
 }
 
-/// Waits as `settle` says (bounded by [`SETTLE_LIMIT`]), leaving the census in `now`. False when a
-/// census fails.
-fn settle_census(settle: Settle, tasks: Option<usize>, now: &mut [i64], again: &mut [i64]) -> bool {
-    let Settle::Tasks = settle else { return true };
+/// Waits as `settle` says (bounded by [`SETTLE_LIMIT`]), leaving the census in `now`. `None` when a
+/// census fails, else whether the wait ended settled rather than at its bound.
+fn settle_census(settle: Settle, tasks: Option<usize>, now: &mut [i64], again: &mut [i64]) -> Option<bool> {
+    let Settle::Tasks = settle else { return Some(true) };
     let started = Instant::now();
     let mut pause = Duration::from_micros(20);
     loop {
@@ -141,19 +143,17 @@ fn settle_census(settle: Settle, tasks: Option<usize>, now: &mut [i64], again: &
             _ => again == now,
         };
         if settled {
-            return true;
+            return Some(true);
         }
         if started.elapsed() >= SETTLE_LIMIT {
             // Threads the probe did not see are running: settle by agreement from now on.
             LOAD_TASKS.store(-1, Ordering::Relaxed);
-            return true;
+            return Some(false);
         }
         std::thread::sleep(pause);
         pause = (pause * 2).min(Duration::from_millis(1));
         now.swap_with_slice(again);
-        if native_census(now).is_err() {
-            return false;
-        }
+        native_census(now).ok()?;
     }
 }
 
@@ -176,16 +176,14 @@ fn sample(kind: &str, settle: Settle) {
     if let (Settle::No, Some(t)) = (settle, tasks) {
         LOAD_TASKS.store(now[t], Ordering::Relaxed);
     }
-    if !settle_census(settle, tasks, &mut now, &mut again) {
-        return;
-    }
+    let Some(settled) = settle_census(settle, tasks, &mut now, &mut again) else { return };
     // The samples file is the probe's own: it is not the program's.
     if let Some(fds) = names.iter().position(|&n| n == "fds") {
         now[fds] -= 1;
     }
     let counters: Vec<String> = names.iter().zip(&now).map(|(n, v)| format!("\"{n}\":{v}")).collect();
     let line = format!(
-        "{{\"pid\":{},\"kind\":\"{kind}\",\"created\":{},\"ended\":{},\"counters\":{{{}}}}}\n",
+        "{{\"pid\":{},\"kind\":\"{kind}\",\"created\":{},\"ended\":{},\"settled\":{settled},\"counters\":{{{}}}}}\n",
         std::process::id(),
         CREATED.load(Ordering::Acquire),
         ENDED.load(Ordering::Acquire),

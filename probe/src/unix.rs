@@ -1,9 +1,63 @@
 //! What the Linux and macOS probes share: the samples file, the thread-end hook, and the trampoline
 //! every created thread starts in. The platform files add only how `pthread_create` is interposed.
 
+use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
 use std::sync::OnceLock;
+
+/// The probe's one lock, held by a census and by `pthread_create` while it creates a thread. A raw
+/// pthread mutex, so that fork handlers can hold it across `fork` and the child never inherits it taken.
+struct Lock(UnsafeCell<libc::pthread_mutex_t>);
+
+// SAFETY: a pthread mutex is made to be shared between threads; it is only used through its functions.
+unsafe impl Sync for Lock {}
+
+static LOCK: Lock = Lock(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
+
+thread_local! {
+    /// Whether this thread holds the lock: a signal handler that lands during a census and calls
+    /// `exit` or `pthread_create` must not wait for itself.
+    static HOLDING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// The lock, held until dropped.
+pub struct Held(());
+
+/// Takes the lock, or `None` when this thread already holds it.
+pub fn lock() -> Option<Held> {
+    if HOLDING.with(Cell::get) {
+        return None;
+    }
+    // SAFETY: the mutex is initialized statically and never moved.
+    unsafe { libc::pthread_mutex_lock(LOCK.0.get()) };
+    HOLDING.with(|h| h.set(true));
+    Some(Held(()))
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(false));
+        // SAFETY: this thread took the mutex in `lock`.
+        unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
+    }
+}
+
+extern "C" fn before_fork() {
+    // SAFETY: as in `lock`; given back by one of the two handlers below.
+    unsafe { libc::pthread_mutex_lock(LOCK.0.get()) };
+}
+
+extern "C" fn after_fork_in_parent() {
+    // SAFETY: taken by `before_fork` in this thread.
+    unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
+}
+
+extern "C" fn after_fork_in_child() {
+    // SAFETY: the child's copy, taken by `before_fork` in the thread that is the child's only one.
+    unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
+    super::forked();
+}
 
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
 
@@ -26,8 +80,11 @@ pub fn install_hooks() -> bool {
         return false;
     }
     let _ = KEY.set(key);
-    // SAFETY: registers a function with no preconditions.
-    unsafe { libc::atexit(at_exit) == 0 }
+    // SAFETY: registers functions with no preconditions.
+    unsafe {
+        libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child)) == 0
+            && libc::atexit(at_exit) == 0
+    }
 }
 
 /// Opens the samples file for appending; the descriptor is not inherited across exec.

@@ -465,6 +465,10 @@ fn raise_fd_limit() -> Result<(), CallError> {
     Ok(())
 }
 
+/// The stack buffer each procfs probe reads through. Small, because `threadleak exec`'s probe takes its
+/// census on a thread of the measured program, whose stack may be small.
+const PROBE_BUFFER: usize = 4096;
+
 /// An open procfs file, closed on drop.
 struct ProcFile(c_int);
 
@@ -477,7 +481,7 @@ impl ProcFile {
 
     /// Feeds the file's bytes to `f` through a stack buffer.
     fn for_each_chunk(&self, mut f: impl FnMut(&[u8])) -> Result<(), CallError> {
-        let mut buf = [0u8; 16 << 10];
+        let mut buf = [0u8; PROBE_BUFFER];
         loop {
             // SAFETY: `buf` is valid for `buf.len()` bytes.
             let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
@@ -499,7 +503,7 @@ impl Drop for ProcFile {
 /// Entries of a procfs directory, `.` and `..` excluded, read with getdents64.
 fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
     let dir = ProcFile::open(path, libc::O_DIRECTORY)?;
-    let mut buf = [0u8; 16 << 10];
+    let mut buf = [0u8; PROBE_BUFFER];
     let mut count = 0i64;
     loop {
         // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel fills it with linux_dirent64 records.
@@ -595,8 +599,8 @@ fn range_len(line: &[u8]) -> i64 {
 /// The number after `field` in a `key: value kB` file such as /proc/self/status.
 fn status_field(path: &'static CStr, field: &[u8]) -> Result<i64, CallError> {
     let file = ProcFile::open(path, 0)?;
-    // /proc/self/status is a few KiB; keep it whole in a stack buffer.
-    let mut text = [0u8; 8 << 10];
+    // /proc/self/status is about 1.5 KiB; keep it whole in a stack buffer.
+    let mut text = [0u8; PROBE_BUFFER];
     let mut len = 0usize;
     file.for_each_chunk(|chunk| {
         let take = chunk.len().min(text.len() - len);
