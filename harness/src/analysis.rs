@@ -48,10 +48,28 @@ pub enum AnalysisError {
     CounterMismatch { cycle: u32, expected: Vec<String>, found: Vec<String> },
 }
 
-fn classify(rate: f64) -> Trend {
-    if rate > RATE_THRESHOLD {
+/// How much of a counter is one unit of it: a page (4 KiB, the smallest on Linux) for `vm_kib`, one for
+/// every counter of things (descriptors, mappings, names, threads). A counter moves when it changes by more
+/// than [`RATE_THRESHOLD`] units per thread.
+pub fn unit(counter: &str) -> f64 {
+    if counter == "vm_kib" {
+        4.0
+    } else {
+        1.0
+    }
+}
+
+/// Whether a counter measures memory rather than counting things: it can corroborate a leak but never
+/// decide one (see [`estimate`]).
+pub fn is_size(counter: &str) -> bool {
+    counter == "vm_kib"
+}
+
+fn classify(rate: f64, counter: &str) -> Trend {
+    let threshold = RATE_THRESHOLD * unit(counter);
+    if rate > threshold {
         Trend::Grows
-    } else if rate < -RATE_THRESHOLD {
+    } else if rate < -threshold {
         Trend::Shrinks
     } else {
         Trend::Flat
@@ -87,7 +105,7 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
     for (index, name) in names.iter().enumerate() {
         per_thread.push((name.clone(), rate(first, last, index)));
         slope.push((name.clone(), rate(before_last, last, index)));
-        let mut segments = checkpoints.windows(2).map(|w| classify(rate(&w[0], &w[1], index)));
+        let mut segments = checkpoints.windows(2).map(|w| classify(rate(&w[0], &w[1], index), name));
         let head = segments.next().expect("two checkpoints make one segment");
         let trend = if segments.all(|t| t == head) { head } else { Trend::Unsteady };
         trends.push((name.clone(), trend));
@@ -97,36 +115,403 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
     Ok(Analysis { per_thread: Counters(per_thread), slope: Counters(slope), trends, verdict })
 }
 
-/// Like [`analyse`], for samples of a program nobody controls (`threadleak exec`), where a census can
-/// catch a thread in the middle of ending: the per-thread change is the Theil–Sen estimate (the median of
-/// the slopes between every pair of checkpoints), which one such sample cannot move, and a counter's trend
-/// is the class of that median, unsteady when fewer than half of the pairs share it.
+/// The fewest censuses `threadleak exec` judges a program on (four stretches between them).
+pub const MIN_CENSUSES: usize = 5;
+
+/// The share of a run, counted in threads ended, that may lie outside the middle on either side: one
+/// sixth each way, so the verdict reads the middle two thirds.
+const TAIL: f64 = 1.0 / 6.0;
+
+/// The estimate of a program's per-thread change (`threadleak exec`), from censuses it cannot control.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Estimate {
+    /// Each counter's typical rate: the median of the rates of the stretches between consecutive
+    /// censuses, each stretch weighted by the threads that ended in it.
+    pub per_thread: Counters<f64>,
+    /// The rates that bound the middle two thirds of the run, `[low, high]`: the weighted 1/6 and 5/6
+    /// quantiles of the stretches' rates.
+    pub interval: Counters<[f64; 2]>,
+    /// The change per thread between the last two censuses.
+    pub slope: Counters<f64>,
+    pub trends: Vec<(String, Trend)>,
+    pub verdict: Verdict,
+    /// What each thread in flight held, where the censuses showed it, and was set apart: `(counter,
+    /// covariate, amount per thread)`, e.g. `("maps", "unjoined", 6.0)`.
+    pub in_flight: Vec<(String, String, f64)>,
+    /// Why the verdict is inconclusive, when it is; a sentence each.
+    pub reasons: Vec<String>,
+}
+
+/// The counters that count threads in flight rather than what ended threads left: each census's own
+/// value is set apart from the others' (see [`estimate`]), and they are judged on their own, on what stays
+/// counted: at each census, the fewest counted then or at any later census (threads never joined only
+/// accumulate; those ended half-way through a batch are joined later).
+pub const IN_FLIGHT_COUNTERS: &[&str] = &["unjoined"];
+
+/// Estimates the change per thread ended from a program's censuses (sorted by threads ended, the
+/// checkpoints' `cycle`).
 ///
-/// Exact on linear data, like [`analyse`].
-pub fn analyse_robust(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
-    let mut a = analyse(checkpoints)?;
-    if checkpoints.len() < 4 {
-        return Ok(a);
+/// **Stretches.** A counter that leaks grows in every stretch of the run, in proportion to the threads
+/// that end in it; what a program holds for a while (a cache that fills, malloc arenas that appear as
+/// threads overlap) moves it in a few stretches only, up or down. So each counter is judged on the middle
+/// two thirds of the run, by threads ended: it grows when its rate is above [`RATE_THRESHOLD`] units in at
+/// least five sixths of the run, shrinks when below its negative in as much, is flat when the middle two
+/// thirds lie within both, and is unsteady (inconclusive) otherwise: a leak that starts half-way, or
+/// noise as large as the rate that would matter.
+///
+/// **Threads in flight.** Before that, what threads still in flight at each census hold beyond their
+/// stacks (which the probe already set apart) is estimated and set apart: the threads running (the
+/// checkpoints' `live`) and those ended but not joined ([`IN_FLIGHT_COUNTERS`]), each on its own or as
+/// one total. The costs per such thread are fitted with the rate per thread ended over the stretches
+/// (least absolute deviations, which a few one-off steps do not move), and kept only when they leave the
+/// series steadier.
+///
+/// **Memory.** A counter of memory ([`is_size`]) never decides a verdict: memory that grows while nothing
+/// countable does is as likely garbage a collector has not reclaimed, or a cache, as mappings the kernel
+/// merged. It can only withhold `clean`, when its typical rate (the median) moves.
+///
+/// Invariants (property-tested below):
+/// - on censuses exactly linear in the threads ended, the estimate is the rate, its interval is that one
+///   point, and the verdict is the rate's class;
+/// - a one-off change confined to stretches holding less than a sixth of the run moves neither the
+///   estimate of an otherwise linear counter nor its verdict;
+/// - a counter that grows by at least one per thread in every stretch is never clean;
+/// - what threads in flight hold, in proportion to their number, does not move the estimate;
+/// - fewer than [`MIN_CENSUSES`] censuses are always inconclusive, with the reason.
+pub fn estimate(checkpoints: &[Checkpoint]) -> Result<Estimate, AnalysisError> {
+    let a = analyse(checkpoints)?;
+    let n = checkpoints.len();
+    let at: Vec<f64> = checkpoints.iter().map(|c| f64::from(c.cycle)).collect();
+    let span = at[n - 1] - at[0];
+    let series = |index: usize| -> Vec<f64> { checkpoints.iter().map(|c| c.counters.0[index].1 as f64).collect() };
+    let mut covariates: Vec<(String, Vec<f64>)> =
+        vec![("live".to_owned(), checkpoints.iter().map(|c| c.live.unwrap_or(0) as f64).collect())];
+    for (index, (name, _)) in a.per_thread.0.iter().enumerate() {
+        if IN_FLIGHT_COUNTERS.contains(&name.as_str()) {
+            covariates.push((name.clone(), series(index)));
+        }
     }
-    let mut trends = Vec::with_capacity(a.trends.len());
-    for (index, (name, per_thread)) in a.per_thread.0.iter_mut().enumerate() {
-        let mut slopes: Vec<f64> = Vec::new();
-        for (i, earlier) in checkpoints.iter().enumerate() {
-            for later in &checkpoints[i + 1..] {
-                slopes.push(rate(earlier, later, index));
+    let mut per_thread = Vec::with_capacity(a.per_thread.0.len());
+    let mut interval = Vec::with_capacity(a.per_thread.0.len());
+    let mut trends = Vec::with_capacity(a.per_thread.0.len());
+    let mut in_flight = Vec::new();
+    let mut reasons = Vec::new();
+    let mut confounded_counters = Vec::new();
+    for (index, (name, _)) in a.per_thread.0.iter().enumerate() {
+        let mut values = series(index);
+        if IN_FLIGHT_COUNTERS.contains(&name.as_str()) {
+            // Threads never joined only accumulate: what stays in flight is, at each census, the fewest
+            // counted then or at any later census. A batch joined after the census leaves none.
+            for i in (0..n.saturating_sub(1)).rev() {
+                values[i] = values[i].min(values[i + 1]);
+            }
+        } else {
+            let found = set_apart_in_flight(&at, &mut values, &covariates);
+            for (covariate, cost) in found.costs {
+                in_flight.push((name.clone(), covariate, cost));
+            }
+            if found.confounded {
+                confounded_counters.push(name.clone());
             }
         }
-        slopes.sort_by(f64::total_cmp);
-        let n = slopes.len();
-        let median = if n % 2 == 1 { slopes[n / 2] } else { (slopes[n / 2 - 1] + slopes[n / 2]) / 2.0 };
-        *per_thread = median;
-        let class = classify(median);
-        let agreeing = slopes.iter().filter(|&&r| classify(r) == class).count();
-        trends.push((name.clone(), if 2 * agreeing >= n { class } else { Trend::Unsteady }));
+        let mut stretches: Vec<(f64, f64)> =
+            (1..n).map(|i| ((values[i] - values[i - 1]) / (at[i] - at[i - 1]), at[i] - at[i - 1])).collect();
+        stretches.sort_by(|x, y| x.0.total_cmp(&y.0));
+        let quantile = |q: f64| weighted_quantile(&stretches, q * span);
+        let (low, median, high) = (quantile(TAIL), quantile(0.5), quantile(1.0 - TAIL));
+        let threshold = RATE_THRESHOLD * unit(name);
+        let mut trend = if low > threshold {
+            Trend::Grows
+        } else if high < -threshold {
+            Trend::Shrinks
+        } else if low >= -threshold && high <= threshold {
+            Trend::Flat
+        } else {
+            Trend::Unsteady
+        };
+        if trend != Trend::Flat && confounded_counters.contains(name) {
+            trend = Trend::Unsteady;
+            reasons.push(format!(
+                "{name} moved while the threads in flight rose or fell in step with the threads ended: what they \
+                 held cannot be told from what ended threads left"
+            ));
+        } else if trend == Trend::Unsteady && n >= MIN_CENSUSES && !is_size(name) {
+            let share = |keep: &dyn Fn(f64) -> bool| {
+                // `+ 0.0` turns the empty sum's -0.0 into 0.
+                100.0 * stretches.iter().filter(|s| keep(s.0)).map(|s| s.1).sum::<f64>() / span + 0.0
+            };
+            reasons.push(format!(
+                "{name} grew in {:.0} % of the run and shrank in {:.0} % (by threads ended; the middle two thirds \
+                 range from {low:+.2} to {high:+.2} per thread): neither a steady change nor none",
+                share(&|r| r > threshold),
+                share(&|r| r < -threshold)
+            ));
+        }
+        per_thread.push((name.clone(), median));
+        interval.push((name.clone(), [low, high]));
+        trends.push((name.clone(), trend));
     }
-    a.verdict = verdict(&trends);
-    a.trends = trends;
-    Ok(a)
+    let counted: Vec<(String, Trend)> = trends.iter().filter(|(n, _)| !is_size(n)).cloned().collect();
+    let mut verdict = estimate_verdict(&counted);
+    if verdict == Verdict::Clean {
+        for ((name, trend), (_, value)) in trends.iter().zip(&per_thread) {
+            // A one-off step (a cached stack freed, a cache filled) moves it in a few stretches; what
+            // withholds `clean` is memory that typically moves, stretch after stretch.
+            if is_size(name) && *trend != Trend::Flat && value.abs() > RATE_THRESHOLD * unit(name) {
+                verdict = Verdict::Inconclusive;
+                reasons.push(format!(
+                    "{name} {} by {value:+.2} per thread ended while nothing countable moved (mappings, descriptors, \
+                     timers, threads): memory a collector has not reclaimed yet, a cache, or mappings the kernel \
+                     merged; it decides nothing either way",
+                    match trend {
+                        Trend::Shrinks => "shrank",
+                        Trend::Grows => "grew",
+                        _ => "moved irregularly",
+                    }
+                ));
+            }
+        }
+    }
+    if n < MIN_CENSUSES {
+        verdict = Verdict::Inconclusive;
+        reasons.insert(
+            0,
+            format!(
+                "not judged: {n} censuses were taken before the program ended; a verdict needs at least \
+                 {MIN_CENSUSES} (80 threads ended)"
+            ),
+        );
+    } else if verdict == Verdict::Inconclusive && reasons.is_empty() {
+        reasons.extend(Analysis { trends: counted, ..a.clone() }.explain());
+    }
+    Ok(Estimate {
+        per_thread: Counters(per_thread),
+        interval: Counters(interval),
+        slope: a.slope,
+        trends,
+        verdict,
+        in_flight,
+        reasons,
+    })
+}
+
+/// Sets apart from `values` what each thread in flight holds (see [`estimate`]): returns each covariate
+/// with a cost found, and subtracts cost times the covariate's value at each census.
+///
+/// Two readings are tried: a cost for each count in flight on its own (threads running, threads ended and
+/// not joined), and one cost for their total (a runtime that keeps a thread's memory until it is joined
+/// holds the same while it runs). The one that leaves the steadiest series (the narrowest middle two
+/// thirds of its stretches' rates) is kept; none is kept unless it is steadier than the series as it
+/// is. A count in flight that moves in proportion to the threads ended (threads never joined) cannot be
+/// told from them and is never used.
+fn set_apart_in_flight(at: &[f64], values: &mut [f64], covariates: &[(String, Vec<f64>)]) -> InFlight {
+    let n = values.len();
+    let mut usable: Vec<(String, Vec<f64>)> = Vec::new();
+    let mut confounded = false;
+    for (name, c) in covariates {
+        let ratios: Vec<f64> = (1..n).map(|i| (c[i] - c[i - 1]) / (at[i] - at[i - 1])).collect();
+        if ratios.iter().any(|r| (r - ratios[0]).abs() > 1e-9) {
+            usable.push((name.clone(), c.clone()));
+        } else if ratios[0] != 0.0 {
+            confounded = true;
+        }
+    }
+    // The simpler reading first: among equally steady ones, the first is kept.
+    let mut readings = Vec::new();
+    if usable.len() > 1 {
+        let total = (0..n).map(|i| usable.iter().map(|(_, c)| c[i]).sum()).collect();
+        readings.push(vec![("in flight".to_owned(), total)]);
+    }
+    readings.push(usable);
+    let mut best: (f64, Vec<f64>, Vec<(String, f64)>) = (roughness(at, values), values.to_vec(), Vec::new());
+    for reading in readings {
+        let mut adjusted = values.to_vec();
+        let costs = costs_in_flight(at, &mut adjusted, &reading);
+        let rough = roughness(at, &adjusted);
+        if !costs.is_empty() && rough < best.0 - 1e-9 {
+            best = (rough, adjusted, costs);
+        }
+    }
+    values.copy_from_slice(&best.1);
+    InFlight { costs: best.2, confounded }
+}
+
+/// What [`set_apart_in_flight`] found.
+struct InFlight {
+    /// Each covariate whose cost was set apart, with its cost per thread.
+    costs: Vec<(String, f64)>,
+    /// A count in flight moved in step with the threads ended: what it holds cannot be told apart.
+    confounded: bool,
+}
+
+/// How unsteady a series is: how far apart the rates bounding the middle two thirds of its stretches
+/// are, by threads ended (what the verdict reads; one-off steps in the outer sixths do not count).
+fn roughness(at: &[f64], values: &[f64]) -> f64 {
+    let n = values.len();
+    let mut rates: Vec<(f64, f64)> =
+        (1..n).map(|i| ((values[i] - values[i - 1]) / (at[i] - at[i - 1]), at[i] - at[i - 1])).collect();
+    let total: f64 = rates.iter().map(|r| r.1).sum();
+    rates.sort_by(|x, y| x.0.total_cmp(&y.0));
+    weighted_quantile(&rates, (1.0 - TAIL) * total) - weighted_quantile(&rates, TAIL * total)
+}
+
+/// The most stretches the fit below reads; more are merged, consecutive ones together, into as many.
+const MAX_STRETCHES: usize = 48;
+
+/// The cost of each covariate per thread in flight, fitted with the rate per thread ended over the
+/// stretches (`Δvalue = rate · Δended + Σ cost · Δcovariate`, least absolute deviations), and `values`
+/// adjusted by it.
+fn costs_in_flight(at: &[f64], values: &mut [f64], covariates: &[(String, Vec<f64>)]) -> Vec<(String, f64)> {
+    let n = values.len();
+    let mut rows: Vec<(Vec<f64>, f64)> = (1..n)
+        .map(|i| {
+            let mut x = vec![at[i] - at[i - 1]];
+            x.extend(covariates.iter().map(|(_, c)| c[i] - c[i - 1]));
+            (x, values[i] - values[i - 1])
+        })
+        .collect();
+    if rows.len() > MAX_STRETCHES {
+        let per = rows.len().div_ceil(MAX_STRETCHES);
+        rows = rows
+            .chunks(per)
+            .map(|group| {
+                let mut x = vec![0.0; group[0].0.len()];
+                let mut y = 0.0;
+                for (gx, gy) in group {
+                    x.iter_mut().zip(gx).for_each(|(a, b)| *a += b);
+                    y += gy;
+                }
+                (x, y)
+            })
+            .collect();
+    }
+    // Four stretches for each unknown at least: with fewer, any cost fits.
+    if rows.len() < 4 * (covariates.len() + 1) {
+        return Vec::new();
+    }
+    let Some(beta) = least_absolute_deviations(&rows, covariates.len() + 1) else { return Vec::new() };
+    // Costs that leave much unexplained are guesses (what a thread holds varies with its age): they are
+    // used only when what they leave is under a fifth of what they explain.
+    let (mut left, mut explained) = (0.0, 0.0);
+    for (x, y) in &rows {
+        let in_flight: f64 = x[1..].iter().zip(&beta[1..]).map(|(d, c)| d * c).sum();
+        left += (y - beta[0] * x[0] - in_flight).abs();
+        explained += in_flight.abs();
+    }
+    if left > 0.2 * explained {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    for ((name, series), &cost) in covariates.iter().zip(&beta[1..]) {
+        // A subsystem of integer counts solves to an integer cost up to rounding: keep it exact.
+        let cost = if (cost - cost.round()).abs() < 1e-9 { cost.round() } else { cost };
+        if cost != 0.0 {
+            for (v, c) in values.iter_mut().zip(series) {
+                *v -= cost * c;
+            }
+            found.push((name.clone(), cost));
+        }
+    }
+    found
+}
+
+/// A least-absolute-deviations fit of `y ≈ x · β` with `p` unknowns (at most 3), over `rows` of `(x, y)`:
+/// such a fit lies where `p` of the rows hold exactly, so every square subsystem is solved and the
+/// solution with the smallest sum of absolute residuals kept (the first found among equals). When most
+/// rows hold exactly for one `β`, that `β` is found (the exact-fit property); a few rows far off (a
+/// one-off step) do not move it. `None` when every subsystem is singular.
+fn least_absolute_deviations(rows: &[(Vec<f64>, f64)], p: usize) -> Option<Vec<f64>> {
+    let mut best: Option<(f64, Vec<f64>)> = None;
+    let mut pick = vec![0usize; p];
+    let n = rows.len();
+    if n < p || p == 0 || p > 3 {
+        return None;
+    }
+    // Every combination of p rows, in order.
+    fn next(pick: &mut [usize], n: usize) -> bool {
+        let p = pick.len();
+        for i in (0..p).rev() {
+            if pick[i] < n - p + i {
+                pick[i] += 1;
+                for j in i + 1..p {
+                    pick[j] = pick[j - 1] + 1;
+                }
+                return true;
+            }
+        }
+        false
+    }
+    for (i, slot) in pick.iter_mut().enumerate() {
+        *slot = i;
+    }
+    loop {
+        if let Some(beta) = solve(&pick.iter().map(|&i| rows[i].clone()).collect::<Vec<_>>()) {
+            let sar: f64 =
+                rows.iter().map(|(x, y)| (y - x.iter().zip(&beta).map(|(a, b)| a * b).sum::<f64>()).abs()).sum();
+            if best.as_ref().is_none_or(|(b, _)| sar < *b - 1e-9) {
+                best = Some((sar, beta));
+            }
+        }
+        if !next(&mut pick, n) {
+            break;
+        }
+    }
+    best.map(|(_, beta)| beta)
+}
+
+/// Solves a square system (rows of `(x, y)`) by Gaussian elimination with partial pivoting; `None` when
+/// it is singular.
+fn solve(rows: &[(Vec<f64>, f64)]) -> Option<Vec<f64>> {
+    let p = rows.len();
+    let mut m: Vec<Vec<f64>> = rows.iter().map(|(x, y)| x.iter().copied().chain([*y]).collect()).collect();
+    for col in 0..p {
+        let pivot = (col..p).max_by(|&a, &b| m[a][col].abs().total_cmp(&m[b][col].abs()))?;
+        if m[pivot][col].abs() < 1e-9 {
+            return None;
+        }
+        m.swap(col, pivot);
+        let pivot_row = m[col].clone();
+        for (row, values) in m.iter_mut().enumerate() {
+            if row != col {
+                let f = values[col] / pivot_row[col];
+                for (v, &pv) in values[col..].iter_mut().zip(&pivot_row[col..]) {
+                    *v -= f * pv;
+                }
+            }
+        }
+    }
+    Some((0..p).map(|i| m[i][p] / m[i][i]).collect())
+}
+
+/// The value at cumulative weight `at` of `(value, weight)` pairs sorted by value: the value of the pair
+/// whose weight covers `at`, and the mean of the two neighbours when `at` falls exactly on a boundary.
+fn weighted_quantile(sorted: &[(f64, f64)], at: f64) -> f64 {
+    let mut below = 0.0;
+    for (i, &(value, weight)) in sorted.iter().enumerate() {
+        let above = below + weight;
+        if at < above || i + 1 == sorted.len() {
+            return value;
+        }
+        if at == above {
+            return (value + sorted[i + 1].0) / 2.0;
+        }
+        below = above;
+    }
+    0.0
+}
+
+/// The verdict of a program's counters: a counter that certainly grows (in five sixths of the run) makes
+/// a leak even when others are unsteady, and one that certainly shrinks an over-release; both, or only
+/// unsteady ones, cannot be judged.
+fn estimate_verdict(trends: &[(String, Trend)]) -> Verdict {
+    let any = |t: Trend| trends.iter().any(|&(_, x)| x == t);
+    match (any(Trend::Grows), any(Trend::Shrinks)) {
+        (true, true) => Verdict::Inconclusive,
+        (true, false) => Verdict::Leak,
+        (false, true) => Verdict::OverRelease,
+        (false, false) if any(Trend::Unsteady) => Verdict::Inconclusive,
+        (false, false) => Verdict::Clean,
+    }
 }
 
 fn verdict(trends: &[(String, Trend)]) -> Verdict {
@@ -174,6 +559,7 @@ mod tests {
             .map(|(i, &cycle)| Checkpoint {
                 cycle,
                 counters: Counters(series.iter().map(|(n, v)| ((*n).to_owned(), v[i])).collect()),
+                live: None,
             })
             .collect()
     }
@@ -191,7 +577,7 @@ mod tests {
 
     #[test]
     fn a_one_off_jump_is_inconclusive_not_a_leak() {
-        let cps = checkpoints(&[0, 500, 1000], &[("vm_kib", &[1000, 1132, 1132])]);
+        let cps = checkpoints(&[0, 500, 1000], &[("vm_kib", &[1000, 9196, 9196])]);
         let a = analyse(&cps).unwrap();
         assert_eq!(a.verdict, Verdict::Inconclusive);
         assert_eq!(a.explain().unwrap(), "segments between checkpoints disagree for: vm_kib");
@@ -232,25 +618,195 @@ mod tests {
     }
 
     #[test]
-    fn one_sample_caught_mid_exit_does_not_move_the_robust_estimate() {
-        // vm_kib: a thread's stack still mapped at the sixth census only.
-        let vm = [11212, 11212, 11212, 11212, 11212, 19408, 11212, 11212];
-        let cycles: Vec<u32> = (1..=8).map(|k| k * 200).collect();
-        let cps = checkpoints(&cycles, &[("vm_kib", &vm)]);
-        assert_eq!(analyse(&cps).unwrap().verdict, Verdict::Inconclusive);
-        let robust = analyse_robust(&cps).unwrap();
-        assert_eq!(robust.verdict, Verdict::Clean);
-        assert_eq!(robust.per_thread.get("vm_kib"), Some(0.0));
+    fn what_threads_in_flight_hold_is_set_apart() {
+        // SBCL keeps a few ended threads unjoined for a while, each holding 6 mappings beyond its stack.
+        let cycles: Vec<u32> = [17, 33, 66, 130, 258, 513, 1001, 2003, 3001, 4002, 5001, 6001].to_vec();
+        let unjoined = [1, 2, 3, 3, 4, 3, 2, 3, 3, 2, 8, 3];
+        let maps: Vec<i64> = unjoined.iter().map(|u| 91 + 6 * u).collect();
+        let e = estimate(&checkpoints(&cycles, &[("maps", &maps), ("unjoined", &unjoined)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Clean, "{:?}", e.reasons);
+        assert_eq!(e.in_flight, [("maps".to_owned(), "unjoined".to_owned(), 6.0)]);
+        // Batches joined after the censuses caught them half-way: what stays unjoined is nothing.
+        let batch = [0, 40, 0, 63, 12, 0, 63, 0, 0, 30, 0, 0];
+        let e = estimate(&checkpoints(&cycles, &[("maps", &[40; 12]), ("unjoined", &batch)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Clean, "{:?}", e.reasons);
+        // Threads that are never joined: `unjoined` itself grows, one per thread.
+        let unjoined: Vec<i64> = cycles.iter().map(|&c| i64::from(c)).collect();
+        let e = estimate(&checkpoints(&cycles, &[("maps", &[40; 12]), ("unjoined", &unjoined)])).unwrap();
+        assert_eq!((e.verdict, e.per_thread.get("unjoined")), (Verdict::Leak, Some(1.0)));
+    }
+
+    #[test]
+    fn what_threads_hold_while_running_and_until_joined_is_set_apart_as_one() {
+        // SBCL: a thread's memory (6 mappings) is held while it runs and until it is joined; both counts
+        // move at almost every census.
+        let cycles: Vec<u32> = [27, 46, 75, 134, 270, 518, 1003, 2010, 3001, 4004, 5003, 6008, 7009].to_vec();
+        let live = [1u64, 1, 1, 1, 1, 1, 1, 5, 1, 3, 10, 7, 1];
+        let unjoined = [13i64, 12, 1, 2, 2, 2, 12, 1, 11, 1, 2, 1, 3];
+        let maps: Vec<i64> = live.iter().zip(&unjoined).map(|(&l, &u)| 87 + 6 * (l as i64 + u)).collect();
+        let mut cps = checkpoints(&cycles, &[("maps", &maps), ("unjoined", &unjoined)]);
+        for (cp, l) in cps.iter_mut().zip(live) {
+            cp.live = Some(l);
+        }
+        let e = estimate(&cps).unwrap();
+        assert_eq!(e.verdict, Verdict::Clean, "{:?}", e.reasons);
+        assert_eq!(e.in_flight, [("maps".to_owned(), "in flight".to_owned(), 6.0)]);
+    }
+
+    #[test]
+    fn what_threads_in_flight_hold_is_not_guessed_when_they_fall_as_threads_end() {
+        // All threads created first, then joined: every census has as many running as are yet to end.
+        let cycles: Vec<u32> = [16, 32, 64, 128, 256, 512, 900].to_vec();
+        let mut cps = checkpoints(
+            &cycles,
+            &[("maps", &cycles.iter().map(|&c| 100 + 6 * (1000 - i64::from(c))).collect::<Vec<_>>())],
+        );
+        for (cp, &c) in cps.iter_mut().zip(&cycles) {
+            cp.live = Some(1000 - u64::from(c));
+        }
+        let e = estimate(&cps).unwrap();
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert!(e.reasons[0].contains("cannot be told from what ended threads left"), "{:?}", e.reasons);
+        // Threads never joined, each holding 6 mappings: `unjoined` grows for sure, so it is a leak.
+        let unjoined: Vec<i64> = cycles.iter().map(|&c| i64::from(c)).collect();
+        let maps: Vec<i64> = unjoined.iter().map(|u| 100 + 6 * u).collect();
+        let e = estimate(&checkpoints(&cycles, &[("maps", &maps), ("unjoined", &unjoined)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Leak);
+    }
+
+    #[test]
+    fn memory_alone_never_decides() {
+        let cycles: Vec<u32> = [16, 32, 64, 128, 256, 512, 1000, 2000].to_vec();
+        let vm: Vec<i64> = cycles.iter().map(|&c| 10 * i64::from(c)).collect();
+        let e = estimate(&checkpoints(&cycles, &[("maps", &[50; 8]), ("vm_kib", &vm)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert!(e.reasons[0].starts_with("vm_kib grew by +10.00 per thread ended while nothing countable moved"));
+        // With the mappings it corroborates, it is a leak.
+        let maps: Vec<i64> = cycles.iter().map(|&c| i64::from(c)).collect();
+        let e = estimate(&checkpoints(&cycles, &[("maps", &maps), ("vm_kib", &vm)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Leak);
+        // A one-off step in memory, in a stretch of a third of the run, withholds nothing.
+        let vm = [900, 900, 900, 900, 900, 900, 900, -7300, -7300];
+        let cycles9 = [16, 32, 64, 128, 256, 512, 1000, 2000, 3000];
+        let e = estimate(&checkpoints(&cycles9, &[("maps", &[50; 9]), ("vm_kib", &vm)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Clean, "{:?}", e.reasons);
+        // Below a tenth of a page per thread, it does not move at all.
+        let vm: Vec<i64> = cycles.iter().map(|&c| i64::from(c) / 3).collect();
+        assert_eq!(estimate(&checkpoints(&cycles, &[("vm_kib", &vm)])).unwrap().verdict, Verdict::Clean);
+    }
+
+    #[test]
+    fn weighted_quantiles_follow_the_weights() {
+        let sorted = [(-1.0, 10.0), (0.0, 80.0), (5.0, 10.0)];
+        assert_eq!(weighted_quantile(&sorted, 5.0), -1.0);
+        assert_eq!(weighted_quantile(&sorted, 10.0), -0.5);
+        assert_eq!(weighted_quantile(&sorted, 50.0), 0.0);
+        assert_eq!(weighted_quantile(&sorted, 95.0), 5.0);
+    }
+
+    #[test]
+    fn a_program_is_judged_only_when_the_censuses_make_it_certain() {
+        let cycles: Vec<u32> = [16, 32, 64, 128, 256, 512, 1000, 2000, 3000, 4000, 5000].to_vec();
+        // Malloc arenas appearing once, early: a step in one stretch, clean.
+        let vm = [100, 100, 100, 100, 65_636, 65_636, 65_636, 65_636, 65_636, 65_636, 65_636];
+        let e = estimate(&checkpoints(&cycles, &[("vm_kib", &vm)])).unwrap();
+        assert_eq!((e.verdict, e.per_thread.get("vm_kib")), (Verdict::Clean, Some(0.0)));
+        // A leak that starts half-way: neither clean nor a steady leak.
+        let fds = [5, 5, 5, 5, 5, 5, 5, 5, 1005, 2005, 3005];
+        let e = estimate(&checkpoints(&cycles, &[("fds", &fds)])).unwrap();
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert!(e.reasons[0].starts_with("fds grew in 60 % of the run and shrank in 0 %"), "{:?}", e.reasons);
+        // Four censuses are not enough, however clean.
+        let e = estimate(&checkpoints(&cycles[..4], &[("fds", &[3, 3, 3, 3])])).unwrap();
+        assert_eq!(e.verdict, Verdict::Inconclusive);
+        assert_eq!(
+            e.reasons,
+            ["not judged: 4 censuses were taken before the program ended; a verdict needs at least 5 (80 threads ended)"]
+        );
     }
 
     proptest! {
         #[test]
-        fn the_robust_estimate_is_exact_on_linear_data(cycles in cycles(), base in -1_000_000i64..1_000_000, rate in -70_000i64..70_000) {
+        fn the_estimate_is_exact_on_linear_data(
+            set in proptest::collection::btree_set(1u32..100_000, MIN_CENSUSES..12),
+            base in -1_000_000i64..1_000_000,
+            rate in -70_000i64..70_000,
+        ) {
+            let cycles: Vec<u32> = set.into_iter().collect();
             let values: Vec<i64> = cycles.iter().map(|&c| base + rate * i64::from(c)).collect();
-            let a = analyse_robust(&checkpoints(&cycles, &[("x", &values)])).unwrap();
-            prop_assert_eq!(a.per_thread.get("x"), Some(rate as f64));
+            let e = estimate(&checkpoints(&cycles, &[("x", &values)])).unwrap();
+            prop_assert_eq!(e.per_thread.get("x"), Some(rate as f64));
+            prop_assert_eq!(e.interval.get("x"), Some([rate as f64, rate as f64]));
             let expected = match rate { 0 => Verdict::Clean, r if r > 0 => Verdict::Leak, _ => Verdict::OverRelease };
-            prop_assert_eq!(a.verdict, expected);
+            prop_assert_eq!(e.verdict, expected);
+        }
+
+        #[test]
+        fn a_one_off_change_in_a_short_stretch_does_not_turn_the_verdict(
+            set in proptest::collection::btree_set(1u32..100_000, MIN_CENSUSES..14),
+            rate in prop_oneof![Just(-1i64), Just(0i64), Just(1i64), Just(2i64)],
+            which in 0usize..14,
+            jump in -10_000_000i64..10_000_000,
+        ) {
+            let cycles: Vec<u32> = set.into_iter().collect();
+            // The step happens in stretch k, and only counts when that stretch is under a sixth of the run.
+            let k = which % (cycles.len() - 1);
+            let span = f64::from(cycles[cycles.len() - 1] - cycles[0]);
+            prop_assume!(f64::from(cycles[k + 1] - cycles[k]) < span / 6.0);
+            let values: Vec<i64> = cycles
+                .iter()
+                .enumerate()
+                .map(|(i, &c)| 50 + rate * i64::from(c) + if i > k { jump } else { 0 })
+                .collect();
+            let e = estimate(&checkpoints(&cycles, &[("x", &values)])).unwrap();
+            prop_assert_eq!(e.per_thread.get("x"), Some(rate as f64));
+            let expected = match rate { 0 => Verdict::Clean, r if r > 0 => Verdict::Leak, _ => Verdict::OverRelease };
+            prop_assert_eq!(e.verdict, expected);
+        }
+
+        #[test]
+        fn what_threads_in_flight_hold_does_not_move_the_estimate(
+            // Eight stretches at least: with fewer, a cost per thread in flight is not fitted.
+            set in proptest::collection::btree_set(1u32..100_000, 9..15),
+            rate in prop_oneof![Just(0i64), Just(1i64)],
+            changes in proptest::collection::vec(proptest::option::weighted(0.3, 0u64..20), 14),
+            cost in 1i64..10_000,
+        ) {
+            let cycles: Vec<u32> = set.into_iter().collect();
+            // Threads running at each census: now and then a different number.
+            let mut live = Vec::with_capacity(cycles.len());
+            for change in changes.iter().cycle().take(cycles.len()) {
+                live.push(change.unwrap_or_else(|| live.last().copied().unwrap_or(3)));
+            }
+            // Its cost can be told only when the count changed at all (and not in proportion to the
+            // threads ended).
+            prop_assume!(live.windows(2).any(|w| w[0] != w[1]));
+            let fds: Vec<i64> = cycles.iter().zip(&live).map(|(&c, &l)| 10 + rate * i64::from(c) + cost * l as i64).collect();
+            let mut cps = checkpoints(&cycles, &[("fds", &fds)]);
+            for (cp, l) in cps.iter_mut().zip(&live) {
+                cp.live = Some(*l);
+            }
+            let e = estimate(&cps).unwrap();
+            prop_assert_eq!(e.per_thread.get("fds"), Some(rate as f64));
+            prop_assert_eq!(e.verdict, if rate == 0 { Verdict::Clean } else { Verdict::Leak });
+        }
+
+        #[test]
+        fn growing_by_one_per_thread_in_every_stretch_is_never_clean(
+            set in proptest::collection::btree_set(1u32..100_000, 2..14),
+            extra in proptest::collection::vec(0i64..1_000_000, 14),
+        ) {
+            let cycles: Vec<u32> = set.into_iter().collect();
+            let mut values = vec![0i64];
+            for (i, w) in cycles.windows(2).enumerate() {
+                let last = *values.last().unwrap();
+                values.push(last + i64::from(w[1] - w[0]) + extra[i]);
+            }
+            let e = estimate(&checkpoints(&cycles, &[("x", &values), ("flat", &vec![3; cycles.len()])])).unwrap();
+            prop_assert_ne!(e.verdict, Verdict::Clean);
+            if cycles.len() >= MIN_CENSUSES {
+                prop_assert_eq!(e.verdict, Verdict::Leak);
+            }
         }
 
         #[test]

@@ -163,6 +163,7 @@ pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildRe
         .map(|(&cycle, values)| Checkpoint {
             cycle,
             counters: Counters(names.iter().map(|n| (*n).to_owned()).zip(values.iter().copied()).collect()),
+            live: None,
         })
         .collect();
     if cycle > 0 && !busy.is_zero() {

@@ -58,13 +58,17 @@ enum Command {
         #[arg(required = true, value_name = "RECORD")]
         records: Vec<PathBuf>,
     },
-    /// Run any program with the probe loaded and measure its resources per thread it creates.
+    /// Run any program with the probe loaded and measure its resources per thread ended, in each of its processes.
     Exec(ExecArgs),
     /// Create threads of one cell continuously in one child, and plot latency against what has leaked.
     Degrade(DegradeArgs),
     /// Run one cell in this process and print its report (used by `run`).
     #[command(name = CHILD_SUBCOMMAND, hide = true)]
     Child(ChildArgs),
+    /// Wait for stdin to close, then kill every process with the run's mark and remove its folder (used by
+    /// `exec`).
+    #[command(name = crate::exec::WATCHDOG_SUBCOMMAND, hide = true)]
+    Watchdog { dir: PathBuf, mark: std::ffi::OsString },
 }
 
 /// Parameters every cell gets.
@@ -157,7 +161,7 @@ struct OutputArgs {
 
 #[derive(Debug, Args)]
 struct ExecArgs {
-    /// A census every K threads the program ends.
+    /// A census every K threads ended, after the first few (at 16, 32, 64, ... threads ended).
     #[arg(long, value_name = "K", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     every: u32,
     /// Wall time the program may take before its process group is killed.
@@ -248,6 +252,7 @@ pub fn main() -> i32 {
         Command::Exec(args) => exec(args),
         Command::Degrade(args) => degrade(args),
         Command::Child(args) => child(args),
+        Command::Watchdog { dir, mark } => crate::exec::watchdog(&dir, &mark),
     }
 }
 
@@ -322,6 +327,8 @@ fn finish(record: &Record, format: Format, out: Option<&std::path::Path>, baseli
         },
     };
     let text = report::render(record, format, judged.as_ref());
+    // Once an interrupt has begun, nothing is written: it ends the process with exit 130.
+    let _gate = commit_gate();
     if let Err(message) = emit(&text, out) {
         eprintln!("error: {message}");
         return Some(ExitCode::FAILED);
@@ -383,11 +390,26 @@ fn exec(args: ExecArgs) -> i32 {
         return code;
     }
     let cell = &record.cells[0];
-    if cell.status != Status::Ok {
-        eprintln!("threadleak: the program was not measured: {}", cell.note.as_deref().unwrap_or(cell.status.as_str()));
-        return ExitCode::INCOMPLETE;
+    let measured = !cell.checkpoints.is_empty();
+    let note = cell.note.as_deref().unwrap_or(cell.status.as_str());
+    match (cell.status, measured) {
+        (Status::Ok, _) if cell.verdict == crate::record::Verdict::Inconclusive => {
+            eprintln!("threadleak: the run cannot be judged (inconclusive): {note}");
+            ExitCode::OK
+        }
+        (Status::Ok, _) => ExitCode::OK,
+        (_, true) => {
+            eprintln!(
+                "threadleak: the program did not finish well ({}); what was measured before is in the record: {note}",
+                cell.outcome()
+            );
+            ExitCode::INCOMPLETE
+        }
+        (_, false) => {
+            eprintln!("threadleak: the program was not measured: {note}");
+            ExitCode::INCOMPLETE
+        }
     }
-    ExitCode::OK
 }
 
 fn run(args: RunArgs) -> i32 {
@@ -456,12 +478,23 @@ fn kill_children_on_interrupt() {
     }
 }
 
+/// Held while the output is written, and by an interrupt from the moment it starts: an interrupt that
+/// comes first leaves no output at all (the process exits 130 holding it), one that comes while the output
+/// is written waits for it to be whole, and then ends the run the same way.
+static COMMIT: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn commit_gate() -> std::sync::MutexGuard<'static, ()> {
+    COMMIT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn watch_interrupts() -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     std::thread::spawn(move || {
         if let Some(signal) = signals.forever().next() {
+            let _gate = commit_gate();
             runner::kill_live_children();
+            crate::exec::clean_up_after_interrupt();
             eprintln!("\nthreadleak: interrupted by signal {signal}; children killed");
             std::process::exit(ExitCode::INTERRUPTED);
         }

@@ -241,6 +241,7 @@ mod tests {
         let cp = |cycle: u32, fds: i64| Checkpoint {
             cycle,
             counters: Counters(vec![("fds".into(), fds), ("maps".into(), 40)]),
+            live: None,
         };
         CellRecord {
             cell: "thread=detached,self=leaked,exc=none,fix=off".into(),
@@ -255,6 +256,8 @@ mod tests {
             cycles_per_sec: None,
             note: None,
             failure: None,
+            interval: Counters::default(),
+            processes: Vec::new(),
         }
     }
 

@@ -231,6 +231,8 @@ mod tests {
                     cycles_per_sec: None,
                     note: None,
                     failure: None,
+                    interval: Counters::default(),
+                    processes: Vec::new(),
                 })
                 .collect(),
         }

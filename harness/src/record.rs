@@ -33,10 +33,6 @@ impl<T: Copy> Counters<T> {
     pub fn iter(&self) -> impl Iterator<Item = (&str, T)> {
         self.0.iter().map(|(n, v)| (n.as_str(), *v))
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl<T: Serialize> Serialize for Counters<T> {
@@ -210,11 +206,15 @@ impl From<Cell> for Axes {
 }
 
 /// A census taken after `cycle` measured cycles (0 is the baseline, after warm-up); for `exec`, after
-/// `cycle` of the program's threads had ended.
+/// `cycle` of the process's threads had ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Checkpoint {
     pub cycle: u32,
     pub counters: Counters<i64>,
+    /// `exec`: the process's threads still running at the census (their stacks and their entries in
+    /// `tasks` were set apart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub live: Option<u64>,
 }
 
 /// Why a cell has no trustworthy measurement, in a form a program can read.
@@ -236,6 +236,9 @@ pub enum Failure {
     Exit { code: i32, stderr_tail: String },
     /// The child's output is not a record.
     Garbage { detail: String, stdout_head: String, stderr_tail: String },
+    /// `exec`: the program was not run, because the probe cannot enter it (a static program, another C
+    /// library, setuid; on macOS SIP-protected or hardened).
+    Refused { reason: String },
 }
 
 /// One cell's result.
@@ -266,6 +269,45 @@ pub struct CellRecord {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
+    /// `exec`: the 95 % interval of each per-thread change (`[low, high]`), which the verdict reads.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub interval: Counters<[f64; 2]>,
+    /// `exec`: each process of the program that created threads, measured on its own. The cell's own
+    /// figures are those of the process that decides the verdict.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub processes: Vec<ProcessRecord>,
+}
+
+/// One process of a program measured by `threadleak exec`: the program itself, a program it started, or
+/// a child it forked without `exec`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProcessRecord {
+    pub pid: u32,
+    pub parent: u32,
+    /// `exec` (it loaded the probe as it started) or `fork` (forked from a process that had it).
+    pub origin: String,
+    /// Its command line, when it loaded the probe itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Threads it created through `pthread_create`, and how many of them ended.
+    pub created: u64,
+    pub ended: u64,
+    /// Change of each counter per thread ended (empty when it could not be measured).
+    pub per_thread: Counters<f64>,
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub interval: Counters<[f64; 2]>,
+    pub verdict: Verdict,
+    pub checkpoints: Vec<Checkpoint>,
+    /// Why it could not be judged, and what a reader needs to interpret it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+impl<T> Counters<T> {
+    /// Whether there are no counters (for `skip_serializing_if`).
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 impl CellRecord {
@@ -284,6 +326,8 @@ impl CellRecord {
             cycles_per_sec: None,
             note: None,
             failure: None,
+            interval: Counters::default(),
+            processes: Vec::new(),
         }
     }
 
@@ -382,8 +426,8 @@ mod tests {
                 slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 verdict: Verdict::Leak,
                 checkpoints: vec![
-                    Checkpoint { cycle: 0, counters: counters(0) },
-                    Checkpoint { cycle: 1000, counters: counters(1000) },
+                    Checkpoint { cycle: 0, counters: counters(0), live: None },
+                    Checkpoint { cycle: 1000, counters: counters(1000), live: None },
                 ],
                 elapsed_ms: 40,
                 cycles_per_sec: Some(25000.0),
@@ -394,6 +438,8 @@ mod tests {
                     errno_name: "EMFILE".into(),
                     cycle: 17,
                 }),
+                interval: Counters::default(),
+                processes: Vec::new(),
             }],
         }
     }

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::expect;
-use crate::record::{CellRecord, Record, Verdict};
+use crate::record::{CellRecord, Counters, ProcessRecord, Record, Verdict};
 
 /// Output formats of `threadleak run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -38,12 +38,17 @@ fn heading(record: &Record) -> String {
         None => record.backend.clone(),
     };
     let version = if os.family == "macos" { &os.version } else { &os.release };
-    if let Some(command) = record.cells.first().and_then(|c| c.command.as_ref()) {
+    if let Some(cell) = record.cells.first().filter(|c| c.command.is_some()) {
+        let processes = match cell.processes.len() {
+            0 | 1 => String::new(),
+            n => format!(" in {n} processes"),
+        };
         return format!(
-            "{} {} exec `{}` · backend {backend} · {} {version} {} {} · {} threads created, a census every {}",
+            "{} {} exec `{}` · backend {backend} · {} {version} {} {} · {} threads created{processes}, censuses at \
+             16, 32, 64, ... threads ended, then every {}",
             record.tool.name,
             record.tool.version,
-            shell_words(command),
+            shell_words(cell.command.as_deref().unwrap_or_default()),
             os.family,
             os.arch,
             os.libc,
@@ -69,6 +74,60 @@ pub fn shell_words(command: &[String]) -> String {
     command.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
+/// One row of a table: a cell, or one process of an `exec` program.
+struct Row<'a> {
+    label: String,
+    outcome: String,
+    per_thread: &'a Counters<f64>,
+    note: Option<&'a str>,
+}
+
+/// A process's label: its pid, and its command or the process it was forked from.
+fn process_label(p: &ProcessRecord) -> String {
+    match &p.command {
+        Some(command) if p.origin != "fork" => format!("pid {} {}", p.pid, shell_words(command)),
+        _ => format!("pid {} (fork of {})", p.pid, p.parent),
+    }
+}
+
+/// The rows of a record: each cell, and under an `exec` cell of several processes, each process.
+fn rows(record: &Record) -> Vec<Row<'_>> {
+    let mut rows = Vec::new();
+    for cell in &record.cells {
+        // A program that crashed after it was measured keeps its verdict beside how it ended.
+        let outcome =
+            if cell.command.is_some() && cell.status != crate::record::Status::Ok && !cell.checkpoints.is_empty() {
+                format!("{} ({})", cell.verdict.as_str(), cell.status.as_str())
+            } else {
+                cell.outcome().to_owned()
+            };
+        rows.push(Row { label: cell.cell.clone(), outcome, per_thread: &cell.per_thread, note: cell.note.as_deref() });
+        if cell.processes.len() > 1 {
+            for p in &cell.processes {
+                let judged = p.checkpoints.len() >= crate::analysis::MIN_CENSUSES;
+                let outcome = if judged { p.verdict.as_str() } else { "not judged" }.to_owned();
+                rows.push(Row {
+                    label: format!("  {}", process_label(p)),
+                    outcome,
+                    per_thread: &p.per_thread,
+                    note: p.note.as_deref(),
+                });
+            }
+        }
+    }
+    rows
+}
+
+/// What the columns say, under the table.
+fn footer(record: &Record) -> &'static str {
+    if record.cells.iter().any(|c| c.command.is_some()) {
+        "columns are the typical change per thread ended (threads the program created through pthread_create), \
+         over the middle two thirds of the run; what threads still in flight held at each census is set apart"
+    } else {
+        "columns are the change per thread created, from the warmed-up baseline to the last checkpoint"
+    }
+}
+
 /// The table as markdown.
 pub fn markdown(record: &Record) -> String {
     let cols = columns(record);
@@ -78,14 +137,16 @@ pub fn markdown(record: &Record) -> String {
         cols.join(" | "),
         "---:|".repeat(cols.len())
     );
-    for cell in &record.cells {
+    let rows = rows(record);
+    for row in &rows {
         let values: Vec<String> =
-            cols.iter().map(|c| cell.per_thread.get(c).map_or_else(|| "-".to_owned(), delta)).collect();
-        let _ = writeln!(out, "| `{}` | {} | {} |", cell.cell, cell.outcome(), values.join(" | "));
+            cols.iter().map(|c| row.per_thread.get(c).map_or_else(|| "-".to_owned(), delta)).collect();
+        let _ = writeln!(out, "| `{}` | {} | {} |", row.label.trim(), row.outcome, values.join(" | "));
     }
-    for cell in record.cells.iter().filter(|c| c.note.is_some()) {
-        let _ = writeln!(out, "\n- `{}`: {}", cell.cell, cell.note.as_deref().unwrap_or_default());
+    for row in rows.iter().filter(|r| r.note.is_some()) {
+        let _ = writeln!(out, "\n- `{}`: {}", row.label.trim(), row.note.unwrap_or_default());
     }
+    let _ = writeln!(out, "\n_{}_", footer(record));
     out
 }
 
@@ -103,11 +164,17 @@ fn xml(text: &str) -> String {
         .collect()
 }
 
-/// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`.
+/// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
+/// for `exec`, per thread ended.
 fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
+    let per = if cell.command.is_some() { " per thread ended" } else { " per thread" };
     let parts: Vec<String> =
-        moved(&cell.per_thread.0).into_iter().map(|item| item.replacen(' ', " moved by ", 1) + " per thread").collect();
-    format!("{} (over {threads} threads)", parts.join(", "))
+        moved(&cell.per_thread.0).into_iter().map(|item| item.replacen(' ', " moved by ", 1) + per).collect();
+    let over = match cell.checkpoints.last() {
+        Some(last) if cell.command.is_some() => format!("{} threads ended", last.cycle),
+        _ => format!("{threads} threads"),
+    };
+    format!("{} (over {over})", parts.join(", "))
 }
 
 /// JUnit XML: a test case per cell.
@@ -171,14 +238,13 @@ pub fn delta(value: f64) -> String {
     }
 }
 
-/// The counters shown as columns: those of the first cell that has any, in its order.
+/// The counters shown as columns: those of the first cell (or process) that has any, in its order.
 fn columns(record: &Record) -> Vec<String> {
-    record
+    let mut all = record
         .cells
         .iter()
-        .find(|c| !c.per_thread.is_empty())
-        .map(|c| c.per_thread.names().map(str::to_owned).collect())
-        .unwrap_or_default()
+        .flat_map(|c| std::iter::once(&c.per_thread).chain(c.processes.iter().map(|p| &p.per_thread)));
+    all.find(|c| !c.is_empty()).map(|c| c.names().map(str::to_owned).collect()).unwrap_or_default()
 }
 
 /// The counters that moved, as `fds +1` items, in the record's order.
@@ -189,34 +255,34 @@ pub fn moved(per_thread: &[(String, f64)]) -> Vec<String> {
 /// The terminal table, with a header line describing the run and the notes under it.
 pub fn table(record: &Record) -> String {
     let cols = columns(record);
-    let id_width = record.cells.iter().map(|c| c.cell.len()).max().unwrap_or(4).max(4);
+    let rows = rows(record);
+    let id_width = rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(4).clamp(4, 60);
+    let verdict_width = rows.iter().map(|r| r.outcome.len()).max().unwrap_or(0).max(12);
     let col_width = |name: &str| name.len().max(6);
     let mut out = String::new();
     let _ = writeln!(out, "{}", heading(record));
-    let _ = write!(out, "{:<id_width$}  {:<12}", "cell", "verdict");
+    let _ = write!(out, "{:<id_width$}  {:<verdict_width$}", "cell", "verdict");
     for c in &cols {
         let _ = write!(out, "  {:>w$}", c, w = col_width(c));
     }
     out.push('\n');
-    for cell in &record.cells {
-        let _ = write!(out, "{:<id_width$}  {:<12}", cell.cell, cell.outcome());
+    for row in &rows {
+        let label: String = row.label.chars().take(id_width).collect();
+        let _ = write!(out, "{label:<id_width$}  {:<verdict_width$}", row.outcome);
         for c in &cols {
-            let value = cell.per_thread.get(c).map_or_else(|| "-".to_owned(), delta);
+            let value = row.per_thread.get(c).map_or_else(|| "-".to_owned(), delta);
             let _ = write!(out, "  {:>w$}", value, w = col_width(c));
         }
         out.push('\n');
     }
-    let noted: Vec<&CellRecord> = record.cells.iter().filter(|c| c.note.is_some()).collect();
+    let noted: Vec<&Row<'_>> = rows.iter().filter(|r| r.note.is_some()).collect();
     if !noted.is_empty() {
         out.push_str("\nnotes:\n");
-        for cell in noted {
-            let _ = writeln!(out, "  {}: {}", cell.cell, cell.note.as_deref().unwrap_or_default());
+        for row in noted {
+            let _ = writeln!(out, "  {}: {}", row.label.trim(), row.note.unwrap_or_default());
         }
     }
-    let _ = writeln!(
-        out,
-        "\ncolumns are the change per thread created, from the warmed-up baseline to the last checkpoint"
-    );
+    let _ = writeln!(out, "\n{}", footer(record));
     out
 }
 

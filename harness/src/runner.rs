@@ -298,7 +298,7 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell, mode: Mode) -> std::io::Result
         command.args(["--degrade-window", &window.to_string()]);
     }
     command.envs(config.backend.child_env().iter().copied()).stdin(Stdio::null());
-    supervise(command, config.timeout, config.term_grace, Capture::Output)
+    supervise(command, config.timeout, config.term_grace, Capture::Output, |_| ())
 }
 
 /// What happens to a supervised process's output.
@@ -306,21 +306,24 @@ fn spawn_and_wait(config: &RunConfig, cell: Cell, mode: Mode) -> std::io::Result
 pub enum Capture {
     /// Read stdout whole (bounded) and keep the tail of stderr.
     Output,
-    /// Leave both to the caller's terminal.
-    Inherit,
+    /// Leave stdout to the caller's; pass stderr on to the caller's as it comes, keeping its tail.
+    TeeStderr,
 }
 
 /// Starts `command` in a process group of its own and waits for it: past `timeout` the group gets
 /// SIGTERM, and SIGKILL `grace` later. Whatever the process started in its group is killed when it ends.
+/// `spawned` learns the process's pid (its group's id) as soon as it runs.
 pub fn supervise(
     mut command: Command,
     timeout: Duration,
     grace: Duration,
     capture: Capture,
+    spawned: impl FnOnce(u32),
 ) -> std::io::Result<Outcome> {
-    if capture == Capture::Output {
-        command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    }
+    match capture {
+        Capture::Output => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
+        Capture::TeeStderr => command.stderr(Stdio::piped()),
+    };
     command.process_group(0);
 
     let started = Instant::now();
@@ -338,6 +341,7 @@ pub fn supervise(
         child
     };
     let pgid = child.id() as i32;
+    spawned(child.id());
     let (out_tx, out_rx) = mpsc::channel();
     let (err_tx, err_rx) = mpsc::channel();
     if let Some(stdout) = child.stdout.take() {
@@ -350,8 +354,9 @@ pub fn supervise(
         let _ = out_tx.send(Ok(Vec::new()));
     }
     if let Some(stderr) = child.stderr.take() {
+        let tee = capture == Capture::TeeStderr;
         thread::spawn(move || {
-            let _ = err_tx.send(read_tail(stderr, STDERR_TAIL));
+            let _ = err_tx.send(read_tail(stderr, STDERR_TAIL, tee));
         });
     } else {
         let _ = err_tx.send(String::new());
@@ -421,14 +426,22 @@ pub fn supervise(
     })
 }
 
-/// Reads a stream to its end, keeping only its last `keep` bytes.
-fn read_tail(mut stream: impl Read, keep: usize) -> String {
+/// Reads a stream to its end, keeping only its last `keep` bytes, and with `tee` passing every byte on to
+/// this process's stderr (a closed stderr only stops the passing on).
+fn read_tail(mut stream: impl Read, keep: usize, tee: bool) -> String {
     let mut tail: Vec<u8> = Vec::with_capacity(keep * 2);
     let mut buf = [0u8; 4096];
+    let mut passing = tee;
     loop {
         match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
+            Ok(0) => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => break,
             Ok(n) => {
+                if passing {
+                    use std::io::Write;
+                    passing = std::io::stderr().write_all(&buf[..n]).is_ok();
+                }
                 tail.extend_from_slice(&buf[..n]);
                 if tail.len() > keep * 2 {
                     tail.drain(..tail.len() - keep);
@@ -447,7 +460,7 @@ mod tests {
     #[test]
     fn the_tail_keeps_the_end() {
         let text: Vec<u8> = (0..10_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
-        let tail = read_tail(&text[..], 16);
+        let tail = read_tail(&text[..], 16, false);
         // The last 16 bytes are "\n9997\n9998\n9999\n", then trimmed.
         assert_eq!(tail, "9997\n9998\n9999");
     }

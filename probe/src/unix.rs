@@ -1,13 +1,18 @@
-//! What the Linux and macOS probes share: the samples file, the thread-end hook, and the trampoline
-//! every created thread starts in. The platform files add only how `pthread_create` is interposed.
+//! What the Linux and macOS probes share: the probe's lock and fork handlers, the files it shares with the
+//! runner (the samples file, and the counts it maps), the thread-end hook, and the trampoline every
+//! created thread starts in. The platform files add only how the pthread calls are interposed.
 
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void, OsStr};
 use std::os::unix::ffi::OsStrExt;
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-/// The probe's one lock, held by a census and by `pthread_create` while it creates a thread. A raw
-/// pthread mutex, so that fork handlers can hold it across `fork` and the child never inherits it taken.
+use threadleak::exec::counts::{ProcessCounts, SLOT_BYTES};
+
+/// The probe's one lock, held by a census, by `pthread_create` while it creates a thread, and by the
+/// books' updates. A raw pthread mutex, so that fork handlers can hold it across `fork` and the child
+/// never inherits it taken.
 struct Lock(UnsafeCell<libc::pthread_mutex_t>);
 
 // SAFETY: a pthread mutex is made to be shared between threads; it is only used through its functions.
@@ -17,8 +22,10 @@ static LOCK: Lock = Lock(UnsafeCell::new(libc::PTHREAD_MUTEX_INITIALIZER));
 
 thread_local! {
     /// Whether this thread holds the lock: a signal handler that lands during a census and calls
-    /// `exit` or `pthread_create` must not wait for itself.
+    /// `pthread_create` must not wait for itself.
     static HOLDING: Cell<bool> = const { Cell::new(false) };
+    /// This thread's slot in the books, plus one (0: not a thread the probe created, or not booked).
+    static SLOT: Cell<usize> = const { Cell::new(0) };
 }
 
 /// The lock, held until dropped.
@@ -43,36 +50,61 @@ impl Drop for Held {
     }
 }
 
+/// The pid of the process that is forking, for its child to name as its parent.
+static FORKING: AtomicU32 = AtomicU32::new(0);
+
+thread_local! {
+    /// Whether `before_fork` took the lock (it does not when the fork comes from a signal handler that
+    /// interrupted this thread's census, which already holds it).
+    static FORK_LOCKED: Cell<bool> = const { Cell::new(false) };
+}
+
 extern "C" fn before_fork() {
-    // SAFETY: as in `lock`; given back by one of the two handlers below.
-    unsafe { libc::pthread_mutex_lock(LOCK.0.get()) };
+    let take = !HOLDING.with(Cell::get);
+    if take {
+        // SAFETY: as in `lock`; given back by one of the two handlers below.
+        unsafe { libc::pthread_mutex_lock(LOCK.0.get()) };
+    }
+    FORK_LOCKED.with(|f| f.set(take));
+    FORKING.store(std::process::id(), Ordering::Relaxed);
 }
 
 extern "C" fn after_fork_in_parent() {
-    // SAFETY: taken by `before_fork` in this thread.
-    unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
+    if FORK_LOCKED.with(Cell::get) {
+        // SAFETY: taken by `before_fork` in this thread.
+        unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
+    }
 }
 
 extern "C" fn after_fork_in_child() {
-    // SAFETY: the child's copy, taken by `before_fork` in the thread that is the child's only one.
-    unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
-    super::forked();
+    // The child has one thread, this one, which holds the lock: the books are its alone.
+    super::forked(FORKING.load(Ordering::Relaxed));
+    if FORK_LOCKED.with(Cell::get) {
+        // SAFETY: the child's copy, taken by `before_fork` in the thread that is the child's only one.
+        unsafe { libc::pthread_mutex_unlock(LOCK.0.get()) };
+    }
+}
+
+/// The calling thread's slot in the books, if the probe created and booked it.
+pub fn current_slot() -> Option<usize> {
+    SLOT.with(Cell::get).checked_sub(1)
 }
 
 pub type StartRoutine = extern "C" fn(*mut c_void) -> *mut c_void;
 
 static KEY: OnceLock<libc::pthread_key_t> = OnceLock::new();
 
-extern "C" fn thread_ended(_: *mut c_void) {
-    super::on_thread_end();
+/// The thread-specific value of a created thread the books have no slot for (any non-null value makes
+/// the destructor run).
+const UNBOOKED: usize = usize::MAX;
+
+extern "C" fn thread_ended(value: *mut c_void) {
+    let value = value as usize;
+    super::on_thread_end(if value == UNBOOKED { None } else { Some(value - 1) });
 }
 
-extern "C" fn at_exit() {
-    super::on_exit();
-}
-
-/// Creates the TSD key whose destructor sees each created thread end, and registers the exit sample;
-/// false when the probe cannot work.
+/// Creates the TSD key whose destructor sees each created thread end, and the fork handlers; false when
+/// the probe cannot work.
 pub fn install_hooks() -> bool {
     let mut key: libc::pthread_key_t = 0;
     // SAFETY: `key` is valid for writing; the destructor has the signature pthread expects.
@@ -81,20 +113,22 @@ pub fn install_hooks() -> bool {
     }
     let _ = KEY.set(key);
     // SAFETY: registers functions with no preconditions.
-    unsafe {
-        libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child)) == 0
-            && libc::atexit(at_exit) == 0
-    }
+    unsafe { libc::pthread_atfork(Some(before_fork), Some(after_fork_in_parent), Some(after_fork_in_child)) == 0 }
 }
 
-/// Opens the samples file for appending; the descriptor is not inherited across exec.
-pub fn open_append(path: &OsStr) -> Option<c_int> {
+fn c_path(path: &OsStr) -> Vec<u8> {
     let mut bytes = path.as_bytes().to_vec();
     bytes.push(0);
+    bytes
+}
+
+/// Opens the samples file the runner created, for appending; the descriptor is not inherited across exec.
+/// A symbolic link or a missing file is refused: the file is the runner's.
+pub fn open_samples(path: &OsStr) -> Option<c_int> {
+    let bytes = c_path(path);
+    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC | libc::O_NOFOLLOW;
     // SAFETY: `bytes` is NUL-terminated.
-    let fd = unsafe {
-        libc::open(bytes.as_ptr().cast(), libc::O_WRONLY | libc::O_APPEND | libc::O_CREAT | libc::O_CLOEXEC, 0o600)
-    };
+    let fd = unsafe { libc::open(bytes.as_ptr().cast(), flags) };
     (fd >= 0).then_some(fd)
 }
 
@@ -104,33 +138,153 @@ pub fn write_all(fd: c_int, bytes: &[u8]) {
     let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
 }
 
+/// The counts file the runner created, mapped shared: one slot per process, claimed by pid.
+static COUNTS: AtomicPtr<ProcessCounts> = AtomicPtr::new(std::ptr::null_mut());
+static COUNTS_SLOTS: AtomicU32 = AtomicU32::new(0);
+/// This process's slot, or the fallback below when there is none.
+static MINE: AtomicPtr<ProcessCounts> = AtomicPtr::new(std::ptr::null_mut());
+static FALLBACK: ProcessCounts = ProcessCounts::new();
+
+pub const ORIGIN_EXEC: u32 = threadleak::exec::counts::ORIGIN_EXEC;
+pub const ORIGIN_FORK: u32 = threadleak::exec::counts::ORIGIN_FORK;
+
+/// Maps the counts file (its descriptor is closed at once: the mapping stays, shared with the runner and
+/// with every process forked from this one).
+pub fn map_counts(path: &OsStr) {
+    let bytes = c_path(path);
+    // SAFETY: `bytes` is NUL-terminated.
+    let fd = unsafe { libc::open(bytes.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    if fd < 0 {
+        return;
+    }
+    // SAFETY: `st` is plain data that fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open; `st` is valid for writing.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG;
+    let len = if ok { st.st_size as usize / SLOT_BYTES * SLOT_BYTES } else { 0 };
+    let map = if len > 0 {
+        // SAFETY: a shared mapping of the whole of a regular file opened read-write.
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) }
+    } else {
+        libc::MAP_FAILED
+    };
+    // SAFETY: closes the descriptor opened above; the mapping does not need it.
+    unsafe { libc::close(fd) };
+    if map != libc::MAP_FAILED {
+        COUNTS_SLOTS.store((len / SLOT_BYTES) as u32, Ordering::Relaxed);
+        COUNTS.store(map.cast(), Ordering::Release);
+    }
+}
+
+/// Claims a slot of the counts file for `pid` (at load, or in a forked child); without one, this
+/// process's counts are its own only.
+pub fn claim_counts(pid: u32, parent: u32, origin: u32) {
+    let base = COUNTS.load(Ordering::Acquire);
+    let slots = COUNTS_SLOTS.load(Ordering::Relaxed) as usize;
+    let mut mine: *mut ProcessCounts = std::ptr::null_mut();
+    for i in 0..slots {
+        // SAFETY: `base` maps `slots` slots of SLOT_BYTES each, ProcessCounts's size and alignment.
+        let slot = unsafe { &*base.add(i) };
+        if slot.claim(pid, parent, origin) {
+            mine = base.wrapping_add(i);
+            break;
+        }
+    }
+    if mine.is_null() {
+        FALLBACK.reset(pid, parent, origin);
+    }
+    MINE.store(mine, Ordering::Release);
+}
+
+/// This process's running counts.
+pub fn counts() -> &'static ProcessCounts {
+    let mine = MINE.load(Ordering::Acquire);
+    if mine.is_null() {
+        &FALLBACK
+    } else {
+        // SAFETY: a slot of the shared mapping, which is never unmapped.
+        unsafe { &*mine }
+    }
+}
+
+/// The parent process's pid.
+pub fn parent_pid() -> u32 {
+    // SAFETY: getppid has no preconditions.
+    unsafe { libc::getppid() as u32 }
+}
+
+/// This process's command line, for the record (Linux: /proc/self/cmdline, bounded; elsewhere the
+/// arguments the standard library saw).
+pub fn command_line() -> Vec<String> {
+    if let Ok(bytes) = std::fs::read("/proc/self/cmdline") {
+        return bytes.split(|&b| b == 0).filter(|a| !a.is_empty()).take(64).map(|a| lossy(a, 1024)).collect();
+    }
+    std::env::args_os().take(64).map(|a| lossy(a.as_bytes(), 1024)).collect()
+}
+
+fn lossy(bytes: &[u8], max: usize) -> String {
+    String::from_utf8_lossy(&bytes[..bytes.len().min(max)]).into_owned()
+}
+
 /// What a created thread runs first, so that its end is seen by the TSD destructor however it ends.
 struct Start {
     routine: StartRoutine,
     arg: *mut c_void,
+    slot: Option<usize>,
 }
 
 extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
     // SAFETY: `start` is the Box leaked by `create` for this thread alone.
     let start = unsafe { Box::from_raw(start.cast::<Start>()) };
-    if let Some(&key) = KEY.get() {
-        // SAFETY: the key exists; any non-null value makes the destructor run at the thread's end.
-        unsafe { libc::pthread_setspecific(key, std::ptr::dangling::<c_void>()) };
+    if let Some(slot) = start.slot {
+        SLOT.with(|s| s.set(slot + 1));
+        super::on_thread_start(slot);
     }
-    (start.routine)(start.arg)
+    if let Some(&key) = KEY.get() {
+        let value = start.slot.map_or(UNBOOKED, |s| s + 1);
+        // SAFETY: the key exists; any non-null value makes the destructor run at the thread's end.
+        unsafe { libc::pthread_setspecific(key, value as *mut c_void) };
+    }
+    let (routine, arg) = (start.routine, start.arg);
+    drop(start);
+    routine(arg)
 }
 
-/// The interposed `pthread_create`, given the real one: counts the thread and starts it in the
-/// trampoline (or passes the call through while the probe is inactive).
-pub fn create(real: impl FnOnce(StartRoutine, *mut c_void) -> c_int, routine: StartRoutine, arg: *mut c_void) -> c_int {
+/// The interposed `pthread_create`, given the real one (which returns its result and the new thread's
+/// `pthread_t`): books and counts the thread and starts it in the trampoline, or passes the call through
+/// while the probe is inactive.
+pub fn create(
+    real: impl FnOnce(StartRoutine, *mut c_void) -> (c_int, usize),
+    routine: StartRoutine,
+    arg: *mut c_void,
+    how: super::Creation,
+) -> c_int {
     if !super::active() {
-        return real(routine, arg);
+        return real(routine, arg).0;
     }
-    let start = Box::into_raw(Box::new(Start { routine, arg }));
-    let ret = super::creating(|| real(trampoline, start.cast()), |&ret| ret == 0);
-    if ret != 0 {
-        // SAFETY: the thread was not created, so the box is still ours.
-        drop(unsafe { Box::from_raw(start) });
+    super::creating(how, |slot| {
+        let start = Box::into_raw(Box::new(Start { routine, arg, slot }));
+        let (ret, tcb) = real(trampoline, start.cast());
+        if ret != 0 {
+            // SAFETY: the thread was not created, so the box is still ours.
+            drop(unsafe { Box::from_raw(start) });
+        }
+        (ret, tcb)
+    })
+}
+
+/// After the program's `pthread_join` (or a variant) for `thread` returned `ret`.
+pub fn joined(thread: usize, ret: c_int) -> c_int {
+    if ret == 0 {
+        super::joined(thread);
+    }
+    ret
+}
+
+/// After the program's `pthread_detach` for `thread` returned `ret`.
+pub fn detached(thread: usize, ret: c_int) -> c_int {
+    if ret == 0 {
+        super::detached(thread);
     }
     ret
 }

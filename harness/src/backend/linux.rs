@@ -427,17 +427,59 @@ impl Workload for Linux {
 
 /// Reads `fds maps vm_kib timers tasks` of this process into `out`, without allocating.
 pub fn census(out: &mut [i64]) -> Result<(), CallError> {
+    census_setting_apart(out, &mut []).map(|_| ())
+}
+
+/// A thread stack a census may set apart: `tcb` is the thread's `pthread_t`, the address of its control
+/// block at the top of its stack block (glibc `nptl/allocate_stack.c`, musl `pthread_create.c`);
+/// `min_block` the stack and guard sizes its attributes asked for. The census sets `found` when it set
+/// the stack apart.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackQuery {
+    pub tcb: usize,
+    pub min_block: usize,
+    pub found: bool,
+}
+
+/// What a census set apart: mappings, and their size in KiB.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetApart {
+    pub maps: i64,
+    pub kib: i64,
+}
+
+/// Like [`census`], but the stacks of `stacks` (sorted by `tcb`) are not counted in `maps` and `vm_kib`:
+/// a thread's stack block is the anonymous `rw` mapping holding its control block, with the
+/// inaccessible mappings right below it (glibc's guard page, or guard zones a runtime put inside the
+/// block, as HotSpot does), when together they are at least the block its attributes asked for and at
+/// most four times that (glibc reuses a cached block up to four times the size asked for,
+/// `nptl/nptl-stack.c`, `get_cached_stack`). A mapping that merely contains a control-block address of a
+/// thread long gone (the kernel reused a freed stack's range) is smaller or larger than that and is
+/// counted.
+pub fn census_setting_apart(out: &mut [i64], stacks: &mut [StackQuery]) -> Result<SetApart, CallError> {
     // The probe's own descriptor is among the entries it lists.
     out[0] = count_dir_entries(c"/proc/self/fd")? - 1;
-    let (maps, heap_bytes) = maps_and_heap()?;
-    out[1] = maps;
-    // The brk heap is left out: malloc grows it in steps of its top pad (128 KiB) whatever the cause,
-    // which would turn an exact count of mappings into a rounding artefact. Heap bytes are not a kernel
-    // resource of the thread (an unjoined thread's glibc DTV, 288 bytes, lives there).
-    out[2] = status_field(c"/proc/self/status", b"VmSize:")? - heap_bytes / 1024;
+    let maps = read_maps(stacks)?;
+    out[1] = maps.lines - maps.arena_lines - maps.apart.maps;
+    // Malloc's heaps are left out: the brk heap grows in steps of its top pad (128 KiB) whatever the
+    // cause, which would turn an exact count of mappings into a rounding artefact, and the heap of each
+    // further arena appears once as threads first overlap (glibc makes up to eight per core). Heap bytes
+    // are not a kernel resource of the thread (an unjoined thread's glibc DTV, 288 bytes, lives there).
+    out[2] =
+        status_field(c"/proc/self/status", b"VmSize:")? - (maps.heap_bytes + maps.arena_bytes) / 1024 - maps.apart.kib;
     out[3] = count_lines(c"/proc/self/timers", b"ID:")?;
     out[4] = count_dir_entries(c"/proc/self/task")?;
-    Ok(())
+    Ok(maps.apart)
+}
+
+/// Whether the thread `tid` of this process is gone from the kernel. A tid is reused only after the
+/// kernel has handed out every other one (`pid_max`), far more than the threads that end between two
+/// censuses.
+pub fn thread_gone(tid: i64) -> bool {
+    let Ok(tid) = libc::pid_t::try_from(tid) else { return true };
+    // SAFETY: signal 0 checks that the thread exists and sends nothing.
+    let ret = unsafe { libc::tgkill(libc::getpid(), tid, 0) };
+    ret == -1 && errno() == libc::ESRCH
 }
 
 /// Has the kernel kill this process when its parent dies, and exits at once if the parent `runner` is
@@ -450,6 +492,68 @@ pub fn die_with_parent(runner: u32) -> Result<(), CallError> {
         std::process::exit(1);
     }
     Ok(())
+}
+
+/// Has the program `command` will start killed when its runner (this process, `runner`) dies: the kernel
+/// sends SIGKILL when the parent exits (`PR_SET_PDEATHSIG`, set between fork and exec), and a child whose
+/// parent already changed refuses to start.
+pub fn die_with_runner(command: &mut std::process::Command, runner: u32) {
+    use std::os::unix::process::CommandExt;
+    let runner = runner as libc::pid_t;
+    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
+    // functions (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::getppid() != runner {
+                return Err(std::io::Error::other("the runner died before the program started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a descendant
+/// whose parent exits (a daemon that calls `setsid` after a double fork) becomes this process's child,
+/// where [`children_of`] finds it.
+pub fn adopt_orphans() -> bool {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes a flag only.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) == 0 }
+}
+
+/// The processes whose parent is `parent`, from each /proc/PID/stat (the fourth field, after the command
+/// name in parentheses, which may itself hold spaces and parentheses).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|entry| {
+        let pid: u32 = entry.ok()?.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = &stat[stat.rfind(')')? + 1..];
+        let ppid: u32 = after.split_whitespace().nth(1)?.parse().ok()?;
+        (ppid == parent).then_some(pid)
+    })
+    .collect()
+}
+
+/// The processes whose environment holds `entry` (`NAME=value`) exactly, from /proc/PID/environ (readable
+/// for this user's own processes).
+pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let me = std::process::id();
+    dir.filter_map(|e| {
+        let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        (pid != me && environ.split(|&b| b == 0).any(|v| v == entry)).then_some(pid)
+    })
+    .collect()
+}
+
+/// The threads of process `pid` the kernel knows now (`Threads:` in /proc/PID/status).
+pub fn thread_count(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
 }
 
 /// Lets a leaking cell run into the hard limit rather than the (often 1024) soft one.
@@ -549,15 +653,74 @@ fn count_lines(path: &'static CStr, prefix: &[u8]) -> Result<i64, CallError> {
     Ok(count)
 }
 
-/// The mappings of this process, and the size of its brk heap, from /proc/self/maps.
-fn maps_and_heap() -> Result<(i64, i64), CallError> {
+/// One line of /proc/self/maps, as the census reads it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct MapLine {
+    start: usize,
+    end: usize,
+    /// `rw-p` or `rwxp`: what a thread stack is.
+    writable: bool,
+    /// `---p`: a guard.
+    no_access: bool,
+    /// No path: an anonymous mapping.
+    anonymous: bool,
+    heap: bool,
+}
+
+impl MapLine {
+    /// Parses `start-end perms offset dev inode [path]` from the first bytes of a line (`head`) and its
+    /// last bytes (`tail`, for `[heap]`).
+    fn parse(head: &[u8], tail: &[u8]) -> MapLine {
+        let mut fields = head.split(|&b| b == b' ').filter(|f| !f.is_empty());
+        let range = fields.next().unwrap_or_default();
+        let perms = fields.next().unwrap_or_default();
+        // offset, dev, inode; then the path, if there is one.
+        let anonymous = fields.nth(3).is_none();
+        let (start, end) = parse_range(range).unwrap_or((0, 0));
+        MapLine {
+            start,
+            end,
+            writable: perms == b"rw-p" || perms == b"rwxp",
+            no_access: perms == b"---p",
+            anonymous,
+            heap: tail.ends_with(b"[heap]"),
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        self.end - self.start
+    }
+}
+
+/// What /proc/self/maps says: its lines, the brk heap's size, the heaps of malloc's other arenas, and the
+/// stacks set apart.
+struct Maps {
+    lines: i64,
+    heap_bytes: i64,
+    arena_lines: i64,
+    arena_bytes: i64,
+    apart: SetApart,
+}
+
+/// The size and alignment of the heap of each glibc malloc arena but the main one, on 64-bit machines:
+/// `HEAP_MAX_SIZE`, twice `DEFAULT_MMAP_THRESHOLD_MAX` (glibc `malloc/arena.c`, `new_heap`, which maps it
+/// aligned to its size, inaccessible, and opens its start `rw` as the arena grows).
+const ARENA_HEAP: usize = 64 << 20;
+
+/// Lines a stack's guard zones may take below it, and so how many earlier lines are kept.
+const GUARD_LINES: usize = 4;
+
+/// Reads /proc/self/maps through a stack buffer, setting apart the stacks of `stacks` (sorted by `tcb`).
+fn read_maps(stacks: &mut [StackQuery]) -> Result<Maps, CallError> {
     let file = ProcFile::open(c"/proc/self/maps", 0)?;
-    let mut lines = 0i64;
-    let mut heap_bytes = 0i64;
-    // Each line is `start-end perms offset dev inode   path`; keep its start and its last bytes.
-    let mut head = [0u8; 40];
+    let mut maps = Maps { lines: 0, heap_bytes: 0, arena_lines: 0, arena_bytes: 0, apart: SetApart::default() };
+    // Each line's start (address range, perms, offset, dev, inode and the path's first bytes) and end.
+    let mut head = [0u8; 96];
     let mut head_len = 0usize;
     let mut tail = [0u8; 6];
+    // The lines just before this one, most recent last, and the stacks not yet passed.
+    let mut below = [MapLine::default(); GUARD_LINES];
+    let mut next = 0usize;
     file.for_each_chunk(|chunk| {
         for &b in chunk {
             if b != b'\n' {
@@ -569,31 +732,87 @@ fn maps_and_heap() -> Result<(i64, i64), CallError> {
                 tail[5] = b;
                 continue;
             }
-            lines += 1;
-            if &tail == b"[heap]" {
-                heap_bytes += range_len(&head[..head_len]);
-            }
+            let line = MapLine::parse(&head[..head_len], &tail);
             head_len = 0;
             tail = [0; 6];
+            maps.lines += 1;
+            if line.heap {
+                maps.heap_bytes += line.bytes() as i64;
+            }
+            while next < stacks.len() && stacks[next].tcb < line.start {
+                next += 1;
+            }
+            let mut k = next;
+            while k < stacks.len() && stacks[k].tcb < line.end {
+                if let Some((lines, bytes)) = stack_block(&line, &below, stacks[k].min_block) {
+                    // One block may hold several control blocks only if the kernel merged two stacks:
+                    // set it apart once.
+                    if !stacks[next..k].iter().any(|s| s.found) {
+                        maps.apart.maps += lines as i64;
+                        maps.apart.kib += (bytes / 1024) as i64;
+                    }
+                    stacks[k].found = true;
+                }
+                k += 1;
+            }
+            if let Some(lines) = arena_heap(&line, &below[GUARD_LINES - 1]) {
+                maps.arena_lines += lines;
+                maps.arena_bytes += ARENA_HEAP as i64;
+            }
+            below.copy_within(1.., 0);
+            below[GUARD_LINES - 1] = line;
         }
     })?;
-    Ok((lines, heap_bytes))
+    Ok(maps)
 }
 
-/// The length of the `start-end` hex range a maps line begins with (0 if it does not parse).
-fn range_len(line: &[u8]) -> i64 {
-    let hex = |digits: &[u8]| -> Option<u64> {
-        std::str::from_utf8(digits).ok().and_then(|t| u64::from_str_radix(t, 16).ok())
-    };
-    let dash = line.iter().position(|&b| b == b'-');
-    let space = line.iter().position(|&b| b == b' ');
-    match (dash, space) {
-        (Some(d), Some(sp)) if d < sp => match (hex(&line[..d]), hex(&line[d + 1..sp])) {
-            (Some(start), Some(end)) if end >= start => (end - start) as i64,
-            _ => 0,
-        },
-        _ => 0,
+/// Whether `line` (holding a thread's control block) and the inaccessible lines right below it make a
+/// stack block of at least `min_block` bytes (and at most four times that): the lines and bytes to set
+/// apart.
+fn stack_block(line: &MapLine, below: &[MapLine; GUARD_LINES], min_block: usize) -> Option<(usize, usize)> {
+    if !(line.writable && line.anonymous) || min_block == 0 {
+        return None;
     }
+    // Sizes are asked in bytes and mapped in pages: one page of slack.
+    let page = 4096;
+    let enough = min_block.saturating_sub(page);
+    let mut lines = 1;
+    let mut bytes = line.bytes();
+    let mut start = line.start;
+    for guard in below.iter().rev() {
+        if bytes >= min_block {
+            break;
+        }
+        if !(guard.no_access && guard.anonymous && guard.end == start && guard.end != 0) {
+            break;
+        }
+        lines += 1;
+        bytes += guard.bytes();
+        start = guard.start;
+    }
+    (bytes >= enough && bytes <= 4 * min_block + page).then_some((lines, bytes))
+}
+
+/// Whether `line` ends a malloc arena's heap: a `rw` mapping of [`ARENA_HEAP`] bytes at an address aligned
+/// to it, or a `rw` part so aligned (`before`) and the inaccessible rest (`line`), contiguous, together that
+/// size. Returns the lines it takes.
+fn arena_heap(line: &MapLine, before: &MapLine) -> Option<i64> {
+    let aligned = |l: &MapLine| l.anonymous && l.writable && l.start % ARENA_HEAP == 0 && l.start != 0;
+    if aligned(line) && line.bytes() == ARENA_HEAP {
+        return Some(1);
+    }
+    let rest = line.no_access && line.anonymous && before.end == line.start;
+    (rest && aligned(before) && line.end - before.start == ARENA_HEAP).then_some(2)
+}
+
+/// The `start-end` hex range a maps line begins with.
+fn parse_range(range: &[u8]) -> Option<(usize, usize)> {
+    let hex = |digits: &[u8]| -> Option<usize> {
+        std::str::from_utf8(digits).ok().and_then(|t| usize::from_str_radix(t, 16).ok())
+    };
+    let dash = range.iter().position(|&b| b == b'-')?;
+    let (start, end) = (hex(&range[..dash])?, hex(&range[dash + 1..])?);
+    (end >= start).then_some((start, end))
 }
 
 /// The number after `field` in a `key: value kB` file such as /proc/self/status.
@@ -667,21 +886,100 @@ mod tests {
     fn probes_read_this_process() {
         assert!(count_dir_entries(c"/proc/self/task").unwrap() >= 1);
         assert!(count_dir_entries(c"/proc/self/fd").unwrap() >= 3);
-        let (maps, heap) = maps_and_heap().unwrap();
+        let maps = read_maps(&mut []).unwrap();
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         // Test threads run beside this one and can map stacks in between; the counts stay close.
-        assert!((maps - text.lines().count() as i64).abs() < 50, "{maps} vs {}", text.lines().count());
-        let expected: i64 = text.lines().filter(|l| l.ends_with("[heap]")).map(|l| range_len(l.as_bytes())).sum();
-        assert!((heap - expected).abs() <= 1 << 20, "{heap} vs {expected}");
+        assert!((maps.lines - text.lines().count() as i64).abs() < 50, "{} vs {}", maps.lines, text.lines().count());
+        let range_len = |l: &str| parse_range(l.split(' ').next().unwrap().as_bytes()).map_or(0, |(a, b)| b - a);
+        let expected: i64 = text.lines().filter(|l| l.ends_with("[heap]")).map(|l| range_len(l) as i64).sum();
+        assert!((maps.heap_bytes - expected).abs() <= 1 << 20, "{} vs {expected}", maps.heap_bytes);
         assert_eq!(count_lines(c"/proc/self/status", b"VmSize:").unwrap(), 1);
         assert!(status_field(c"/proc/self/status", b"VmSize:").unwrap() > 0);
     }
 
     #[test]
-    fn maps_ranges_parse() {
-        assert_eq!(range_len(b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0"), 0x21000);
-        assert_eq!(range_len(b"garbage"), 0);
-        assert_eq!(range_len(b"ffff-0000 r"), 0);
+    fn maps_lines_parse() {
+        let line = MapLine::parse(b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0", b"00 0");
+        assert_eq!(
+            (line.start, line.end, line.writable, line.anonymous, line.heap),
+            (0x55d0c0a00000, 0x55d0c0a21000, true, true, false)
+        );
+        let line = MapLine::parse(b"55d0c0a00000-55d0c0a21000 rw-p 00000000 00:00 0      [heap]", b"[heap]");
+        assert!(line.heap && !line.anonymous);
+        let line = MapLine::parse(b"7f00-8f00 ---p 00000000 00:00 0", b"00 0");
+        assert!(line.no_access && !line.writable);
+        assert_eq!(parse_range(b"garbage"), None);
+        assert_eq!(parse_range(b"ffff-0000"), None);
+    }
+
+    fn line(start: usize, end: usize, perms: &str) -> MapLine {
+        MapLine { start, end, writable: perms == "rw-p", no_access: perms == "---p", anonymous: true, heap: false }
+    }
+
+    #[test]
+    fn a_stack_block_is_its_rw_part_and_the_guard_below() {
+        let mb = 1 << 20;
+        let guard = line(0x1000_0000, 0x1000_1000, "---p");
+        let stack = line(0x1000_1000, 0x1000_1000 + 8 * mb, "rw-p");
+        let below = [MapLine::default(), MapLine::default(), MapLine::default(), guard];
+        assert_eq!(stack_block(&stack, &below, 8 * mb + 4096), Some((2, 8 * mb + 4096)));
+        // A 68 KiB mapping (an alternate signal stack and its guard) where a stack used to be is not one.
+        let alt = line(0x1000_1000 + 8 * mb - 64 * 1024, 0x1000_1000 + 8 * mb, "rw-p");
+        let alt_guard = line(alt.start - 4096, alt.start, "---p");
+        let below = [MapLine::default(), MapLine::default(), MapLine::default(), alt_guard];
+        assert_eq!(stack_block(&alt, &below, 8 * mb + 4096), None);
+        // Guard zones a runtime put inside the block (HotSpot, with no glibc guard) count with it.
+        let zones = line(0x2000_0000, 0x2001_0000, "---p");
+        let rest = line(0x2001_0000, 0x2010_0000, "rw-p");
+        let below = [MapLine::default(), MapLine::default(), MapLine::default(), zones];
+        assert_eq!(stack_block(&rest, &below, mb), Some((2, mb)));
+    }
+
+    #[test]
+    fn malloc_arena_heaps_are_told_by_size_and_alignment() {
+        let heap = 0x7f00_0000_0000 + 3 * ARENA_HEAP;
+        let rw = line(heap, heap + 0x21000, "rw-p");
+        let rest = line(heap + 0x21000, heap + ARENA_HEAP, "---p");
+        assert_eq!(arena_heap(&rest, &rw), Some(2));
+        assert_eq!(arena_heap(&line(heap, heap + ARENA_HEAP, "rw-p"), &MapLine::default()), Some(1));
+        // Not aligned, or not the whole size: something else.
+        let off = line(heap + 4096, heap + 0x21000, "rw-p");
+        assert_eq!(arena_heap(&line(heap + 0x21000, heap + ARENA_HEAP + 4096, "---p"), &off), None);
+        assert_eq!(arena_heap(&line(heap + 0x21000, heap + ARENA_HEAP - 4096, "---p"), &rw), None);
+        // A thread stack below its guard has the guard first: not an arena.
+        assert_eq!(arena_heap(&line(heap + 4096, heap + ARENA_HEAP, "rw-p"), &line(heap, heap + 4096, "---p")), None);
+    }
+
+    #[test]
+    fn the_census_sets_apart_a_running_threads_stack() {
+        extern "C" fn wait(arg: *mut c_void) -> *mut c_void {
+            // SAFETY: `arg` is the semaphore the test posts once it has taken its census.
+            unsafe { libc::sem_wait(arg.cast()) };
+            ptr::null_mut()
+        }
+        // SAFETY: a zeroed sem_t initialized by sem_init; attr initialized before use; the thread is
+        // joined before the semaphore goes out of scope.
+        unsafe {
+            let mut sem: libc::sem_t = std::mem::zeroed();
+            libc::sem_init(&mut sem, 0, 0);
+            let mut attr: libc::pthread_attr_t = std::mem::zeroed();
+            libc::pthread_attr_init(&mut attr);
+            libc::pthread_attr_setstacksize(&mut attr, 1 << 20);
+            let mut t: libc::pthread_t = 0;
+            assert_eq!(libc::pthread_create(&mut t, &attr, wait, (&mut sem as *mut libc::sem_t).cast()), 0);
+            let mut plain = [0i64; 5];
+            census(&mut plain).unwrap();
+            let mut apart = [0i64; 5];
+            let mut stacks = [StackQuery { tcb: t as usize, min_block: (1 << 20) + 4096, found: false }];
+            let set = census_setting_apart(&mut apart, &mut stacks).unwrap();
+            libc::sem_post(&mut sem);
+            libc::pthread_join(t, ptr::null_mut());
+            libc::pthread_attr_destroy(&mut attr);
+            assert!(stacks[0].found);
+            assert_eq!(set, SetApart { maps: 2, kib: 1028 });
+            // Other test threads may map and unmap beside this one: the counts are close, not equal.
+            assert!((plain[1] - apart[1] - 2).abs() <= 4, "{plain:?} {apart:?}");
+        }
     }
 
     #[test]

@@ -140,20 +140,61 @@ impl fmt::Display for Backend {
 /// A census of this very process by the native backend, in its counter order: what `threadleak exec`'s
 /// probe samples inside the program it measures.
 pub fn native_census(out: &mut [i64]) -> Result<(), CallError> {
+    native_census_setting_apart(out, &mut []).map(|_| ())
+}
+
+#[cfg(target_os = "linux")]
+pub use linux::{SetApart, StackQuery};
+
+/// A thread stack a census may set apart (Linux; elsewhere no counter sees stacks).
+#[cfg(not(target_os = "linux"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackQuery {
+    pub tcb: usize,
+    pub min_block: usize,
+    pub found: bool,
+}
+
+/// What a census set apart.
+#[cfg(not(target_os = "linux"))]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetApart {
+    pub maps: i64,
+    pub kib: i64,
+}
+
+/// Like [`native_census`], with the stacks of threads in flight (`stacks`, sorted by `tcb`) set apart
+/// where a counter would count them (Linux's `maps` and `vm_kib`).
+pub fn native_census_setting_apart(out: &mut [i64], stacks: &mut [StackQuery]) -> Result<SetApart, CallError> {
     #[cfg(target_os = "linux")]
-    return linux::census(out);
+    return linux::census_setting_apart(out, stacks);
     #[cfg(target_os = "macos")]
     {
+        let _ = stacks;
         static REAL: std::sync::OnceLock<Result<mach::real::Real, CallError>> = std::sync::OnceLock::new();
         match REAL.get_or_init(mach::real::Real::new) {
-            Ok(real) => mach::census(real, out),
+            Ok(real) => mach::census(real, out).map(|()| SetApart::default()),
             Err(e) => Err(*e),
         }
     }
     #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     {
-        let _ = out;
+        let _ = (out, stacks);
         Err(CallError::errno("a census (no native backend on this OS)", libc::ENOSYS))
+    }
+}
+
+/// Whether the thread the kernel knows as `id` in this process is gone: on Linux `id` is its tid; on
+/// macOS the name of its thread port, which turns into a dead name (or goes) when the thread is gone.
+pub fn native_thread_gone(id: i64) -> bool {
+    #[cfg(target_os = "linux")]
+    return linux::thread_gone(id);
+    #[cfg(target_os = "macos")]
+    return mach::real::thread_gone(id);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    {
+        let _ = id;
+        true
     }
 }
 
@@ -166,6 +207,59 @@ pub fn die_with_parent(runner: u32) -> Result<(), CallError> {
     {
         let _ = runner;
         Ok(())
+    }
+}
+
+/// Has the program `command` will start die with its runner (`runner`, this process) however the runner
+/// ends, where the OS offers that (Linux: `PR_SET_PDEATHSIG`); elsewhere the runner's interrupt handler,
+/// timeouts and `threadleak exec`'s watchdog end it.
+pub fn die_with_runner(command: &mut std::process::Command, runner: u32) {
+    #[cfg(target_os = "linux")]
+    linux::die_with_runner(command, runner);
+    #[cfg(not(target_os = "linux"))]
+    let _ = (command, runner);
+}
+
+/// Makes this process the reaper of its orphaned descendants, where the OS offers that (Linux); false
+/// elsewhere, or when it failed.
+pub fn adopt_orphans() -> bool {
+    #[cfg(target_os = "linux")]
+    return linux::adopt_orphans();
+    #[cfg(not(target_os = "linux"))]
+    return false;
+}
+
+/// The processes whose parent is `parent` (empty where it cannot be read: only Linux here).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    #[cfg(target_os = "linux")]
+    return linux::children_of(parent);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = parent;
+        Vec::new()
+    }
+}
+
+/// This user's processes whose environment holds `entry` (`NAME=value`), but this one (empty where it
+/// cannot be read: only Linux here).
+pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
+    #[cfg(target_os = "linux")]
+    return linux::processes_with_env(entry);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = entry;
+        Vec::new()
+    }
+}
+
+/// How many threads process `pid` has now, where that can be read (Linux).
+pub fn thread_count(pid: u32) -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    return linux::thread_count(pid);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = pid;
+        None
     }
 }
 

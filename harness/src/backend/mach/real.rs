@@ -33,6 +33,18 @@ fn task() -> mach_port_t {
     unsafe { mach2::traps::mach_task_self() }
 }
 
+/// Whether the thread whose port name was `name` is gone: the name is dead or no longer in the space
+/// (`ipc_right_check` turns a send right to a dead port into a dead name, osfmk/ipc/ipc_right.c).
+pub fn thread_gone(name: i64) -> bool {
+    let Ok(name) = mach_port_name_t::try_from(name) else { return true };
+    let mut t: mach_port_type_t = 0;
+    // SAFETY: `t` is valid for writing.
+    match kr(unsafe { ffi::mach_port_type(task(), name, &mut t) }) {
+        Ok(()) => t & MACH_PORT_TYPE_DEAD_NAME != 0,
+        Err(_) => true,
+    }
+}
+
 /// Tells the creator that a thread has run its exit hook.
 #[derive(Default)]
 struct Handshake {

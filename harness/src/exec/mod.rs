@@ -1,0 +1,442 @@
+//! `threadleak exec`: any program's change of resources per thread ended, measured by the probe library
+//! loaded into it (the `probe/` crate), without changing the program.
+//!
+//! - before the run, [`preflight`] tells apart programs the probe cannot enter (static, another C
+//!   library, setuid; on macOS SIP-protected or hardened), each with its own reason;
+//! - the run: the program starts in a process group of its own with the probe preloaded, dies with its
+//!   runner (Linux: `PR_SET_PDEATHSIG`), and whatever it leaves behind is found and killed at the end:
+//!   orphans come back to the runner (a subreaper on Linux), and a watchdog process kills every process
+//!   carrying the run's mark and removes the run's files if the runner itself is killed;
+//! - the probe appends censuses to a samples file and keeps each process's running counts of threads in a
+//!   shared counts file ([`counts`]); [`samples`] reads both back into one series per process, each
+//!   estimated on its own, and the program's verdict is the worst of theirs.
+
+pub mod counts;
+pub mod preflight;
+pub mod samples;
+
+use std::ffi::{OsStr, OsString};
+use std::io::{Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::analysis;
+use crate::backend::{self, Backend, CallError};
+use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, EXEC_CELL, SCHEMA};
+use crate::runner::{abnormal_end, supervise, Capture};
+
+/// The hidden subcommand that makes the binary act as a run's watchdog.
+pub const WATCHDOG_SUBCOMMAND: &str = "__watchdog";
+
+/// The environment variable naming the samples file; its value marks every process of a run.
+const SAMPLES_ENV: &str = "THREADLEAK_PROBE_OUT";
+
+/// The most of the samples file read: a census line is a few hundred bytes, so this holds the censuses
+/// of more than 100,000 processes. The program can write to the file; beyond this it is not read.
+const SAMPLES_LIMIT: u64 = 64 << 20;
+
+/// How to run the program.
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// The program and its arguments.
+    pub command: Vec<OsString>,
+    /// A census every this many thread ends, after the first few (16, 32, ... below it).
+    pub every: u32,
+    pub timeout: Duration,
+    pub term_grace: Duration,
+    /// The probe library.
+    pub probe: PathBuf,
+}
+
+/// Why the program could not be run at all (its own failures are in the record instead).
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("the {0} backend cannot measure a program: exec needs this machine's own (linux or macos)")]
+    NotNative(&'static str),
+    #[error("the probe library {} was not found beside {}; build it with `cargo build --release -p threadleak-probe` (it is built with the workspace)", .probe.display(), .exe.display())]
+    NoProbe { probe: PathBuf, exe: PathBuf },
+    #[error("cannot create the files the probe writes to")]
+    Files(#[source] std::io::Error),
+}
+
+/// The probe library's file name on this OS.
+fn probe_file_name() -> &'static str {
+    if cfg!(target_os = "macos") {
+        "libthreadleak_probe.dylib"
+    } else {
+        "libthreadleak_probe.so"
+    }
+}
+
+/// The probe beside `exe` (cargo puts a workspace's libraries beside its binaries).
+pub fn probe_beside(exe: &Path) -> Result<PathBuf, ExecError> {
+    let dir = exe.parent().unwrap_or(Path::new("."));
+    let probe = dir.join(probe_file_name());
+    if probe.is_file() {
+        Ok(probe)
+    } else {
+        Err(ExecError::NoProbe { probe, exe: exe.to_owned() })
+    }
+}
+
+/// `VAR=ours:theirs`, keeping what the caller had.
+fn prepended(var: &str, ours: &OsStr) -> OsString {
+    match std::env::var_os(var).filter(|v| !v.is_empty()) {
+        None => ours.to_owned(),
+        Some(theirs) => {
+            let mut v = ours.to_owned();
+            v.push(":");
+            v.push(theirs);
+            v
+        }
+    }
+}
+
+/// The files a run shares with its probe, in a private folder (mode 0700) created for the run.
+struct RunFiles {
+    dir: tempfile::TempDir,
+    samples: PathBuf,
+    counts: PathBuf,
+}
+
+impl RunFiles {
+    fn create() -> std::io::Result<RunFiles> {
+        let dir = tempfile::Builder::new().prefix("threadleak-exec-").tempdir()?;
+        let samples = dir.path().join("samples.jsonl");
+        let counts = dir.path().join("counts");
+        let new = |path: &Path| {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(path)
+        };
+        new(&samples)?;
+        new(&counts)?.set_len((counts::SLOTS * counts::SLOT_BYTES) as u64)?;
+        Ok(RunFiles { dir, samples, counts })
+    }
+
+    /// The run's mark: the samples variable as every process of the run has it in its environment.
+    fn mark(&self) -> Vec<u8> {
+        [SAMPLES_ENV.as_bytes(), b"=", self.samples.as_os_str().as_bytes()].concat()
+    }
+}
+
+/// Reads at most `limit` bytes of a regular file, refusing a symbolic link, a FIFO or a device (the
+/// program could have put one in the file's place). Returns the bytes and whether the file was longer.
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(std::io::Error::other("not a regular file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    let longer = bytes.len() as u64 > limit;
+    bytes.truncate(limit as usize);
+    Ok((bytes, longer))
+}
+
+/// What the interrupt handler needs to clean up after a run in progress.
+struct Active {
+    dir: PathBuf,
+    /// The watchdog's stdin: closing it tells the watchdog to clean up.
+    watchdog: Option<(Child, ChildStdin)>,
+}
+
+static ACTIVE: Mutex<Option<Active>> = Mutex::new(None);
+
+fn active() -> std::sync::MutexGuard<'static, Option<Active>> {
+    ACTIVE.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// For an interrupted run (the caller has killed the program's process group): kills the descendants the
+/// program left, has the watchdog sweep for the rest, and removes the run's files.
+pub fn clean_up_after_interrupt() {
+    let Some(mut run) = active().take() else { return };
+    kill_descendants(run.watchdog.as_ref().map(|(child, _)| child.id()));
+    finish_watchdog(&mut run.watchdog);
+    let _ = std::fs::remove_dir_all(&run.dir);
+}
+
+/// Starts the watchdog: a process of this binary, in a group of its own, that waits for its stdin to
+/// close (the runner ended, however it ended) and then kills every process with the run's mark and
+/// removes the run's folder.
+fn start_watchdog(files: &RunFiles) -> Option<(Child, ChildStdin)> {
+    let exe = std::env::current_exe().ok()?;
+    let mut command = Command::new(exe);
+    command
+        .arg(WATCHDOG_SUBCOMMAND)
+        .arg(files.dir.path())
+        .arg(OsStr::from_bytes(&files.mark()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    std::os::unix::process::CommandExt::process_group(&mut command, 0);
+    let mut child = command.spawn().ok()?;
+    let stdin = child.stdin.take()?;
+    Some((child, stdin))
+}
+
+/// Closes the watchdog's stdin and waits (boundedly) for it to finish its sweep.
+fn finish_watchdog(watchdog: &mut Option<(Child, ChildStdin)>) {
+    let Some((mut child, stdin)) = watchdog.take() else { return };
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Kills and reaps every child of this process but `keep` (on Linux, orphaned descendants of the program
+/// are reparented here), then their children in turn, until none is left (bounded).
+fn kill_descendants(keep: Option<u32>) -> usize {
+    let me = std::process::id();
+    let mut killed = 0;
+    for _ in 0..100 {
+        let children: Vec<u32> = backend::children_of(me).into_iter().filter(|&p| Some(p) != keep).collect();
+        if children.is_empty() {
+            break;
+        }
+        for pid in children {
+            let target = nix::unistd::Pid::from_raw(pid as i32);
+            // A daemon that called setsid leads a group of its own: it goes with its group.
+            if nix::unistd::getpgid(Some(target)).is_ok_and(|g| g == target) {
+                let _ = nix::sys::signal::killpg(target, nix::sys::signal::Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(target, None);
+            killed += 1;
+        }
+    }
+    killed
+}
+
+/// The watchdog (`threadleak __watchdog DIR MARK`): waits until its stdin closes, then kills every
+/// process whose environment holds `mark` and removes `dir`.
+pub fn watchdog(dir: &Path, mark: &OsStr) -> i32 {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin().lock();
+    loop {
+        match stdin.read(&mut sink) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+    for _ in 0..50 {
+        let marked = backend::processes_with_env(mark.as_bytes());
+        if marked.is_empty() {
+            break;
+        }
+        for pid in marked {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let _ = std::fs::remove_dir_all(dir);
+    0
+}
+
+/// `1 process`, `2 processes`.
+fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// Runs the program with the probe and measures it.
+pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> {
+    let preload = match backend {
+        Backend::Linux => "LD_PRELOAD",
+        Backend::Macos => "DYLD_INSERT_LIBRARIES",
+        Backend::MachSim(_) => return Err(ExecError::NotNative(backend.as_str())),
+    };
+    let argv: Vec<String> = config.command.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut cell = CellRecord::unmeasured(EXEC_CELL.to_owned(), None, Some(argv.clone()));
+    let mut notes = Vec::new();
+    let record = |cell: CellRecord, created: u64| Record {
+        schema: SCHEMA,
+        tool: Tool::this(),
+        backend: backend.as_str().to_owned(),
+        os: backend.os(),
+        model: None,
+        params: Params { cycles: created.min(u64::from(u32::MAX)) as u32, warmup: config.every, self_calls: 0 },
+        cells: vec![cell],
+    };
+
+    let entry = preflight::inspect(&config.command[0]);
+    if let Some(reason) = entry.refusal() {
+        cell.status = Status::Error;
+        cell.failure = Some(Failure::Refused { reason: reason.clone() });
+        cell.note = Some(format!("not run: {reason}"));
+        return Ok(record(cell, 0));
+    }
+
+    let files = RunFiles::create().map_err(ExecError::Files)?;
+    let watchdog = start_watchdog(&files);
+    let keep = watchdog.as_ref().map(|(child, _)| child.id());
+    *active() = Some(Active { dir: files.dir.path().to_owned(), watchdog });
+    let adopted = backend::adopt_orphans();
+
+    let mut command = Command::new(&config.command[0]);
+    command
+        .args(&config.command[1..])
+        .env(preload, prepended(preload, config.probe.as_os_str()))
+        .env(SAMPLES_ENV, &files.samples)
+        .env("THREADLEAK_PROBE_COUNTS", &files.counts)
+        .env("THREADLEAK_PROBE_EVERY", config.every.to_string())
+        // The program runs in a process group of its own, which a terminal would stop (SIGTTIN) when it
+        // reads: it reads nothing instead.
+        .stdin(Stdio::null());
+    backend::die_with_runner(&mut command, std::process::id());
+
+    let tell_watchdog = |pid: u32| {
+        if let Some(Active { watchdog: Some((_, stdin)), .. }) = active().as_mut() {
+            let _ = writeln!(stdin, "{pid}");
+        }
+    };
+    match supervise(command, config.timeout, config.term_grace, Capture::TeeStderr, tell_watchdog) {
+        Err(err) => {
+            cell.status = Status::Error;
+            notes.push(format!("cannot start `{}`: {err}", argv[0]));
+            cell.failure = Some(CallError::errno("spawn", err.raw_os_error().unwrap_or(0)).at_cycle(0));
+        }
+        Ok(outcome) => {
+            cell.elapsed_ms = outcome.elapsed.as_millis() as u64;
+            match abnormal_end(&outcome, config.timeout.as_millis() as u64, "the program", "") {
+                Some((status, failure, note)) => {
+                    cell.status = status;
+                    cell.failure = Some(failure);
+                    notes.push(note);
+                }
+                None => notes.push("the program exited with code 0".to_owned()),
+            }
+        }
+    }
+    let left = kill_descendants(keep);
+    if left > 0 {
+        notes.push(format!(
+            "{} the program left behind (orphaned or in sessions of their own) killed",
+            count(left, "process", "processes")
+        ));
+    }
+    if !adopted && cfg!(target_os = "linux") {
+        notes.push("this process could not become a subreaper: descendants that left the program's process group were found by the watchdog only".to_owned());
+    }
+
+    let (text, longer) = match read_bounded(&files.samples, SAMPLES_LIMIT) {
+        Ok((bytes, longer)) => (String::from_utf8_lossy(&bytes).into_owned(), longer),
+        Err(e) => {
+            notes.push(format!("the samples file could not be read: {e}"));
+            (String::new(), false)
+        }
+    };
+    if longer {
+        notes.push(format!(
+            "the samples file grew past {} MiB (something other than the probe wrote to it): the rest was not read",
+            SAMPLES_LIMIT >> 20
+        ));
+    }
+    let counts = read_bounded(&files.counts, (counts::SLOTS * counts::SLOT_BYTES) as u64)
+        .map(|(bytes, _)| counts::read(&bytes))
+        .unwrap_or_default();
+    let created = measure(&text, &counts, &entry, &mut cell, &mut notes);
+
+    if let Some(mut run) = active().take() {
+        finish_watchdog(&mut run.watchdog);
+    }
+    drop(files);
+    cell.note = Some(notes.join("; "));
+    Ok(record(cell, created))
+}
+
+/// Reads the samples and counts into `cell`: the program's processes, the deciding one's figures and the
+/// verdict, or why there are none. Returns the threads all processes created.
+fn measure(
+    text: &str,
+    counts: &[counts::Counts],
+    entry: &preflight::Entry,
+    cell: &mut CellRecord,
+    notes: &mut Vec<String>,
+) -> u64 {
+    let reading = samples::read(text, counts);
+    notes.extend(reading.notes.iter().cloned());
+    let fail = |cell: &mut CellRecord, notes: &mut Vec<String>, note: String| {
+        if cell.status == Status::Ok {
+            cell.status = Status::Error;
+        }
+        notes.push(note);
+    };
+    if reading.loaded == 0 {
+        fail(cell, notes, format!("the probe did not load: {}", entry.why_no_probe()));
+        return 0;
+    }
+    let created: u64 = reading.processes.iter().map(|p| p.created).sum();
+    if reading.processes.is_empty() {
+        fail(
+            cell,
+            notes,
+            format!(
+                "the probe saw no thread created through pthread_create in the {} it loaded into: the program has \
+                 none, or makes them without the C library (a raw clone, as Go does without cgo), which the probe \
+                 cannot count",
+                count(reading.loaded, "process", "processes")
+            ),
+        );
+        return 0;
+    }
+    let others = reading.loaded - reading.processes.len();
+    if reading.processes.len() > 1 || others > 0 {
+        notes.push(format!(
+            "{} created threads, each measured on its own{}",
+            count(reading.processes.len(), "process", "processes"),
+            if others > 0 { format!(" ({others} more loaded the probe and created none)") } else { String::new() }
+        ));
+    }
+    let several = reading.processes.len() > 1;
+    match samples::decide(&reading.processes) {
+        Some(decider) => {
+            cell.per_thread = decider.per_thread.clone();
+            cell.interval = decider.interval.clone();
+            cell.checkpoints = decider.checkpoints.clone();
+            cell.verdict = decider.verdict;
+            if let Ok(e) = analysis::estimate(&decider.checkpoints) {
+                cell.slope = e.slope;
+            }
+            if several {
+                notes.push(format!(
+                    "the verdict is pid {}'s, the worst of those judged (each process has a row of its own)",
+                    decider.pid
+                ));
+            } else if let Some(note) = &decider.note {
+                notes.push(note.clone());
+            }
+        }
+        None => {
+            cell.verdict = Verdict::Inconclusive;
+            cell.per_thread = Counters::default();
+            if several {
+                notes.push(
+                    "no process took enough censuses to be judged (each process has a row of its own)".to_owned(),
+                );
+            } else {
+                let p = &reading.processes[0];
+                notes.push(p.note.clone().unwrap_or_else(|| "not judged".to_owned()));
+                // One process, too few censuses: its figures are still worth showing.
+                cell.per_thread = p.per_thread.clone();
+                cell.checkpoints = p.checkpoints.clone();
+            }
+        }
+    }
+    cell.processes = reading.processes;
+    created
+}

@@ -1,0 +1,308 @@
+//! The probe's samples and counts, read back: one series of censuses per process, each estimated on its
+//! own, and the program's verdict, the worst of theirs.
+//!
+//! Everything here is untrusted input: the program can write to the samples file (its path is in its
+//! environment). Lines that do not parse are counted and ignored; the amount read, the line length and
+//! the number of processes are bounded.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use super::counts::{Counts, ORIGIN_FORK};
+use crate::analysis::{self, MIN_CENSUSES};
+use crate::record::{Checkpoint, Counters, ProcessRecord, Verdict};
+
+/// The longest line read; a census line is a few hundred bytes.
+const MAX_LINE: usize = 64 << 10;
+
+/// The most processes kept; more are counted in a note.
+const MAX_PROCESSES: usize = 4096;
+
+/// The most censuses kept per process; beyond, every other one is dropped (the series keeps its span).
+const MAX_CENSUSES: usize = 4096;
+
+/// The first census a process takes (the probe's schedule starts there).
+pub const FIRST_CENSUS: u64 = 16;
+
+#[derive(Debug, Deserialize)]
+struct Line {
+    pid: u32,
+    kind: String,
+    #[serde(default)]
+    parent: u32,
+    #[serde(default)]
+    command: Option<Vec<String>>,
+    #[serde(default)]
+    created: u64,
+    #[serde(default)]
+    ended: u64,
+    #[serde(default)]
+    live: u64,
+    #[serde(default)]
+    pending: u64,
+    #[serde(default)]
+    untracked: u64,
+    #[serde(default)]
+    counters: Option<Counters<i64>>,
+}
+
+/// What the probe said of one process.
+#[derive(Debug, Default)]
+struct Series {
+    parent: u32,
+    forked: bool,
+    command: Option<Vec<String>>,
+    created: u64,
+    ended: u64,
+    censuses: Vec<Line>,
+    /// Censuses at which threads that had ended were still exiting when the census gave up waiting.
+    unsettled: usize,
+    untracked: u64,
+}
+
+/// The program's processes, read from the samples text and the counts.
+#[derive(Debug, Default)]
+pub struct Reading {
+    /// Processes that created threads, by pid.
+    pub processes: Vec<ProcessRecord>,
+    /// Processes that loaded the probe (or were forked from one that did).
+    pub loaded: usize,
+    pub notes: Vec<String>,
+}
+
+/// Reads the samples (`text`, already bounded by the caller) and the counts.
+pub fn read(text: &str, counts: &[Counts]) -> Reading {
+    let mut by_pid: BTreeMap<u32, Series> = BTreeMap::new();
+    let (mut malformed, mut dropped_processes) = (0usize, 0usize);
+    for line in text.lines() {
+        let parsed = if line.len() > MAX_LINE { None } else { serde_json::from_str::<Line>(line).ok() };
+        let Some(line) = parsed.filter(|l| l.pid != 0) else {
+            malformed += 1;
+            continue;
+        };
+        if !by_pid.contains_key(&line.pid) && by_pid.len() >= MAX_PROCESSES {
+            dropped_processes += 1;
+            continue;
+        }
+        let series = by_pid.entry(line.pid).or_default();
+        match line.kind.as_str() {
+            "load" => {
+                series.parent = line.parent;
+                series.command = line.command;
+            }
+            "census" if line.counters.is_some() => {
+                series.created = series.created.max(line.created);
+                series.ended = series.ended.max(line.ended);
+                series.unsettled += usize::from(line.pending > 0);
+                series.untracked = series.untracked.max(line.untracked);
+                series.censuses.push(line);
+            }
+            _ => malformed += 1,
+        }
+    }
+    for c in counts {
+        let series = by_pid.entry(c.pid).or_default();
+        series.parent = c.parent;
+        series.forked = c.origin == ORIGIN_FORK;
+        series.created = series.created.max(c.created);
+        series.ended = series.ended.max(c.ended);
+    }
+    let mut reading = Reading { loaded: by_pid.len(), ..Reading::default() };
+    if malformed > 0 {
+        reading.notes.push(format!("{malformed} lines of the samples file were not the probe's and were ignored"));
+    }
+    if dropped_processes > 0 {
+        reading.notes.push(format!(
+            "samples of more than {MAX_PROCESSES} processes: {dropped_processes} lines of others ignored"
+        ));
+    }
+    let commands: BTreeMap<u32, Vec<String>> =
+        by_pid.iter().filter_map(|(&pid, s)| s.command.clone().map(|c| (pid, c))).collect();
+    for (pid, series) in by_pid {
+        if series.created == 0 {
+            continue;
+        }
+        reading.processes.push(process(pid, series, &commands));
+    }
+    reading
+}
+
+/// One process's record: its censuses as checkpoints, estimated.
+fn process(pid: u32, mut series: Series, commands: &BTreeMap<u32, Vec<String>>) -> ProcessRecord {
+    let mut notes = Vec::new();
+    let command = if series.forked { None } else { series.command.take().or_else(|| commands.get(&pid).cloned()) };
+    // Checkpoints are placed by threads ended; two censuses at one count keep the later.
+    let mut checkpoints: Vec<Checkpoint> = Vec::new();
+    for census in std::mem::take(&mut series.censuses) {
+        let cycle = census.ended.min(u64::from(u32::MAX)) as u32;
+        let counters = census.counters.unwrap_or_default();
+        let point = Checkpoint { cycle, counters, live: Some(census.live) };
+        match checkpoints.last_mut() {
+            Some(last) if last.cycle == cycle => *last = point,
+            Some(last) if last.cycle > cycle => {}
+            _ => checkpoints.push(point),
+        }
+    }
+    while checkpoints.len() > MAX_CENSUSES {
+        checkpoints = checkpoints.into_iter().step_by(2).collect();
+    }
+    let mut record = ProcessRecord {
+        pid,
+        parent: series.parent,
+        origin: if series.forked { "fork" } else { "exec" }.to_owned(),
+        command,
+        created: series.created,
+        ended: series.ended,
+        per_thread: Counters::default(),
+        interval: Counters::default(),
+        verdict: Verdict::Inconclusive,
+        checkpoints: Vec::new(),
+        note: None,
+    };
+    if checkpoints.is_empty() && series.ended == 0 {
+        notes.push(format!(
+            "not measured: none of the {} threads it created ended (a thread cache or a pool keeps them): nothing is \
+             left behind per thread ended until threads end",
+            series.created
+        ));
+    } else if checkpoints.is_empty() {
+        notes.push(format!(
+            "not measured: {} of its threads ended, fewer than the {FIRST_CENSUS} at which the first census is taken",
+            series.ended
+        ));
+    } else if checkpoints.len() < 2 {
+        notes.push(format!(
+            "not judged: 1 census was taken before it ended ({} threads ended); a verdict needs at least \
+             {MIN_CENSUSES}",
+            series.ended
+        ));
+    } else {
+        match analysis::estimate(&checkpoints) {
+            Ok(e) => {
+                notes.extend(e.reasons);
+                notes.extend(in_flight_note(&e.in_flight));
+                record.per_thread = e.per_thread;
+                record.interval = e.interval;
+                record.verdict = e.verdict;
+            }
+            Err(e) => notes.push(format!("its censuses cannot be analysed: {e}")),
+        }
+    }
+    if series.unsettled > 0 {
+        notes.push(format!(
+            "at {} censuses, threads that had ended were still exiting after 2 s: what they held was counted",
+            series.unsettled
+        ));
+    }
+    if series.untracked > 0 {
+        notes.push(format!(
+            "{} threads were not followed (the probe follows {} at once): their stacks were counted",
+            series.untracked, 65536
+        ));
+    }
+    record.checkpoints = checkpoints;
+    if !notes.is_empty() {
+        record.note = Some(notes.join("; "));
+    }
+    record
+}
+
+/// What threads in flight were found to hold and set apart, as a sentence.
+fn in_flight_note(found: &[(String, String, f64)]) -> Option<String> {
+    let mut parts = Vec::new();
+    for who in ["live", "unjoined", "in flight"] {
+        let held: Vec<String> = found
+            .iter()
+            .filter(|(_, covariate, _)| covariate == who)
+            .map(|(counter, _, cost)| format!("{counter} {}", crate::report::delta(*cost)))
+            .collect();
+        if !held.is_empty() {
+            let whose =
+                if who == "live" { "each thread still running" } else { "each thread ended and not yet joined" };
+            parts.push(format!("{whose} held {} beyond its stack", held.join(", ")));
+        }
+    }
+    (!parts.is_empty()).then(|| format!("{}: set apart", parts.join("; ")))
+}
+
+/// Whether a process took enough censuses to be judged. One that did not (it ended fewer than 80 threads)
+/// is named in the record with why, and has no say in the program's verdict.
+pub fn judged(p: &ProcessRecord) -> bool {
+    p.checkpoints.len() >= MIN_CENSUSES
+}
+
+/// How bad a verdict is, for "the worst of them".
+fn badness(v: Verdict) -> u8 {
+    match v {
+        Verdict::Clean => 0,
+        Verdict::Inconclusive => 1,
+        Verdict::OverRelease => 2,
+        Verdict::Leak => 3,
+    }
+}
+
+/// The program's verdict, the worst of its judged processes', and the process that decides it (the one
+/// with that verdict that ended the most threads). `None` when no process could be judged.
+pub fn decide(processes: &[ProcessRecord]) -> Option<&ProcessRecord> {
+    processes.iter().filter(|p| judged(p)).max_by_key(|p| (badness(p.verdict), p.ended))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn census(pid: u32, ended: u64, fds: i64) -> String {
+        format!(
+            "{{\"pid\":{pid},\"kind\":\"census\",\"created\":{ended},\"ended\":{ended},\"live\":0,\"pending\":0,\
+             \"counters\":{{\"fds\":{fds},\"maps\":9}}}}\n"
+        )
+    }
+
+    fn load(pid: u32, parent: u32, command: &str) -> String {
+        format!("{{\"pid\":{pid},\"kind\":\"load\",\"parent\":{parent},\"command\":[\"{command}\"]}}\n")
+    }
+
+    #[test]
+    fn every_process_is_its_own_series_and_the_worst_decides() {
+        let mut text = load(7, 1, "sh") + &load(9, 7, "prog");
+        for k in [16, 32, 64, 128, 256, 512, 1000] {
+            text += &census(9, k, 3);
+            text += &census(11, k, 3 + k as i64);
+        }
+        text += "garbage\n";
+        let counts = [
+            Counts { pid: 9, parent: 7, origin: 1, created: 1000, ended: 1000 },
+            Counts { pid: 11, parent: 9, origin: ORIGIN_FORK, created: 1001, ended: 1000 },
+            Counts { pid: 7, parent: 1, origin: 1, created: 0, ended: 0 },
+        ];
+        let reading = read(&text, &counts);
+        assert_eq!(reading.loaded, 3);
+        assert_eq!(reading.notes, ["1 lines of the samples file were not the probe's and were ignored"]);
+        let pids: Vec<u32> = reading.processes.iter().map(|p| p.pid).collect();
+        assert_eq!(pids, [9, 11]);
+        let (parent, fork) = (&reading.processes[0], &reading.processes[1]);
+        assert_eq!((parent.verdict, parent.command.as_deref()), (Verdict::Clean, Some(&["prog".to_owned()][..])));
+        assert_eq!((fork.verdict, fork.origin.as_str(), fork.created), (Verdict::Leak, "fork", 1001));
+        assert_eq!(fork.per_thread.get("fds"), Some(1.0));
+        assert_eq!(decide(&reading.processes).map(|p| p.pid), Some(11));
+    }
+
+    #[test]
+    fn counts_stand_in_for_censuses_a_process_never_took() {
+        let counts = [Counts { pid: 5, parent: 1, origin: 1, created: 9, ended: 9 }];
+        let reading = read(&load(5, 1, "tiny"), &counts);
+        let p = &reading.processes[0];
+        assert_eq!((p.created, p.ended, p.verdict), (9, 9, Verdict::Inconclusive));
+        assert!(p.note.as_deref().unwrap().starts_with("not measured: 9 of its threads ended, fewer than the 16"));
+        assert_eq!(decide(&reading.processes), None);
+    }
+
+    #[test]
+    fn a_long_line_or_a_foreign_one_is_ignored_not_trusted() {
+        let long = format!("{{\"pid\":3,\"kind\":\"load\",\"command\":[\"{}\"]}}\n", "x".repeat(MAX_LINE));
+        let reading = read(&(long + "{\"pid\":0,\"kind\":\"census\"}\n"), &[]);
+        assert_eq!(reading.loaded, 0);
+        assert_eq!(reading.notes, ["2 lines of the samples file were not the probe's and were ignored"]);
+    }
+}
