@@ -246,6 +246,8 @@ fn helper_threads_of_the_c_library_are_never_waited_for() {
     for record in five_times(&[lc.to_str().unwrap(), "timer", "3000"], Verdict::Clean) {
         let note = record.cells[0].note.as_deref().unwrap_or_default();
         assert!(!note.contains("still exiting"), "{note}");
+        // The timer's helper thread is said not to have been waited for.
+        assert!(note.contains("threads it did not create through pthread_create"), "{note}");
     }
 }
 

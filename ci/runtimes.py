@@ -132,9 +132,7 @@ def classify(per_thread, noise):
 
 
 def exec_class(cell):
-    """The record's verdict, with an inconclusive verdict told apart when memory alone withheld clean."""
-    if cell["verdict"] == "inconclusive" and "while nothing countable moved" in (cell.get("note") or ""):
-        return "memory"
+    """The record's verdict, or its status when the program did not finish well."""
     return cell["verdict"] if cell["status"] == "ok" else cell["status"]
 
 
@@ -188,7 +186,7 @@ def main():
         ended = sorted(max((p["ended"] for p in c.get("processes", [])), default=0) for c in cells)
         ended = f"{ended[0]}" if ended[0] == ended[-1] else f"{ended[0]}..{ended[-1]}"
         out_figures = ", ".join(f"{outside_rate[k]:+.3f} ± {outside_noise[k]:.3f}" for k in ("fds", "maps", "vm_kib"))
-        label = lambda c: "inconclusive (memory only)" if c == "memory" else c
+        label = lambda c: "memory only" if c == "memory" else c
         verdicts = ", ".join(f"{label(k)} ×{v}" for k, v in seen.items())
         print(f"| {name} | {ended} | {verdicts} | {figures} | {out_figures} ({label(truth)}) | {'yes' if agree else 'NO'} |")
         sys.stdout.flush()

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | every selected cell ran to completion (whatever its verdict) |
 //! | 2 | usage error: an unknown flag, axis, value or backend, a filter that selects nothing, a record file (`compare`) that cannot be read or is not a record |
-//! | 3 | some cell did not complete: it timed out, crashed, or hit an error such as resource exhaustion |
+//! | 3 | some cell did not complete: it timed out, crashed, or hit an error such as resource exhaustion; for `exec`, the program could not be measured, was refused (the probe cannot enter it) or did not finish well |
 //! | 4 | the run itself failed: the record could not be written, the binary could not find itself |
 //! | 130 | interrupted (SIGINT, SIGTERM, SIGHUP); every child's process group was killed first |
 //!

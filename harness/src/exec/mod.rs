@@ -304,11 +304,12 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
             let _ = writeln!(stdin, "{pid}");
         }
     };
-    match supervise(command, config.timeout, config.term_grace, Capture::TeeStderr, tell_watchdog) {
+    let started = match supervise(command, config.timeout, config.term_grace, Capture::TeeStderr, tell_watchdog) {
         Err(err) => {
             cell.status = Status::Error;
             notes.push(format!("cannot start `{}`: {err}", argv[0]));
             cell.failure = Some(CallError::errno("spawn", err.raw_os_error().unwrap_or(0)).at_cycle(0));
+            false
         }
         Ok(outcome) => {
             cell.elapsed_ms = outcome.elapsed.as_millis() as u64;
@@ -320,8 +321,9 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
                 }
                 None => notes.push("the program exited with code 0".to_owned()),
             }
+            true
         }
-    }
+    };
     let left = kill_descendants(keep);
     if left > 0 {
         notes.push(format!(
@@ -349,7 +351,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
     let counts = read_bounded(&files.counts, (counts::SLOTS * counts::SLOT_BYTES) as u64)
         .map(|(bytes, _)| counts::read(&bytes))
         .unwrap_or_default();
-    let created = measure(&text, &counts, &entry, &mut cell, &mut notes);
+    let created = if started { measure(&text, &counts, &entry, &mut cell, &mut notes) } else { 0 };
 
     if let Some(mut run) = active().take() {
         finish_watchdog(&mut run.watchdog);

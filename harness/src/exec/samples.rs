@@ -59,6 +59,8 @@ struct Series {
     /// Censuses at which threads that had ended were still exiting when the census gave up waiting.
     unsettled: usize,
     untracked: u64,
+    /// The most threads the probe did not create (but the main thread) running at a census.
+    foreign: i64,
 }
 
 /// The program's processes, read from the samples text and the counts.
@@ -96,6 +98,11 @@ pub fn read(text: &str, counts: &[Counts]) -> Reading {
                 series.ended = series.ended.max(line.ended);
                 series.unsettled += usize::from(line.pending > 0);
                 series.untracked = series.untracked.max(line.untracked);
+                // `tasks` is counted with the probe's running threads set apart: what is left beyond the
+                // main thread and the ended ones still exiting, the probe did not create.
+                if let Some(tasks) = line.counters.as_ref().and_then(|c| c.get("tasks")) {
+                    series.foreign = series.foreign.max(tasks - 1 - line.pending as i64);
+                }
                 series.censuses.push(line);
             }
             _ => malformed += 1,
@@ -193,6 +200,13 @@ fn process(pid: u32, mut series: Series, commands: &BTreeMap<u32, Vec<String>>) 
         notes.push(format!(
             "at {} censuses, threads that had ended were still exiting after 2 s: what they held was counted",
             series.unsettled
+        ));
+    }
+    if series.foreign > 0 {
+        notes.push(format!(
+            "up to {} threads it did not create through pthread_create (the C library's or a runtime's own) were \
+             running at a census: they were not waited for",
+            series.foreign
         ));
     }
     if series.untracked > 0 {

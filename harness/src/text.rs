@@ -1,0 +1,92 @@
+//! Text from records, made safe for where it is written. Records come from other machines (CI artifacts)
+//! and programs (`exec` command lines): every string in them is untrusted, and is data wherever it goes.
+//!
+//! - [`terminal`]: control characters (C0, DEL, C1) written as `\u{1b}`, so that a record cannot clear a
+//!   screen, set a window title or colour the output;
+//! - [`markdown`]: that, and the characters markdown reads as markup (`|`, `` ` ``, `<`, `>`, `&`, `*`,
+//!   `_`, `[`, `]`, `\`, and `#` at the start), so that a record cannot break a table or add a heading or
+//!   HTML to a job summary;
+//! - [`xml`]: that, for text the XML writer escapes itself: the characters XML 1.0 forbids (most of C0)
+//!   cannot be written even as references, and would make a whole JUnit report invalid.
+
+use std::fmt::Write as _;
+
+/// Whether a character is a control character a terminal acts on.
+fn control(c: char) -> bool {
+    c.is_control()
+}
+
+fn escape(c: char, out: &mut String) {
+    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+}
+
+/// `text` with every control character written as `\u{..}`, newlines and tabs included.
+pub fn terminal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if control(c) {
+            escape(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// `text` as literal markdown text, for a table cell or a list item.
+pub fn markdown(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, c) in text.chars().enumerate() {
+        match c {
+            c if control(c) => escape(c, &mut out),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '|' | '`' | '*' | '_' | '[' | ']' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '#' if i == 0 => out.push_str("\\#"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `text` with every character XML 1.0 forbids (`Char`, section 2.2: C0 but tab, newline and carriage
+/// return; U+FFFE and U+FFFF) and every other control character written as `\u{..}`; the XML writer
+/// escapes markup itself.
+pub fn xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if (control(c) && c != '\n' && c != '\t') || c == '\u{fffe}' || c == '\u{ffff}' {
+            escape(c, &mut out);
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn control_characters_are_shown_not_obeyed() {
+        assert_eq!(terminal("\u{1b}[2J\u{7}title\u{9b}x\n"), "\\u{1b}[2J\\u{7}title\\u{9b}x\\u{a}");
+        assert_eq!(terminal("plain → text"), "plain → text");
+    }
+
+    #[test]
+    fn markdown_text_is_never_markup() {
+        assert_eq!(markdown("# a | b `c` <script>&amp;"), "\\# a \\| b \\`c\\` &lt;script&gt;&amp;amp;");
+        assert_eq!(markdown("x\ny"), "x\\u{a}y");
+        assert_eq!(markdown("a#b"), "a#b");
+    }
+
+    #[test]
+    fn xml_text_has_no_forbidden_characters() {
+        assert_eq!(xml("a\u{1}b\u{1b}c\td\ne\u{fffe}"), "a\\u{1}b\\u{1b}c\td\ne\\u{fffe}");
+    }
+}
