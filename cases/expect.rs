@@ -104,16 +104,33 @@ fn junit_has_a_test_case_per_cell_and_says_what_moved() {
     let out = run(sim(&["--cell", "thread=joined,exc=none", "--format", "junit"]));
     assert_eq!(out.status.code(), Some(ExitCode::OK));
     let xml = String::from_utf8(out.stdout).unwrap();
-    assert!(xml.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"threadleak\" tests=\"6\" failures=\"1\" errors=\"0\""), "{xml}");
-    assert_eq!(xml.matches("<testcase ").count(), 6);
-    assert!(xml.contains(
-        "<failure type=\"leak\" message=\"names moved by +1 per thread, dead moved by +1 per thread, urefs moved by +1 per thread (over 50 threads)\"/>"
-    ));
-    assert!(xml.trim_end().ends_with("</testsuites>"));
+    let report = quick_junit::Report::deserialize_from_str(&xml).unwrap();
+    let suite = &report.test_suites[0];
+    assert_eq!((suite.name.as_str(), suite.tests, suite.failures, suite.errors), ("threadleak.mach-sim", 6, 1, 0));
+    let failed: Vec<_> = suite
+        .test_cases
+        .iter()
+        .filter_map(|c| match &c.status {
+            quick_junit::TestCaseStatus::NonSuccess { message, ty, .. } => {
+                Some((c.name.to_string(), ty.clone(), message.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].0, "thread=joined,self=leaked,exc=none,fix=off");
+    assert_eq!(failed[0].1.as_deref().map(|t| t.to_string()), Some("leak".to_owned()));
+    assert_eq!(
+        failed[0].2.as_deref().map(|m| m.to_string()),
+        Some(
+            "names moved by +1 per thread, dead moved by +1 per thread, urefs moved by +1 per thread (over 50 threads)"
+                .to_owned()
+        )
+    );
     // With --expect, a failure is a difference from the baseline, not a leak.
     let out = run(sim(&["--cell", "thread=joined,exc=none", "--format", "junit", "--expect", &snapshots()]));
-    let xml = String::from_utf8(out.stdout).unwrap();
-    assert!(xml.contains("failures=\"0\" errors=\"0\""), "{xml}");
+    let report = quick_junit::Report::deserialize_from_str(&String::from_utf8(out.stdout).unwrap()).unwrap();
+    assert_eq!((report.failures, report.errors), (0, 0));
 }
 
 #[test]

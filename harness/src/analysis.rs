@@ -115,6 +115,14 @@ pub fn analyse(checkpoints: &[Checkpoint]) -> Result<Analysis, AnalysisError> {
     Ok(Analysis { per_thread: Counters(per_thread), slope: Counters(slope), trends, verdict })
 }
 
+/// What one unit of each counter over the checkpoints' span amounts to per thread: the finest change the
+/// measurement can show.
+pub fn resolution(checkpoints: &[Checkpoint]) -> Counters<f64> {
+    let (Some(first), Some(last)) = (checkpoints.first(), checkpoints.last()) else { return Counters::default() };
+    let span = f64::from(last.cycle.saturating_sub(first.cycle)).max(1.0);
+    Counters(first.counters.names().map(|n| (n.to_owned(), unit(n) / span)).collect())
+}
+
 /// The fewest censuses `threadleak exec` judges a program on (four stretches between them).
 pub const MIN_CENSUSES: usize = 5;
 

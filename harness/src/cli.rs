@@ -13,9 +13,28 @@ use crate::compare::CompareFormat;
 use crate::exit::ExitCode;
 use crate::expect::{self, Baseline, Judgement};
 use crate::matrix::{self, Cell, Filter};
+use crate::output;
 use crate::record::{Params, Record, Status};
 use crate::report::{self, Format};
 use crate::runner::{self, RunConfig, CHILD_SUBCOMMAND};
+use crate::text;
+
+/// Writes a line to stderr. A closed or broken stderr (`2>&1 | true`) loses the line but never ends the
+/// run: `eprintln!` would panic on the EPIPE.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// Writes text to stdout, losing it on a closed stdout rather than panicking.
+macro_rules! show {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($arg)*);
+    }};
+}
 
 /// Reproduces and measures kernel resources leaked by thread creation, one subprocess per scenario.
 #[derive(Debug, Parser)]
@@ -118,8 +137,18 @@ impl BackendArgs {
                 }))
             }
             _ if model_args => Err("--profile and --sim-delay apply to --backend mach-sim only".into()),
-            Some(BackendName::Linux) => Ok(Backend::Linux),
-            Some(BackendName::Macos) => Ok(Backend::Macos),
+            Some(name @ (BackendName::Linux | BackendName::Macos)) => {
+                let backend = if name == BackendName::Linux { Backend::Linux } else { Backend::Macos };
+                match Backend::native() {
+                    Some(native) if native == backend => Ok(backend),
+                    _ => Err(format!(
+                        "the {} backend measures its own OS's kernel and runs only there; this machine's is {} \
+                         (mach-sim runs anywhere)",
+                        backend.as_str(),
+                        Backend::native().map_or("none", Backend::as_str)
+                    )),
+                }
+            }
             None => Backend::native().ok_or_else(|| "this OS has no native backend; choose one with --backend".into()),
         }
     }
@@ -161,7 +190,8 @@ struct OutputArgs {
 
 #[derive(Debug, Args)]
 struct ExecArgs {
-    /// A census every K threads ended, after the first few (at 16, 32, 64, ... threads ended).
+    /// A census every K threads ended, once that many have ended four times over; before, about four each time
+    /// the count of ended threads doubles (16, 32, 48, ...).
     #[arg(long, value_name = "K", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
     every: u32,
     /// Wall time the program may take before its process group is killed.
@@ -217,6 +247,13 @@ struct ChildArgs {
     degrade_window: Option<u32>,
 }
 
+/// The address space the runner needs beyond what it maps at start: its threads' stacks, the children's
+/// output it reads (1 MiB each at most), records.
+const MIN_ADDRESS_SPACE: u64 = 12 << 20;
+
+/// The shortest `--timeout`: no child starts, let alone runs a cell, in less.
+const MIN_TIMEOUT_SECONDS: f64 = 0.010;
+
 /// Parses `500ms`, `30s`, `2m` or a bare number of seconds.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -229,8 +266,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         "m" => value * 60.0,
         _ => return Err(format!("unknown unit `{unit}` in `{text}` (units: ms, s, m)")),
     };
-    if !(seconds > 0.0 && seconds <= 86_400.0) {
-        return Err(format!("`{text}` is out of range (more than 0, at most a day)"));
+    if !(MIN_TIMEOUT_SECONDS..=86_400.0).contains(&seconds) {
+        return Err(format!("`{text}` is out of range (at least 10ms, at most a day)"));
     }
     Ok(Duration::from_secs_f64(seconds))
 }
@@ -245,6 +282,18 @@ pub fn main() -> i32 {
             return if e.use_stderr() { ExitCode::USAGE } else { ExitCode::OK };
         }
     };
+    // Below this much address space left, allocations fail in the runner itself (and Rust aborts on a
+    // failed allocation): say so in one line instead. Children are not held to it: what they cannot do
+    // under the limit is recorded as their cells' errors.
+    let starting_children = matches!(cli.command, Command::Child(_) | Command::Watchdog { .. });
+    if let Some(left) = crate::backend::address_space_left().filter(|&l| l < MIN_ADDRESS_SPACE && !starting_children) {
+        say!(
+            "error: the address-space limit (ulimit -v) leaves {} KiB; threadleak needs {} KiB to run",
+            left / 1024,
+            MIN_ADDRESS_SPACE / 1024
+        );
+        return ExitCode::FAILED;
+    }
     match cli.command {
         Command::List { cells } => list(&cells),
         Command::Run(args) => run(args),
@@ -257,7 +306,7 @@ pub fn main() -> i32 {
 }
 
 fn usage(message: &str) -> i32 {
-    eprintln!("error: {message}");
+    say!("error: {message}");
     ExitCode::USAGE
 }
 
@@ -273,32 +322,47 @@ fn list(filters: &[Filter]) -> i32 {
     ExitCode::OK
 }
 
-/// An error and the chain of its causes, `: `-separated.
+/// An error and the chain of its causes, `: `-separated, with control characters escaped (errors name
+/// files and quote records).
 fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
+    let mut message = e.to_string();
     let mut source = e.source();
     while let Some(cause) = source {
-        text.push_str(&format!(": {cause}"));
+        message.push_str(&format!(": {cause}"));
         source = cause.source();
     }
-    text
+    text::terminal(&message)
 }
 
-/// Writes `text` to `out`, or to standard output.
+/// Writes `text` to `out` whole or not at all (see `output`), or to standard output.
 fn emit(text: &str, out: Option<&std::path::Path>) -> Result<(), String> {
     match out {
-        Some(path) => std::fs::write(path, text).map_err(|e| format!("cannot write {}: {e}", path.display())),
+        Some(path) => output::write(path, text.as_bytes()).map_err(|e| with_causes(&e)),
         None => std::io::stdout().lock().write_all(text.as_bytes()).map_err(|e| format!("cannot write output: {e}")),
     }
 }
 
+/// Checks before a run that `--out` can be written; the exit code that refuses it when not.
+fn check_out(out: Option<&std::path::Path>) -> Result<(), i32> {
+    match out.map(output::check) {
+        Some(Err(e)) => {
+            say!("error: {}", with_causes(&e));
+            Err(ExitCode::FAILED)
+        }
+        _ => Ok(()),
+    }
+}
+
 fn compare(format: CompareFormat, out: Option<&std::path::Path>, paths: &[PathBuf]) -> i32 {
+    if let Err(code) = check_out(out) {
+        return code;
+    }
     let mut records = Vec::with_capacity(paths.len());
     for path in paths {
         match crate::compare::load(path) {
             Ok(record) => records.push((path.clone(), record)),
             Err(e) => {
-                eprintln!("error: {}", with_causes(&e));
+                say!("error: {}", with_causes(&e));
                 return ExitCode::USAGE;
             }
         }
@@ -307,7 +371,7 @@ fn compare(format: CompareFormat, out: Option<&std::path::Path>, paths: &[PathBu
     match emit(&text, out) {
         Ok(()) => ExitCode::OK,
         Err(message) => {
-            eprintln!("error: {message}");
+            say!("error: {message}");
             ExitCode::FAILED
         }
     }
@@ -321,7 +385,7 @@ fn finish(record: &Record, format: Format, out: Option<&std::path::Path>, baseli
         Some(baseline) => match expect::judge(record, baseline) {
             Ok(report) => Some(report),
             Err(e) => {
-                eprintln!("error: {}", with_causes(&e));
+                say!("error: {}", with_causes(&e));
                 return Some(ExitCode::BASELINE_UNUSABLE);
             }
         },
@@ -330,12 +394,12 @@ fn finish(record: &Record, format: Format, out: Option<&std::path::Path>, baseli
     // Once an interrupt has begun, nothing is written: it ends the process with exit 130.
     let _gate = commit_gate();
     if let Err(message) = emit(&text, out) {
-        eprintln!("error: {message}");
+        say!("error: {message}");
         return Some(ExitCode::FAILED);
     }
     let report = judged?;
     for line in &report.lines {
-        eprintln!("threadleak: {line}");
+        say!("threadleak: {}", text::terminal(line));
     }
     Some(match report.judgement {
         Judgement::Matches => ExitCode::MATCHES,
@@ -347,7 +411,7 @@ fn finish(record: &Record, format: Format, out: Option<&std::path::Path>, baseli
 /// The baseline `--expect` names, or the exit code that refuses it.
 fn baseline(arg: Option<&str>) -> Result<Option<Baseline>, i32> {
     arg.map(Baseline::parse).transpose().map_err(|e| {
-        eprintln!("error: {}", with_causes(&e));
+        say!("error: {}", with_causes(&e));
         ExitCode::BASELINE_UNUSABLE
     })
 }
@@ -360,6 +424,9 @@ fn exec(args: ExecArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
+    if let Err(code) = check_out(args.output.out.as_deref()) {
+        return code;
+    }
     let exe = match own_executable() {
         Ok(exe) => exe,
         Err(code) => return code,
@@ -367,7 +434,7 @@ fn exec(args: ExecArgs) -> i32 {
     let probe = match crate::exec::probe_beside(&exe) {
         Ok(probe) => probe,
         Err(e) => {
-            eprintln!("error: {}", with_causes(&e));
+            say!("error: {}", with_causes(&e));
             return ExitCode::FAILED;
         }
     };
@@ -382,7 +449,7 @@ fn exec(args: ExecArgs) -> i32 {
     let record = match crate::exec::exec(backend, &config) {
         Ok(record) => record,
         Err(e) => {
-            eprintln!("error: {}", with_causes(&e));
+            say!("error: {}", with_causes(&e));
             return ExitCode::FAILED;
         }
     };
@@ -391,22 +458,22 @@ fn exec(args: ExecArgs) -> i32 {
     }
     let cell = &record.cells[0];
     let measured = !cell.checkpoints.is_empty();
-    let note = cell.note.as_deref().unwrap_or(cell.status.as_str());
+    let note = text::terminal(cell.note.as_deref().unwrap_or(cell.status.as_str()));
     match (cell.status, measured) {
         (Status::Ok, _) if cell.verdict == crate::record::Verdict::Inconclusive => {
-            eprintln!("threadleak: the run cannot be judged (inconclusive): {note}");
+            say!("threadleak: the run cannot be judged (inconclusive): {note}");
             ExitCode::OK
         }
         (Status::Ok, _) => ExitCode::OK,
         (_, true) => {
-            eprintln!(
+            say!(
                 "threadleak: the program did not finish well ({}); what was measured before is in the record: {note}",
                 cell.outcome()
             );
             ExitCode::INCOMPLETE
         }
         (_, false) => {
-            eprintln!("threadleak: the program was not measured: {note}");
+            say!("threadleak: the program was not measured: {note}");
             ExitCode::INCOMPLETE
         }
     }
@@ -425,6 +492,9 @@ fn run(args: RunArgs) -> i32 {
         Ok(b) => b,
         Err(code) => return code,
     };
+    if let Err(code) = check_out(args.output.out.as_deref()) {
+        return code;
+    }
     let exe = match own_executable() {
         Ok(exe) => exe,
         Err(code) => return code,
@@ -444,11 +514,24 @@ fn run(args: RunArgs) -> i32 {
     let record = runner::run(&config, &cells, |p| {
         if progress && started.elapsed() > Duration::from_secs(1) {
             shown = true;
-            eprint!("\r\x1b[K[{}/{}] {} {}", p.done, p.total, p.finished.cell, p.finished.status.as_str());
+            {
+                use std::io::Write as _;
+                let _ = write!(
+                    std::io::stderr(),
+                    "\r\x1b[K[{}/{}] {} {}",
+                    p.done,
+                    p.total,
+                    text::terminal(&p.finished.cell),
+                    p.finished.status.as_str()
+                );
+            }
         }
     });
     if shown {
-        eprint!("\r\x1b[K");
+        {
+            use std::io::Write as _;
+            let _ = write!(std::io::stderr(), "\r\x1b[K");
+        }
     }
 
     if let Some(code) = finish(&record, args.output.format, args.output.out.as_deref(), baseline.as_ref()) {
@@ -456,7 +539,7 @@ fn run(args: RunArgs) -> i32 {
     }
     let incomplete = record.cells.iter().filter(|c| c.status != Status::Ok).count();
     if incomplete > 0 {
-        eprintln!("threadleak: {incomplete} of {} cells did not complete (see their notes)", record.cells.len());
+        say!("threadleak: {incomplete} of {} cells did not complete (see their notes)", record.cells.len());
         return ExitCode::INCOMPLETE;
     }
     ExitCode::OK
@@ -465,7 +548,7 @@ fn run(args: RunArgs) -> i32 {
 /// This binary, which the runner starts again for each child; or the exit code that says it cannot.
 fn own_executable() -> Result<PathBuf, i32> {
     std::env::current_exe().map_err(|e| {
-        eprintln!("error: cannot find this program's own executable to start children: {e}");
+        say!("error: cannot find this program's own executable to start children: {e}");
         ExitCode::FAILED
     })
 }
@@ -474,7 +557,7 @@ fn own_executable() -> Result<PathBuf, i32> {
 /// their own, so a terminal's Ctrl-C reaches only this process.
 fn kill_children_on_interrupt() {
     if let Err(e) = watch_interrupts() {
-        eprintln!("warning: cannot handle interrupts ({e}); an interrupted run may leave children until their timeout");
+        say!("warning: cannot handle interrupts ({e}); an interrupted run may leave children until their timeout");
     }
 }
 
@@ -489,17 +572,21 @@ fn commit_gate() -> std::sync::MutexGuard<'static, ()> {
 
 fn watch_interrupts() -> std::io::Result<()> {
     use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    std::thread::spawn(move || {
+    // The watcher starts first: when it cannot (the process limit), no handler is installed and the
+    // signals keep their default action, ending the process.
+    let (tx, rx) = std::sync::mpsc::channel::<signal_hook::iterator::Signals>();
+    std::thread::Builder::new().stack_size(256 << 10).spawn(move || {
+        let Ok(mut signals) = rx.recv() else { return };
         if let Some(signal) = signals.forever().next() {
             let _gate = commit_gate();
             runner::kill_live_children();
             crate::exec::clean_up_after_interrupt();
-            eprintln!("\nthreadleak: interrupted by signal {signal}; children killed");
+            say!("\nthreadleak: interrupted by signal {signal}; children killed");
             std::process::exit(ExitCode::INTERRUPTED);
         }
-    });
-    Ok(())
+    })?;
+    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    tx.send(signals).map_err(|_| std::io::Error::other("the interrupt watcher ended"))
 }
 
 fn degrade(args: DegradeArgs) -> i32 {
@@ -517,6 +604,18 @@ fn degrade(args: DegradeArgs) -> i32 {
             return usage(&format!("unknown counter `{counter}` (counters: {})", backend.counters().join(", ")));
         }
     }
+    // The folder must take the three files: said before the run, not after it.
+    let csv = args.out_dir.join("degrade.csv");
+    if std::fs::symlink_metadata(&args.out_dir).is_err() {
+        if let Err(e) = std::fs::create_dir_all(&args.out_dir) {
+            say!("error: cannot create the folder {}: {e}", args.out_dir.display());
+            return ExitCode::FAILED;
+        }
+    }
+    if let Err(e) = output::check_folder(&args.out_dir, &csv) {
+        say!("error: {}", with_causes(&e));
+        return ExitCode::FAILED;
+    }
     let exe = match own_executable() {
         Ok(exe) => exe,
         Err(code) => return code,
@@ -528,23 +627,22 @@ fn degrade(args: DegradeArgs) -> i32 {
     let (record, windows) = runner::run_cell_in(&config, args.cell, Mode::Degrade { window: args.window });
     let result =
         crate::degrade::build(&record, backend.as_str(), backend.os(), args.window, &windows, args.counter.as_deref());
-    let written = std::fs::create_dir_all(&args.out_dir)
-        .map_err(|e| format!("cannot create {}: {e}", args.out_dir.display()))
-        .and_then(|()| {
-            for (name, text) in
-                [("degrade.csv", result.csv()), ("degrade.json", result.json()), ("degrade.svg", result.svg())]
-            {
-                let path = args.out_dir.join(name);
-                std::fs::write(&path, text).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-            }
-            Ok(())
-        });
-    print!("{}", result.summary());
-    if let Err(message) = written {
-        eprintln!("error: {message}");
+    let files: Vec<(PathBuf, Vec<u8>)> =
+        [("degrade.csv", result.csv()), ("degrade.json", result.json()), ("degrade.svg", result.svg())]
+            .into_iter()
+            .map(|(name, text)| (args.out_dir.join(name), text.into_bytes()))
+            .collect();
+    // All three or none; an interrupt that has begun leaves none.
+    let written = {
+        let _gate = commit_gate();
+        output::write_all(&files)
+    };
+    show!("{}", result.summary());
+    if let Err(e) = written {
+        say!("error: {}", with_causes(&e));
         return ExitCode::FAILED;
     }
-    println!("wrote degrade.csv, degrade.json and degrade.svg in {}", args.out_dir.display());
+    show!("wrote degrade.csv, degrade.json and degrade.svg in {}\n", args.out_dir.display());
     if record.status == Status::Ok {
         ExitCode::OK
     } else {
@@ -578,6 +676,8 @@ mod tests {
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
         assert!(parse_duration("0s").unwrap_err().contains("out of range"));
+        assert!(parse_duration("0.0000001ms").unwrap_err().contains("at least 10ms"));
+        assert_eq!(parse_duration("10ms"), Ok(Duration::from_millis(10)));
         assert!(parse_duration("5h").unwrap_err().contains("unknown unit `h`"));
         assert!(parse_duration("soon").unwrap_err().contains("not a duration"));
     }

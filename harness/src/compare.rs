@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use crate::matrix::Cell;
 use crate::record::{CellRecord, Record, RecordError};
 use crate::report::{delta, moved};
+use crate::text;
 
 /// Records larger than this are refused before they are read: a record of 54 cells is a few tens of KiB.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
@@ -25,14 +26,39 @@ pub enum LoadError {
     Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: {size} bytes is more than a record can be ({MAX_RECORD_BYTES} bytes at most)")]
     TooLarge { path: PathBuf, size: u64 },
+    #[error("{path} is {what}, not a record file")]
+    NotAFile { path: PathBuf, what: &'static str },
     #[error("{path}")]
     Record { path: PathBuf, source: RecordError },
 }
 
-/// Reads and validates one record, reading at most [`MAX_RECORD_BYTES`].
+/// What a path that is not a regular file is, for a message.
+fn kind_of(file_type: std::fs::FileType) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    if file_type.is_dir() {
+        "a folder"
+    } else if file_type.is_fifo() {
+        "a FIFO"
+    } else if file_type.is_char_device() || file_type.is_block_device() {
+        "a device"
+    } else if file_type.is_socket() {
+        "a socket"
+    } else {
+        "not a regular file"
+    }
+}
+
+/// Reads and validates one record, reading at most [`MAX_RECORD_BYTES`]. Anything but a regular file (a
+/// FIFO that would block, a device that never ends) is refused without being read: the file is opened
+/// without blocking and checked first.
 pub fn load(path: &Path) -> Result<Record, LoadError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LoadError::Io { path: path.to_owned(), source };
-    let file = std::fs::File::open(path).map_err(io)?;
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
+    let file_type = file.metadata().map_err(io)?.file_type();
+    if !file_type.is_file() {
+        return Err(LoadError::NotAFile { path: path.to_owned(), what: kind_of(file_type) });
+    }
     let mut text = String::new();
     let read = file.take(MAX_RECORD_BYTES + 1).read_to_string(&mut text).map_err(io)?;
     if read as u64 > MAX_RECORD_BYTES {
@@ -300,59 +326,74 @@ fn cell_text(column: &Column, cell: &str) -> String {
     column.outcome(cell).map_or_else(|| "-".to_owned(), Outcome::text)
 }
 
-/// Renders the comparison.
+/// Renders the comparison. Every string from a record (versions, builds, counter names, file names) is
+/// written as data: control characters escaped on a terminal ([`text::terminal`]), markup escaped in
+/// markdown ([`text::markdown`]).
 pub fn render(groups: &[Group], format: CompareFormat) -> String {
+    let esc: fn(&str) -> String = match format {
+        CompareFormat::Table => text::terminal,
+        CompareFormat::Markdown => text::markdown,
+    };
     let mut out = String::new();
     for group in groups {
         let changed = |cell: &str| group.changes.iter().any(|(c, _)| c == cell);
+        let labels: Vec<String> = group.columns.iter().map(|c| esc(&c.label())).collect();
+        let texts = |column: &Column, cell: &str| esc(&cell_text(column, cell));
         match format {
             CompareFormat::Markdown => {
-                let _ = writeln!(out, "### {} on {}\n", group.backend, group.arch);
-                let labels: Vec<String> = group.columns.iter().map(Column::label).collect();
+                let _ = writeln!(out, "### {} on {}\n", esc(&group.backend), esc(&group.arch));
                 let _ = writeln!(out, "| cell | {} |", labels.join(" | "));
                 let _ = writeln!(out, "|---|{}", "---|".repeat(labels.len()));
                 for cell in &group.cells {
-                    let values: Vec<String> = group.columns.iter().map(|c| cell_text(c, cell)).collect();
+                    let values: Vec<String> = group.columns.iter().map(|c| texts(c, cell)).collect();
                     let mark = if changed(cell) { " **changed**" } else { "" };
-                    let _ = writeln!(out, "| `{cell}`{mark} | {} |", values.join(" | "));
+                    let _ = writeln!(out, "| {}{mark} | {} |", text::markdown_code(cell), values.join(" | "));
                 }
                 out.push('\n');
                 for (cell, sentence) in &group.changes {
-                    let _ = writeln!(out, "- `{cell}`: {sentence}");
+                    let _ = writeln!(out, "- {}: {}", text::markdown_code(cell), esc(sentence));
                 }
                 for dispute in &group.disputes {
-                    let _ = writeln!(out, "- **disagreement**: {dispute}");
+                    let _ = writeln!(out, "- **disagreement**: {}", esc(dispute));
                 }
                 out.push('\n');
             }
             CompareFormat::Table => {
-                let _ = writeln!(out, "{} on {}", group.backend, group.arch);
+                let _ = writeln!(out, "{} on {}", esc(&group.backend), esc(&group.arch));
                 let mut widths: Vec<usize> = group
                     .columns
                     .iter()
-                    .map(|c| {
-                        group.cells.iter().map(|cell| cell_text(c, cell).len()).max().unwrap_or(0).max(c.label().len())
+                    .zip(&labels)
+                    .map(|(c, label)| {
+                        group
+                            .cells
+                            .iter()
+                            .map(|cell| texts(c, cell).chars().count())
+                            .max()
+                            .unwrap_or(0)
+                            .max(label.chars().count())
                     })
                     .collect();
-                let id_width = group.cells.iter().map(String::len).max().unwrap_or(4).max(4) + 2;
+                let cells: Vec<String> = group.cells.iter().map(|c| esc(c)).collect();
+                let id_width = cells.iter().map(|c| c.chars().count()).max().unwrap_or(4).max(4) + 2;
                 let _ = write!(out, "{:<id_width$}", "cell");
-                for (c, w) in group.columns.iter().zip(&mut widths) {
-                    let _ = write!(out, "  {:<w$}", c.label(), w = *w);
+                for (label, w) in labels.iter().zip(&mut widths) {
+                    let _ = write!(out, "  {:<w$}", label, w = *w);
                 }
                 out.push('\n');
-                for cell in &group.cells {
-                    let marked = format!("{}{cell}", if changed(cell) { "* " } else { "  " });
+                for (cell, shown) in group.cells.iter().zip(&cells) {
+                    let marked = format!("{}{shown}", if changed(cell) { "* " } else { "  " });
                     let _ = write!(out, "{marked:<id_width$}");
                     for (c, w) in group.columns.iter().zip(&widths) {
-                        let _ = write!(out, "  {:<w$}", cell_text(c, cell), w = *w);
+                        let _ = write!(out, "  {:<w$}", texts(c, cell), w = *w);
                     }
                     out.push('\n');
                 }
                 for (cell, sentence) in &group.changes {
-                    let _ = writeln!(out, "* {cell}: {sentence}");
+                    let _ = writeln!(out, "* {}: {}", esc(cell), esc(sentence));
                 }
                 for dispute in &group.disputes {
-                    let _ = writeln!(out, "! disagreement: {dispute}");
+                    let _ = writeln!(out, "! disagreement: {}", esc(dispute));
                 }
                 out.push('\n');
             }

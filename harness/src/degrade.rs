@@ -257,6 +257,7 @@ mod tests {
             note: None,
             failure: None,
             interval: Counters::default(),
+            resolution: Counters::default(),
             processes: Vec::new(),
         }
     }

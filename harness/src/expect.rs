@@ -1,18 +1,26 @@
 //! Expectations: a run judged against a baseline record, the snapshot set, or "clean", with the
 //! `git bisect run` protocol for exit codes (0 good, 1 bad, 125 cannot tell).
 //!
-//! Per-thread deltas match when they agree to 0.005 (the table's two decimals); verdicts must be equal.
-//! A cell that timed out, crashed, failed or is inconclusive makes the whole judgement "cannot tell":
-//! bisecting on it would blame the wrong commit.
+//! A cell differs when its verdict differs, or when a per-thread delta moves by more than the analysis
+//! itself treats as motion ([`tolerance`]: a tenth of a unit per thread, a tenth of a page for `vm_kib`)
+//! or than the two measurements' own resolution (one unit over the run, per thread, which each record
+//! carries), whichever is larger. A run cell that timed out, crashed, failed or is inconclusive makes the
+//! whole judgement "cannot tell": bisecting on it would blame the wrong commit. A baseline cell like that
+//! cannot judge anything: the baseline is unusable, and `git bisect run` stops.
 
 use std::path::{Path, PathBuf};
 
+use crate::analysis;
 use crate::compare::{self, LoadError};
-use crate::record::{CellRecord, Record, Verdict};
+use crate::record::{CellRecord, Record, Verdict, EXEC_CELL};
 use crate::report::moved;
 
-/// Deltas closer than this are equal: what the table shows with two decimals.
-pub const TOLERANCE: f64 = 0.005;
+/// How far a counter's per-thread delta may move between a run and its baseline and still match: what
+/// the analysis treats as motion, or the measurements' resolution when that is coarser.
+pub fn tolerance(counter: &str, run: &CellRecord, baseline: Option<&CellRecord>) -> f64 {
+    let resolution = |cell: Option<&CellRecord>| cell.and_then(|c| c.resolution.get(counter)).unwrap_or(0.0);
+    (analysis::RATE_THRESHOLD * analysis::unit(counter)).max(resolution(Some(run)) + resolution(baseline))
+}
 
 /// What a run is judged against.
 #[derive(Clone, Debug)]
@@ -36,6 +44,10 @@ pub enum ExpectError {
     Backend { path: PathBuf, theirs: String, ours: String },
     #[error("the baseline {path} was made with --self-calls {theirs}, this run uses {ours}: per-thread deltas scale with it")]
     SelfCalls { path: PathBuf, theirs: u32, ours: u32 },
+    #[error("the baseline {path} is a record of `threadleak {theirs}`, this is `threadleak {ours}`")]
+    Kind { path: PathBuf, theirs: &'static str, ours: &'static str },
+    #[error("the baseline {path} cannot judge cell `{cell}`: it is {outcome} there{}", .note.as_ref().map(|n| format!(" ({n})")).unwrap_or_default())]
+    Unjudgeable { path: PathBuf, cell: String, outcome: String, note: Option<String> },
     #[error("cannot read the snapshot {path}")]
     Snapshot { path: PathBuf, source: std::io::Error },
     #[error("the snapshot {path} has no verdict line")]
@@ -72,11 +84,12 @@ pub struct Report {
     pub lines: Vec<String>,
 }
 
-/// What a cell is expected to be: its verdict and its per-thread deltas.
+/// What a cell is expected to be: its verdict and its per-thread deltas (and, from a record, the cell).
 #[derive(Clone, Debug, PartialEq)]
 struct Expected {
     verdict: String,
     per_thread: Vec<(String, f64)>,
+    cell: Option<CellRecord>,
 }
 
 fn describe(per_thread: &[(String, f64)]) -> String {
@@ -105,7 +118,7 @@ fn read_snapshot(path: &Path) -> Result<Expected, ExpectError> {
         }
     }
     let verdict = verdict.ok_or_else(|| ExpectError::SnapshotFormat { path: path.to_owned() })?;
-    Ok(Expected { verdict, per_thread })
+    Ok(Expected { verdict, per_thread, cell: None })
 }
 
 /// The snapshot suffix a backend's cells are asserted with (`cases/matrix.rs`).
@@ -126,8 +139,20 @@ pub fn snapshot_suffix(backend: &str, os_version: &str, dir: &Path, cell: &str) 
 
 fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<Expected, ExpectError> {
     match baseline {
-        Baseline::Clean => Ok(Expected { verdict: Verdict::Clean.as_str().to_owned(), per_thread: Vec::new() }),
+        Baseline::Clean => {
+            Ok(Expected { verdict: Verdict::Clean.as_str().to_owned(), per_thread: Vec::new(), cell: None })
+        }
         Baseline::Record { path, record } => {
+            let kind = |r: &Record| {
+                if r.cells.iter().any(|c| c.cell == EXEC_CELL && c.command.is_some()) {
+                    "exec"
+                } else {
+                    "run"
+                }
+            };
+            if kind(record) != kind(run) {
+                return Err(ExpectError::Kind { path: path.clone(), theirs: kind(record), ours: kind(run) });
+            }
             if record.backend != run.backend {
                 return Err(ExpectError::Backend {
                     path: path.clone(),
@@ -147,7 +172,19 @@ fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<
                 .iter()
                 .find(|c| c.cell == cell.cell)
                 .ok_or_else(|| ExpectError::MissingCell { path: path.clone(), cell: cell.cell.clone() })?;
-            Ok(Expected { verdict: theirs.verdict.as_str().to_owned(), per_thread: theirs.per_thread.0.clone() })
+            if !theirs.judgeable() {
+                return Err(ExpectError::Unjudgeable {
+                    path: path.clone(),
+                    cell: cell.cell.clone(),
+                    outcome: theirs.outcome().to_owned(),
+                    note: theirs.note.clone(),
+                });
+            }
+            Ok(Expected {
+                verdict: theirs.verdict.as_str().to_owned(),
+                per_thread: theirs.per_thread.0.clone(),
+                cell: Some(theirs.clone()),
+            })
         }
         Baseline::Snapshots(dir) => {
             let suffix = snapshot_suffix(&run.backend, &run.os.version, dir, &cell.cell);
@@ -156,11 +193,14 @@ fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<
     }
 }
 
-/// Judges `run` against `baseline`, cell by cell.
+/// Judges `run` against `baseline`, cell by cell. The baseline is read for every cell first: one it cannot
+/// judge makes it unusable whatever the run did.
 pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
+    let expected: Vec<Expected> =
+        run.cells.iter().map(|cell| expected_for(baseline, run, cell)).collect::<Result<_, _>>()?;
     let mut lines = Vec::new();
     let (mut differs, mut unknown) = (false, false);
-    for cell in &run.cells {
+    for (cell, expected) in run.cells.iter().zip(expected) {
         if !cell.judgeable() {
             unknown = true;
             let what = cell.outcome();
@@ -171,14 +211,12 @@ pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
             ));
             continue;
         }
-        let expected = expected_for(baseline, run, cell)?;
         let got = &cell.per_thread.0;
         let value = |list: &[(String, f64)], name: &str| list.iter().find(|(n, _)| n == name).map_or(0.0, |&(_, v)| v);
         let counters_differ = matches!(baseline, Baseline::Record { .. } | Baseline::Snapshots(_))
-            && got
-                .iter()
-                .chain(&expected.per_thread)
-                .any(|(n, _)| (value(got, n) - value(&expected.per_thread, n)).abs() >= TOLERANCE);
+            && got.iter().chain(&expected.per_thread).any(|(n, _)| {
+                (value(got, n) - value(&expected.per_thread, n)).abs() > tolerance(n, cell, expected.cell.as_ref())
+            });
         if cell.verdict.as_str() != expected.verdict || counters_differ {
             differs = true;
             lines.push(format!(
@@ -232,6 +270,7 @@ mod tests {
                     note: None,
                     failure: None,
                     interval: Counters::default(),
+                    resolution: Counters::default(),
                     processes: Vec::new(),
                 })
                 .collect(),
@@ -254,7 +293,7 @@ mod tests {
         let good = record(&[(LEAKED, Verdict::Leak, &[("fds", 1.0), ("maps", 0.0)])]);
         let baseline = Baseline::Record { path: "good.json".into(), record: Box::new(good.clone()) };
         assert_eq!(judge(&good, &baseline).unwrap().judgement, Judgement::Matches);
-        let close = record(&[(LEAKED, Verdict::Leak, &[("fds", 1.004), ("maps", 0.0)])]);
+        let close = record(&[(LEAKED, Verdict::Leak, &[("fds", 1.04), ("maps", 0.0)])]);
         assert_eq!(judge(&close, &baseline).unwrap().judgement, Judgement::Matches);
         let worse = record(&[(LEAKED, Verdict::Leak, &[("fds", 2.0), ("maps", 0.0)])]);
         let report = judge(&worse, &baseline).unwrap();

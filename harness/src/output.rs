@@ -7,6 +7,7 @@
 //! output can be written is checked before the run starts ([`check`]), not after minutes of work.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// Why an output cannot be written.
@@ -65,6 +66,13 @@ struct Staged {
 fn stage(path: &Path, text: &[u8]) -> Result<Staged, OutputError> {
     let io = |source| OutputError::Io { path: path.to_owned(), source };
     let mut file = tempfile::Builder::new().prefix(".threadleak-").tempfile_in(folder(path)).map_err(io)?;
+    // The file a result replaces keeps its mode; a new one gets the usual 0644, not the temporary file's
+    // 0600.
+    let mode = match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() => m.permissions(),
+        _ => std::fs::Permissions::from_mode(0o644),
+    };
+    file.as_file().set_permissions(mode).map_err(io)?;
     file.write_all(text).map_err(io)?;
     file.as_file().sync_all().map_err(io)?;
     Ok(Staged { file, path: path.to_owned() })

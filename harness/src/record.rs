@@ -17,6 +17,13 @@ pub const SCHEMA: u32 = 1;
 /// The id of the one cell of a `threadleak exec` record.
 pub const EXEC_CELL: &str = "exec";
 
+/// The most counters a record may give a cell, checkpoint or process: a backend has at most a dozen. A
+/// record with more is refused while it is read, so that reading stays linear in its size.
+pub const MAX_COUNTERS: usize = 64;
+
+/// The most cells a record may hold: the matrix has 54.
+pub const MAX_CELLS: usize = 4096;
+
 /// Named counters in a fixed order; serialized as a JSON object in that order.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Counters<T>(pub Vec<(String, T)>);
@@ -55,8 +62,14 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counters<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Counters<T>, A::Error> {
                 let mut entries: Vec<(String, T)> = Vec::new();
+                let mut seen = std::collections::HashSet::new();
                 while let Some((name, value)) = access.next_entry::<String, T>()? {
-                    if entries.iter().any(|(n, _)| *n == name) {
+                    if entries.len() == MAX_COUNTERS {
+                        return Err(serde::de::Error::custom(format!(
+                            "more than {MAX_COUNTERS} counters (a backend has at most a dozen)"
+                        )));
+                    }
+                    if !seen.insert(name.clone()) {
                         return Err(serde::de::Error::custom(format!("counter `{name}` appears twice")));
                     }
                     entries.push((name, value));
@@ -269,9 +282,13 @@ pub struct CellRecord {
     pub note: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
-    /// `exec`: the 95 % interval of each per-thread change (`[low, high]`), which the verdict reads.
+    /// `exec`: the rates bounding the middle two thirds of the run (`[low, high]`), which the verdict reads.
     #[serde(default, skip_serializing_if = "Counters::is_empty")]
     pub interval: Counters<[f64; 2]>,
+    /// What one unit of each counter over the run amounts to per thread: the finest change the
+    /// measurement can show (`--expect` allows for it).
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub resolution: Counters<f64>,
     /// `exec`: each process of the program that created threads, measured on its own. The cell's own
     /// figures are those of the process that decides the verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -327,6 +344,7 @@ impl CellRecord {
             note: None,
             failure: None,
             interval: Counters::default(),
+            resolution: Counters::default(),
             processes: Vec::new(),
         }
     }
@@ -358,6 +376,8 @@ pub enum RecordError {
     DuplicateCell { cell: String },
     #[error("cell `{cell}` has axes that say otherwise")]
     AxesMismatch { cell: String },
+    #[error("{cells} cells is more than a record can hold ({MAX_CELLS} at most)")]
+    TooManyCells { cells: usize },
 }
 
 impl Record {
@@ -378,6 +398,9 @@ impl Record {
         };
         if record.schema != SCHEMA {
             return Err(RecordError::Schema { found: u64::from(record.schema) });
+        }
+        if record.cells.len() > MAX_CELLS {
+            return Err(RecordError::TooManyCells { cells: record.cells.len() });
         }
         let mut seen = std::collections::HashSet::new();
         for cell in &record.cells {
@@ -439,6 +462,7 @@ mod tests {
                     cycle: 17,
                 }),
                 interval: Counters::default(),
+                resolution: Counters::default(),
                 processes: Vec::new(),
             }],
         }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 
 use crate::expect;
 use crate::record::{CellRecord, Counters, ProcessRecord, Record, Verdict};
+use crate::text;
 
 /// Output formats of `threadleak run`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -45,7 +46,7 @@ fn heading(record: &Record) -> String {
         };
         return format!(
             "{} {} exec `{}` · backend {backend} · {} {version} {} {} · {} threads created{processes}, censuses at \
-             16, 32, 64, ... threads ended, then every {}",
+             16, 32, 48, ... threads ended (four each time the count doubles), then every {}",
             record.tool.name,
             record.tool.version,
             shell_words(cell.command.as_deref().unwrap_or_default()),
@@ -80,6 +81,13 @@ struct Row<'a> {
     outcome: String,
     per_thread: &'a Counters<f64>,
     note: Option<&'a str>,
+}
+
+impl Row<'_> {
+    /// The label in markdown: a cell id as code, a process (its command line) as escaped text.
+    fn markdown_label(&self) -> String {
+        text::markdown_code(self.label.trim())
+    }
 }
 
 /// A process's label: its pid, and its command or the process it was forked from.
@@ -128,40 +136,28 @@ fn footer(record: &Record) -> &'static str {
     }
 }
 
-/// The table as markdown.
+/// The table as markdown. Every string from the record is written as literal text ([`text::markdown`]):
+/// a record cannot break the table or add markup to a job summary.
 pub fn markdown(record: &Record) -> String {
     let cols = columns(record);
     let mut out = format!(
         "**{}**\n\n| cell | verdict | {} |\n|---|---|{}\n",
-        heading(record),
-        cols.join(" | "),
+        text::markdown(&heading(record)),
+        cols.iter().map(|c| text::markdown(c)).collect::<Vec<_>>().join(" | "),
         "---:|".repeat(cols.len())
     );
     let rows = rows(record);
     for row in &rows {
         let values: Vec<String> =
             cols.iter().map(|c| row.per_thread.get(c).map_or_else(|| "-".to_owned(), delta)).collect();
-        let _ = writeln!(out, "| `{}` | {} | {} |", row.label.trim(), row.outcome, values.join(" | "));
+        let _ =
+            writeln!(out, "| {} | {} | {} |", row.markdown_label(), text::markdown(&row.outcome), values.join(" | "));
     }
     for row in rows.iter().filter(|r| r.note.is_some()) {
-        let _ = writeln!(out, "\n- `{}`: {}", row.label.trim(), row.note.unwrap_or_default());
+        let _ = writeln!(out, "\n- {}: {}", row.markdown_label(), text::markdown(row.note.unwrap_or_default()));
     }
     let _ = writeln!(out, "\n_{}_", footer(record));
     out
-}
-
-fn xml(text: &str) -> String {
-    text.chars()
-        .map(|c| match c {
-            '&' => "&amp;".to_owned(),
-            '<' => "&lt;".to_owned(),
-            '>' => "&gt;".to_owned(),
-            '"' => "&quot;".to_owned(),
-            '\'' => "&apos;".to_owned(),
-            c if (c as u32) < 0x20 && c != '\n' && c != '\t' => format!("&#{};", c as u32),
-            c => c.to_string(),
-        })
-        .collect()
 }
 
 /// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
@@ -177,54 +173,38 @@ fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
     format!("{} (over {over})", parts.join(", "))
 }
 
-/// JUnit XML: a test case per cell.
+/// JUnit XML (written by `quick-junit`, as nextest does): a test case per cell. Text from the record has
+/// the characters XML 1.0 forbids written as visible escapes ([`text::xml`]) rather than dropped.
 pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
-    let suite = format!("threadleak.{}", record.backend);
-    let mut cases = String::new();
-    let (mut failures, mut errors) = (0, 0);
+    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+    let suite_name = format!("threadleak.{}", text::xml(&record.backend));
+    let mut suite = TestSuite::new(suite_name.clone());
+    suite.add_property(("heading", text::xml(&heading(record)).as_str()));
     for cell in &record.cells {
-        let _ = write!(
-            cases,
-            "    <testcase classname=\"{}\" name=\"{}\" time=\"{:.3}\"",
-            xml(&suite),
-            xml(&cell.cell),
-            cell.elapsed_ms as f64 / 1000.0
-        );
         let mismatch = judged.and_then(|r| r.lines.iter().find(|l| l.starts_with(&format!("{}:", cell.cell))));
-        if !cell.judgeable() {
-            errors += 1;
+        let failure = |kind: NonSuccessKind, ty: &str, message: &str| {
+            let mut status = TestCaseStatus::non_success(kind);
+            status.set_type(text::xml(ty)).set_message(text::xml(message));
+            status
+        };
+        let status = if !cell.judgeable() {
             let message = cell.note.clone().unwrap_or_else(|| cell.outcome().to_owned());
-            let _ = writeln!(
-                cases,
-                ">\n      <error type=\"{}\" message=\"{}\"/>\n    </testcase>",
-                cell.outcome(),
-                xml(&message)
-            );
+            failure(NonSuccessKind::Error, cell.outcome(), &message)
         } else if let Some(line) = mismatch {
-            failures += 1;
-            let _ = writeln!(cases, ">\n      <failure type=\"differs\" message=\"{}\"/>\n    </testcase>", xml(line));
+            failure(NonSuccessKind::Failure, "differs", line)
         } else if judged.is_none() && cell.verdict != Verdict::Clean {
-            failures += 1;
-            let _ = writeln!(
-                cases,
-                ">\n      <failure type=\"{}\" message=\"{}\"/>\n    </testcase>",
-                cell.verdict.as_str(),
-                xml(&moved_per_thread(cell, record.params.cycles))
-            );
+            failure(NonSuccessKind::Failure, cell.verdict.as_str(), &moved_per_thread(cell, record.params.cycles))
         } else {
-            cases.push_str("/>\n");
-        }
+            TestCaseStatus::success()
+        };
+        let mut case = TestCase::new(text::xml(&cell.cell), status);
+        case.set_classname(suite_name.clone()).set_time(std::time::Duration::from_millis(cell.elapsed_ms));
+        suite.add_test_case(case);
     }
-    let total = record.cells.len();
-    let time: f64 = record.cells.iter().map(|c| c.elapsed_ms as f64 / 1000.0).sum();
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n\
-         <testsuites name=\"threadleak\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n\
-         \x20 <testsuite name=\"{}\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{time:.3}\">\n\
-         \x20   <properties><property name=\"heading\" value=\"{}\"/></properties>\n{cases}  </testsuite>\n</testsuites>\n",
-        xml(&suite),
-        xml(&heading(record))
-    )
+    suite.set_time(std::time::Duration::from_millis(record.cells.iter().map(|c| c.elapsed_ms).sum()));
+    let mut report = Report::new("threadleak");
+    report.add_test_suite(suite);
+    report.to_string().expect("a report of valid XML strings serializes")
 }
 
 /// A per-thread delta as the table shows it: `0`, `+1`, `-1`, `+8196`, `+0.50`.
@@ -256,18 +236,18 @@ pub fn moved(per_thread: &[(String, f64)]) -> Vec<String> {
 pub fn table(record: &Record) -> String {
     let cols = columns(record);
     let rows = rows(record);
-    let id_width = rows.iter().map(|r| r.label.chars().count()).max().unwrap_or(4).clamp(4, 60);
+    let id_width = rows.iter().map(|r| text::terminal(&r.label).chars().count()).max().unwrap_or(4).clamp(4, 60);
     let verdict_width = rows.iter().map(|r| r.outcome.len()).max().unwrap_or(0).max(12);
     let col_width = |name: &str| name.len().max(6);
     let mut out = String::new();
-    let _ = writeln!(out, "{}", heading(record));
+    let _ = writeln!(out, "{}", text::terminal(&heading(record)));
     let _ = write!(out, "{:<id_width$}  {:<verdict_width$}", "cell", "verdict");
     for c in &cols {
-        let _ = write!(out, "  {:>w$}", c, w = col_width(c));
+        let _ = write!(out, "  {:>w$}", text::terminal(c), w = col_width(c));
     }
     out.push('\n');
     for row in &rows {
-        let label: String = row.label.chars().take(id_width).collect();
+        let label: String = text::terminal(&row.label).chars().take(id_width).collect();
         let _ = write!(out, "{label:<id_width$}  {:<verdict_width$}", row.outcome);
         for c in &cols {
             let value = row.per_thread.get(c).map_or_else(|| "-".to_owned(), delta);
@@ -279,7 +259,12 @@ pub fn table(record: &Record) -> String {
     if !noted.is_empty() {
         out.push_str("\nnotes:\n");
         for row in noted {
-            let _ = writeln!(out, "  {}: {}", row.label.trim(), row.note.unwrap_or_default());
+            let _ = writeln!(
+                out,
+                "  {}: {}",
+                text::terminal(row.label.trim()),
+                text::terminal(row.note.unwrap_or_default())
+            );
         }
     }
     let _ = writeln!(out, "\n{}", footer(record));

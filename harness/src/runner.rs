@@ -39,6 +39,21 @@ const KILL_GRACE: Duration = Duration::from_secs(10);
 /// How long to wait for a child's pipes to close once it has exited.
 const PIPE_GRACE: Duration = Duration::from_secs(2);
 
+/// The stack of a job thread (it formats and parses, no deep recursion), and of a thread that watches a
+/// child (it reads a pipe or waits): small, so that a tight address-space limit (`ulimit -v`) still holds
+/// them.
+const JOB_STACK: usize = 256 << 10;
+const WATCH_STACK: usize = 64 << 10;
+
+/// Starts a thread that watches a child, or says why it cannot (the process limit, `ulimit -u`).
+fn watch(what: &str, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    thread::Builder::new()
+        .stack_size(WATCH_STACK)
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("cannot start a thread to {what}: {e}")))
+}
+
 /// How to run cells.
 #[derive(Clone, Debug)]
 pub struct RunConfig {
@@ -97,17 +112,26 @@ pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progr
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellRecord)>();
     let mut results: Vec<Option<CellRecord>> = vec![None; cells.len()];
+    let work = |tx: &mpsc::Sender<(usize, CellRecord)>| loop {
+        let index = next.fetch_add(1, Ordering::Relaxed);
+        let Some(&cell) = cells.get(index) else { break };
+        if tx.send((index, run_cell(config, cell))).is_err() {
+            break;
+        }
+    };
     thread::scope(|scope| {
+        // As many job threads as the process limit (`ulimit -u`) allows; with none, the cells run here.
+        let mut started = 0;
         for _ in 0..config.jobs.clamp(1, cells.len().max(1)) {
             let tx = tx.clone();
-            let next = &next;
-            scope.spawn(move || loop {
-                let index = next.fetch_add(1, Ordering::Relaxed);
-                let Some(&cell) = cells.get(index) else { break };
-                if tx.send((index, run_cell(config, cell))).is_err() {
-                    break;
-                }
-            });
+            let work = &work;
+            match thread::Builder::new().stack_size(JOB_STACK).spawn_scoped(scope, move || work(&tx)) {
+                Ok(_) => started += 1,
+                Err(_) => break,
+            }
+        }
+        if started == 0 {
+            work(&tx);
         }
         drop(tx);
         for (done, (index, record)) in rx.iter().enumerate() {
@@ -218,6 +242,7 @@ pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, V
                             record.per_thread = a.per_thread;
                             record.slope = a.slope;
                             record.verdict = a.verdict;
+                            record.resolution = analysis::resolution(&record.checkpoints);
                         }
                         Err(e) => {
                             record.status = Status::Crashed;
@@ -344,30 +369,38 @@ pub fn supervise(
     spawned(child.id());
     let (out_tx, out_rx) = mpsc::channel();
     let (err_tx, err_rx) = mpsc::channel();
-    if let Some(stdout) = child.stdout.take() {
-        thread::spawn(move || {
-            let mut buf = Vec::new();
-            let res = stdout.take(STDOUT_LIMIT as u64 + 1).read_to_end(&mut buf);
-            let _ = out_tx.send(res.map(|_| buf));
-        });
-    } else {
-        let _ = out_tx.send(Ok(Vec::new()));
-    }
-    if let Some(stderr) = child.stderr.take() {
-        let tee = capture == Capture::TeeStderr;
-        thread::spawn(move || {
-            let _ = err_tx.send(read_tail(stderr, STDERR_TAIL, tee));
-        });
-    } else {
-        let _ = err_tx.send(String::new());
-    }
-    // The waiter sees the child end but leaves it unreaped: until it is reaped below, its pid, and so
-    // its process group id, cannot be given to another process, so the signals below reach only its group.
     let (exit_tx, exit_rx) = mpsc::channel();
     let pid = child.id();
-    thread::spawn(move || {
-        let _ = exit_tx.send(crate::sys::wait_ended_unreaped(pid));
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    let tee = capture == Capture::TeeStderr;
+    let watching = watch("read the child's output", move || {
+        let mut buf = Vec::new();
+        let res = match stdout {
+            Some(stdout) => stdout.take(STDOUT_LIMIT as u64 + 1).read_to_end(&mut buf).map(drop),
+            None => Ok(()),
+        };
+        let _ = out_tx.send(res.map(|()| buf));
+    })
+    .and_then(|()| {
+        watch("read the child's stderr", move || {
+            let _ = err_tx.send(stderr.map(|e| read_tail(e, STDERR_TAIL, tee)).unwrap_or_default());
+        })
+    })
+    // The waiter sees the child end but leaves it unreaped: until it is reaped below, its pid, and so
+    // its process group id, cannot be given to another process, so the signals below reach only its group.
+    .and_then(|()| {
+        watch("wait for the child", move || {
+            let _ = exit_tx.send(crate::sys::wait_ended_unreaped(pid));
+        })
     });
+    if let Err(e) = watching {
+        // Unwatched, the child cannot be run: it goes, with its group, before it does anything.
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        let _ = child.wait();
+        live().0.retain(|&g| g != pgid);
+        return Err(e);
+    }
 
     let group = Pid::from_raw(pgid);
     let mut timed_out = false;

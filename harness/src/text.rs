@@ -4,8 +4,9 @@
 //! - [`terminal`]: control characters (C0, DEL, C1) written as `\u{1b}`, so that a record cannot clear a
 //!   screen, set a window title or colour the output;
 //! - [`markdown`]: that, and the characters markdown reads as markup (`|`, `` ` ``, `<`, `>`, `&`, `*`,
-//!   `_`, `[`, `]`, `\`, and `#` at the start), so that a record cannot break a table or add a heading or
-//!   HTML to a job summary;
+//!   `[`, `]`, `\`, and `#` at the start), so that a record cannot break a table or add a heading, a link
+//!   or HTML to a job summary (`_` is left: GitHub's markdown never reads it as emphasis inside a word,
+//!   and counter names hold it);
 //! - [`xml`]: that, for text the XML writer escapes itself: the characters XML 1.0 forbids (most of C0)
 //!   cannot be written even as references, and would make a whole JUnit report invalid.
 
@@ -42,7 +43,7 @@ pub fn markdown(text: &str) -> String {
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
             '&' => out.push_str("&amp;"),
-            '|' | '`' | '*' | '_' | '[' | ']' | '\\' => {
+            '|' | '`' | '*' | '[' | ']' | '\\' => {
                 out.push('\\');
                 out.push(c);
             }
@@ -51,6 +52,17 @@ pub fn markdown(text: &str) -> String {
         }
     }
     out
+}
+
+/// An identifier (a cell id) as a markdown code span when it holds nothing but letters, digits and
+/// `=,._-` (a cell id always does), else as escaped text: a code span shows its text as it is, markup
+/// included, and cannot be escaped.
+pub fn markdown_code(text: &str) -> String {
+    if !text.is_empty() && text.chars().all(|c| c.is_ascii_alphanumeric() || "=,._-".contains(c)) {
+        format!("`{text}`")
+    } else {
+        markdown(text)
+    }
 }
 
 /// `text` with every character XML 1.0 forbids (`Char`, section 2.2: C0 but tab, newline and carriage
@@ -83,6 +95,12 @@ mod tests {
         assert_eq!(markdown("# a | b `c` <script>&amp;"), "\\# a \\| b \\`c\\` &lt;script&gt;&amp;amp;");
         assert_eq!(markdown("x\ny"), "x\\u{a}y");
         assert_eq!(markdown("a#b"), "a#b");
+    }
+
+    #[test]
+    fn only_plain_identifiers_become_code_spans() {
+        assert_eq!(markdown_code("thread=detached,self=none"), "`thread=detached,self=none`");
+        assert_eq!(markdown_code("x`|y"), "x\\`\\|y");
     }
 
     #[test]

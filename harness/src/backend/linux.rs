@@ -556,6 +556,18 @@ pub fn thread_count(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
 }
 
+/// Bytes of address space this process may still map: its `RLIMIT_AS` (`ulimit -v`) less what it maps
+/// now; `None` when there is no limit.
+pub fn address_space_left() -> Option<u64> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is valid for writing.
+    if unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } != 0 || lim.rlim_cur == libc::RLIM_INFINITY {
+        return None;
+    }
+    let mapped = status_field(c"/proc/self/status", b"VmSize:").ok()? as u64 * 1024;
+    Some(lim.rlim_cur.saturating_sub(mapped))
+}
+
 /// Lets a leaking cell run into the hard limit rather than the (often 1024) soft one.
 fn raise_fd_limit() -> Result<(), CallError> {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };

@@ -252,6 +252,15 @@ pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
     }
 }
 
+/// Bytes of address space this process may still map under its `ulimit -v`, where that is enforced and
+/// set (Linux); `None` otherwise.
+pub fn address_space_left() -> Option<u64> {
+    #[cfg(target_os = "linux")]
+    return linux::address_space_left();
+    #[cfg(not(target_os = "linux"))]
+    return None;
+}
+
 /// How many threads process `pid` has now, where that can be read (Linux).
 pub fn thread_count(pid: u32) -> Option<u64> {
     #[cfg(target_os = "linux")]

@@ -410,6 +410,7 @@ fn measure(
             cell.per_thread = decider.per_thread.clone();
             cell.interval = decider.interval.clone();
             cell.checkpoints = decider.checkpoints.clone();
+            cell.resolution = analysis::resolution(&decider.checkpoints);
             cell.verdict = decider.verdict;
             if let Ok(e) = analysis::estimate(&decider.checkpoints) {
                 cell.slope = e.slope;
