@@ -3,10 +3,10 @@
 
 For each runtime program in ci/runtimes/ (threads joined one by one, and threads not joined), this runs
 `threadleak exec` RUNS times and reads each record's verdict and per-thread figures; then it measures the
-same program from outside, with no probe: it runs it three times at each of two thread counts, stops it
+same program from outside, with no probe: it runs it five times at each of two thread counts, stops it
 (SIGSTOP) once it says READY (all its threads done, before its teardown), counts
 /proc/PID/{fd,maps,status,timers} the way threadleak's census does (malloc's heaps left out of vm_kib),
-and divides the difference of the medians by the difference in threads; the spread of the three counts
+and divides the difference of the medians by the difference in threads; the spread of the five counts
 at each thread count, per thread, is that measurement's own uncertainty. It prints a markdown table, and exits 1 when a runtime's verdict is not the same in
 every run, or disagrees with the outside measurement (an inconclusive exec verdict agrees with an outside
 measurement in which only memory moves: neither can tell leak from clean).
@@ -106,7 +106,7 @@ def at_end(template, n):
     return counts
 
 
-def outside(template, n1, n2, repeats=3):
+def outside(template, n1, n2, repeats=5):
     """Per-thread rates from outside: the change of the median census between n1 and n2 threads, and its
     uncertainty, the spread of the repeated censuses at each count, per thread."""
     a = [at_end(template, n1) for _ in range(repeats)]

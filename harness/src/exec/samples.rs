@@ -124,21 +124,20 @@ pub fn read(text: &str, counts: &[Counts]) -> Reading {
             "samples of more than {MAX_PROCESSES} processes: {dropped_processes} lines of others ignored"
         ));
     }
-    let commands: BTreeMap<u32, Vec<String>> =
-        by_pid.iter().filter_map(|(&pid, s)| s.command.clone().map(|c| (pid, c))).collect();
     for (pid, series) in by_pid {
         if series.created == 0 {
             continue;
         }
-        reading.processes.push(process(pid, series, &commands));
+        reading.processes.push(process(pid, series));
     }
     reading
 }
 
 /// One process's record: its censuses as checkpoints, estimated.
-fn process(pid: u32, mut series: Series, commands: &BTreeMap<u32, Vec<String>>) -> ProcessRecord {
+fn process(pid: u32, mut series: Series) -> ProcessRecord {
     let mut notes = Vec::new();
-    let command = if series.forked { None } else { series.command.take().or_else(|| commands.get(&pid).cloned()) };
+    // A forked child has its parent's command line; its parent is named instead.
+    let command = if series.forked { None } else { series.command.take() };
     // Checkpoints are placed by threads ended; two censuses at one count keep the later.
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     for census in std::mem::take(&mut series.censuses) {
