@@ -2,8 +2,8 @@
 //! detached, never joined, batches, teardown, forks, `_exit`, the C library's own helper threads, raw
 //! clones), each asserted five times (the verdict must be the same every run); the C reproduction; a
 //! runtime nobody here wrote (CPython); process hygiene (a killed runner, an interrupt, a daemon); programs
-//! the probe cannot enter; and `git bisect run`. `cargo test` does not build a cdylib, so the first test
-//! here builds the probe library beside the binary under test.
+//! the probe cannot enter; `git bisect run`; and the binary alone, copied away from its build, with the
+//! probe it carries or one named with `--probe`.
 
 #![cfg(target_os = "linux")]
 
@@ -46,27 +46,8 @@ fn alone() -> std::sync::MutexGuard<'static, ()> {
     ALONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Builds the probe library into the profile folder of the binary under test, once.
-fn ensure_probe() {
-    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    BUILT.get_or_init(|| {
-        let bin = common::bin();
-        let profile = bin.parent().and_then(Path::file_name).and_then(|p| p.to_str()).unwrap_or("debug").to_owned();
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut build = Command::new(cargo);
-        build.args(["build", "--quiet", "-p", "threadleak-probe"]);
-        if profile != "debug" {
-            build.args(["--profile", if profile == "release" { "release" } else { &profile }]);
-        }
-        let out = build.current_dir(env!("CARGO_MANIFEST_DIR")).output().unwrap();
-        assert!(out.status.success(), "building the probe: {}", String::from_utf8_lossy(&out.stderr));
-        assert!(threadleak::exec::probe_beside(&bin).is_ok(), "the probe is not beside {}", bin.display());
-    });
-}
-
 /// `threadleak exec [flags] --format json --out FILE -- program...`: the exit code and the record.
 fn exec(flags: &[&str], program: &[&str]) -> (i32, Record, Output) {
-    ensure_probe();
     let _alone = alone();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exec.json");
@@ -293,7 +274,6 @@ fn start_tree(dir: &Path, flags: &[&str]) -> (std::process::Child, Vec<i32>) {
         p = pids.display(),
         lc = lc.display()
     );
-    ensure_probe();
     let mut runner = Command::new(common::bin())
         .arg("exec")
         .args(flags)
@@ -549,7 +529,6 @@ fn a_missing_program_is_an_error_naming_it() {
 fn expect_clean_gives_the_bisect_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let tt = tt(dir.path(), false);
-    ensure_probe();
     let _alone = alone();
     let status = |mode: &str| {
         Command::new(common::bin())
@@ -591,7 +570,6 @@ fn git_bisect_run_finds_the_commit_that_started_leaking() {
         git(&["commit", "-q", "-m", &format!("commit {i}: {mode}")]);
     }
     git(&["bisect", "start", "HEAD", "HEAD~4"]);
-    ensure_probe();
     let _alone = alone();
     let bin = common::bin();
     let log = git(&[
@@ -629,4 +607,83 @@ bg.join()\n";
     assert_eq!(forks.len(), 30);
     assert!(forks.iter().all(|p| p.created == 1 && p.parent == parent.pid), "{forks:#?}");
     assert_eq!(cell.verdict, Verdict::Clean, "{:?}", cell.note);
+}
+
+/// The binary carries its probe: copied alone into an empty folder (as `cargo install` leaves it) and run
+/// from `/`, it measures, and leaves nothing behind in its temporary folder.
+#[test]
+fn the_binary_alone_measures_from_any_folder_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let tt = tt(dir.path(), false);
+    let lone = dir.path().join("bin");
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&lone).unwrap();
+    std::fs::create_dir(&tmp).unwrap();
+    let bin = lone.join("threadleak");
+    std::fs::copy(common::bin(), &bin).unwrap();
+    let record = dir.path().join("record.json");
+    let _alone = alone();
+    for (mode, verdict) in [("release", Verdict::Clean), ("leak", Verdict::Leak)] {
+        let out = Command::new(&bin)
+            .args(["exec", "--every", "200", "--format", "json", "--out"])
+            .arg(&record)
+            .arg("--")
+            .arg(&tt)
+            .args([mode, "2000"])
+            .current_dir("/")
+            .env("TMPDIR", &tmp)
+            .env_remove("THREADLEAK_PROBE")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(ExitCode::OK), "{}", String::from_utf8_lossy(&out.stderr));
+        let record = Record::from_json(&std::fs::read_to_string(&record).unwrap()).unwrap();
+        assert_eq!(record.cells[0].verdict, verdict, "{mode}: {:?}", record.cells[0]);
+        let left: Vec<_> = std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+}
+
+/// `--probe PATH` (or THREADLEAK_PROBE) replaces the carried probe: a path that is not there is an error
+/// naming it before anything runs; a file that is not a library is preloaded, and the loader's refusal is
+/// what the record says.
+#[test]
+fn an_explicit_probe_replaces_the_carried_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let tt = tt(dir.path(), false);
+    let missing = dir.path().join("no-such-probe.so");
+    let out = Command::new(common::bin())
+        .arg("exec")
+        .arg("--probe")
+        .arg(&missing)
+        .arg("--")
+        .arg(&tt)
+        .args(["release", "100"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(ExitCode::FAILED), "{stderr}");
+    assert!(stderr.contains(missing.to_str().unwrap()) && stderr.contains("cannot be used"), "{stderr}");
+
+    let not_a_library = dir.path().join("not-a-library.so");
+    std::fs::write(&not_a_library, "text").unwrap();
+    let _alone = alone();
+    let path = dir.path().join("exec.json");
+    let out = Command::new(common::bin())
+        .args(["exec", "--format", "json", "--out"])
+        .arg(&path)
+        .arg("--")
+        .arg(&tt)
+        .args(["release", "100"])
+        .env("THREADLEAK_PROBE", &not_a_library)
+        .output()
+        .unwrap();
+    let record = Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let note = record.cells[0].note.as_deref().unwrap_or_default();
+    assert_eq!(record.cells[0].status, Status::Error, "{note}");
+    assert!(note.contains("the probe did not load"), "{note}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("cannot be preloaded"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

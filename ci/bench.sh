@@ -4,8 +4,6 @@
 # the cost of degrade's sampling, and the exec probe's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-# exec_overhead loads the probe library, which only a workspace build makes.
-cargo build --release --locked --workspace
 for bench in matrix_wall overhead compare_speed degrade_overhead exec_overhead; do
     cargo bench --locked -p threadleak --bench "$bench"
 done

@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 brew install sbcl >/dev/null
-cargo build --release --locked --workspace
+cargo build --release --locked -p threadleak
 echo "### SBCL on macOS $(sw_vers -productVersion) $(uname -m)"
 echo
 target/release/threadleak exec --format markdown -- \

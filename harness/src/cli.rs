@@ -79,6 +79,14 @@ enum Command {
     },
     /// Run any program with the probe loaded and measure its resources per thread ended, in each of its processes.
     Exec(ExecArgs),
+    /// Print a record written by `run` or `exec --format json` as they would have, judged with --expect if given.
+    Report {
+        #[command(flatten)]
+        output: OutputArgs,
+        /// The record.
+        #[arg(value_name = "RECORD")]
+        record: PathBuf,
+    },
     /// Create threads of one cell continuously in one child, and plot latency against what has leaked.
     Degrade(DegradeArgs),
     /// Run one cell in this process and print its report (used by `run`).
@@ -197,6 +205,10 @@ struct ExecArgs {
     /// Wall time the program may take before its process group is killed.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
+    /// The probe library to preload instead of the one this binary carries (a developer's own build of
+    /// the `probe/` crate).
+    #[arg(long, value_name = "PATH", env = "THREADLEAK_PROBE")]
+    probe: Option<PathBuf>,
     #[command(flatten)]
     output: OutputArgs,
     /// The program and its arguments, after `--`.
@@ -299,6 +311,7 @@ pub fn main() -> i32 {
         Command::Run(args) => run(args),
         Command::Compare { format, out, records } => compare(format, out.as_deref(), &records),
         Command::Exec(args) => exec(args),
+        Command::Report { output, record } => report(&output, &record),
         Command::Degrade(args) => degrade(args),
         Command::Child(args) => child(args),
         Command::Watchdog { dir, mark } => crate::exec::watchdog(&dir, &mark),
@@ -377,6 +390,24 @@ fn compare(format: CompareFormat, out: Option<&std::path::Path>, paths: &[PathBu
     }
 }
 
+fn report(output: &OutputArgs, path: &std::path::Path) -> i32 {
+    let baseline = match baseline(output.expect.as_deref()) {
+        Ok(b) => b,
+        Err(code) => return code,
+    };
+    if let Err(code) = check_out(output.out.as_deref()) {
+        return code;
+    }
+    let record = match crate::compare::load(path) {
+        Ok(record) => record,
+        Err(e) => {
+            say!("error: {}", with_causes(&e));
+            return ExitCode::USAGE;
+        }
+    };
+    finish(&record, output.format, output.out.as_deref(), baseline.as_ref()).unwrap_or(ExitCode::OK)
+}
+
 /// Writes the record in `format` and, with a baseline, judges it. Returns the exit code when that settles
 /// it (a failure to write, or a judgement); `None` leaves it to the caller.
 fn finish(record: &Record, format: Format, out: Option<&std::path::Path>, baseline: Option<&Baseline>) -> Option<i32> {
@@ -427,24 +458,17 @@ fn exec(args: ExecArgs) -> i32 {
     if let Err(code) = check_out(args.output.out.as_deref()) {
         return code;
     }
-    let exe = match own_executable() {
-        Ok(exe) => exe,
-        Err(code) => return code,
-    };
-    let probe = match crate::exec::probe_beside(&exe) {
-        Ok(probe) => probe,
-        Err(e) => {
-            say!("error: {}", with_causes(&e));
-            return ExitCode::FAILED;
-        }
-    };
+    if args.probe.is_none() && !crate::exec::probe::embedded() {
+        say!("error: {}", crate::exec::ExecError::NoProbe);
+        return ExitCode::FAILED;
+    }
     kill_children_on_interrupt();
     let config = crate::exec::ExecConfig {
         command: args.command,
         every: args.every,
         timeout: args.timeout,
         term_grace: Duration::from_secs(2),
-        probe,
+        probe: args.probe,
     };
     let record = match crate::exec::exec(backend, &config) {
         Ok(record) => record,

@@ -515,6 +515,43 @@ pub fn die_with_runner(command: &mut std::process::Command, runner: u32) {
     }
 }
 
+/// `bytes` in a sealed anonymous file (`memfd_create(2)`): nothing can write, grow or shrink it once
+/// sealed, it lives on no filesystem (so a `noexec` `/tmp` does not matter), and it is gone when the last
+/// descriptor of it closes. Another process of this user opens it as `/proc/PID/fd/N`.
+///
+/// `MFD_EXEC` asks for an executable file where `vm.memfd_noexec` would otherwise make it non-executable
+/// (Linux 6.3, `mm/memfd.c`); a kernel older than that flag refuses it with `EINVAL`, and its memfds are
+/// executable, so the call is made again without it. With `vm.memfd_noexec=2` the kernel refuses
+/// executable memfds (`EACCES`), which the caller takes as "use a file instead".
+pub fn sealed_memfd(name: &CStr, bytes: &[u8]) -> std::io::Result<std::os::fd::OwnedFd> {
+    use std::io::Write;
+    use std::os::fd::FromRawFd;
+    const MFD_EXEC: libc::c_uint = 0x0010; // include/uapi/linux/memfd.h
+    let create = |flags: libc::c_uint| {
+        // SAFETY: `name` is a NUL-terminated string; memfd_create has no other precondition.
+        let fd = unsafe { libc::memfd_create(name.as_ptr(), flags) };
+        if fd == -1 {
+            Err(std::io::Error::last_os_error())
+        } else {
+            // SAFETY: memfd_create returned a new descriptor that nothing else owns.
+            Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) })
+        }
+    };
+    let flags = libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING;
+    let fd = match create(flags | MFD_EXEC) {
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => create(flags)?,
+        other => other?,
+    };
+    let mut file = std::fs::File::from(fd);
+    file.write_all(bytes)?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: fcntl(F_ADD_SEALS) on a descriptor this function owns, with an integer argument.
+    if unsafe { libc::fcntl(std::os::fd::AsRawFd::as_raw_fd(&file), libc::F_ADD_SEALS, seals) } == -1 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(file.into())
+}
+
 /// Makes this process the reaper of its orphaned descendants (`PR_SET_CHILD_SUBREAPER`): a descendant
 /// whose parent exits (a daemon that calls `setsid` after a double fork) becomes this process's child,
 /// where [`children_of`] finds it.

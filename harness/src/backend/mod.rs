@@ -220,6 +220,28 @@ pub fn die_with_runner(command: &mut std::process::Command, runner: u32) {
     let _ = (command, runner);
 }
 
+/// `bytes` in a sealed anonymous file that other processes of this user open by the returned path, valid
+/// while the returned descriptor is open; `None` where the OS has none (only Linux has `memfd_create`).
+pub fn sealed_file(
+    name: &std::ffi::CStr,
+    bytes: &[u8],
+) -> Option<std::io::Result<(std::path::PathBuf, std::os::fd::OwnedFd)>> {
+    #[cfg(target_os = "linux")]
+    return Some(linux::sealed_memfd(name, bytes).map(|fd| {
+        let path = std::path::PathBuf::from(format!(
+            "/proc/{}/fd/{}",
+            std::process::id(),
+            std::os::fd::AsRawFd::as_raw_fd(&fd)
+        ));
+        (path, fd)
+    }));
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (name, bytes);
+        None
+    }
+}
+
 /// Makes this process the reaper of its orphaned descendants, where the OS offers that (Linux); false
 /// elsewhere, or when it failed.
 pub fn adopt_orphans() -> bool {

@@ -13,6 +13,7 @@
 
 pub mod counts;
 pub mod preflight;
+pub mod probe;
 pub mod samples;
 
 use std::ffi::{OsStr, OsString};
@@ -48,8 +49,8 @@ pub struct ExecConfig {
     pub every: u32,
     pub timeout: Duration,
     pub term_grace: Duration,
-    /// The probe library.
-    pub probe: PathBuf,
+    /// The probe library to preload; `None`: the one this binary carries.
+    pub probe: Option<PathBuf>,
 }
 
 /// Why the program could not be run at all (its own failures are in the record instead).
@@ -57,30 +58,16 @@ pub struct ExecConfig {
 pub enum ExecError {
     #[error("the {0} backend cannot measure a program: exec needs this machine's own (linux or macos)")]
     NotNative(&'static str),
-    #[error("the probe library {} was not found beside {}; build it with `cargo build --release -p threadleak-probe` (it is built with the workspace)", .probe.display(), .exe.display())]
-    NoProbe { probe: PathBuf, exe: PathBuf },
+    #[error("this threadleak was built without its probe (THREADLEAK_EMBED_PROBE=0): name one with --probe PATH or THREADLEAK_PROBE")]
+    NoProbe,
+    #[error("the probe library {} cannot be used", .path.display())]
+    BadProbe {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot create the files the probe writes to")]
     Files(#[source] std::io::Error),
-}
-
-/// The probe library's file name on this OS.
-fn probe_file_name() -> &'static str {
-    if cfg!(target_os = "macos") {
-        "libthreadleak_probe.dylib"
-    } else {
-        "libthreadleak_probe.so"
-    }
-}
-
-/// The probe beside `exe` (cargo puts a workspace's libraries beside its binaries).
-pub fn probe_beside(exe: &Path) -> Result<PathBuf, ExecError> {
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    let probe = dir.join(probe_file_name());
-    if probe.is_file() {
-        Ok(probe)
-    } else {
-        Err(ExecError::NoProbe { probe, exe: exe.to_owned() })
-    }
 }
 
 /// `VAR=ours:theirs`, keeping what the caller had.
@@ -282,6 +269,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
     }
 
     let files = RunFiles::create().map_err(ExecError::Files)?;
+    let probe = probe::Probe::prepare(config.probe.as_deref(), files.dir.path())?;
     let watchdog = start_watchdog(&files);
     let keep = watchdog.as_ref().map(|(child, _)| child.id());
     *active() = Some(Active { dir: files.dir.path().to_owned(), watchdog });
@@ -290,7 +278,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
     let mut command = Command::new(&config.command[0]);
     command
         .args(&config.command[1..])
-        .env(preload, prepended(preload, config.probe.as_os_str()))
+        .env(preload, prepended(preload, probe.path().as_os_str()))
         .env(SAMPLES_ENV, &files.samples)
         .env("THREADLEAK_PROBE_COUNTS", &files.counts)
         .env("THREADLEAK_PROBE_EVERY", config.every.to_string())

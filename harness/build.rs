@@ -1,0 +1,101 @@
+//! Builds the probe library (the `probe/` crate, a `cdylib`) for the target being built, so that the
+//! `threadleak` binary carries it: `exec` writes it out at run time (`src/exec/probe.rs`). A binary is then
+//! all there is to install (`cargo install` installs binaries only).
+//!
+//! The probe is built by a nested `cargo build` of the `probe/` crate, with the same profile and target
+//! as this build and in a target folder of its own beside this build's (`<target>/probe-embedded`), so that
+//! it never waits on this build's lock and is rebuilt incrementally. The probe depends on this crate's
+//! library; that nested build of the library sets `THREADLEAK_EMBED_PROBE=0`, which stops the recursion.
+//!
+//! `THREADLEAK_EMBED_PROBE=0` builds a binary without a probe, whose `exec` then needs `--probe PATH`:
+//! for `cargo clippy` on a target this machine cannot link for (CI lints the Apple targets that way, and
+//! links them, probe included, with zig).
+
+use std::env;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const EMBED: &str = "THREADLEAK_EMBED_PROBE";
+
+fn main() {
+    println!("cargo::rustc-check-cfg=cfg(threadleak_embedded_probe)");
+    println!("cargo::rerun-if-env-changed={EMBED}");
+    if env::var_os(EMBED).is_some_and(|v| v == "0") {
+        return;
+    }
+    let manifest_dir = PathBuf::from(var("CARGO_MANIFEST_DIR"));
+    let probe_crate = manifest_dir.join("../probe");
+    if !probe_crate.join("Cargo.toml").is_file() {
+        fail(&format!(
+            "the probe crate was not found at {}: threadleak is built from its whole repository (`cargo install \
+             --path harness` in a checkout, or `cargo install --git URL threadleak`); {EMBED}=0 builds a binary \
+             without a probe, whose exec then needs --probe PATH",
+            probe_crate.display()
+        ));
+    }
+    // The probe is built from these, and from this crate's library, which it uses.
+    for input in ["../probe/src", "../probe/Cargo.toml", "src", "Cargo.toml", "../Cargo.lock"] {
+        println!("cargo::rerun-if-changed={input}");
+    }
+
+    let target = var("TARGET");
+    let (profile, profile_dir) = match var("PROFILE").as_str() {
+        "release" => ("release", "release"),
+        _ => ("dev", "debug"),
+    };
+    let out_dir = PathBuf::from(var("OUT_DIR"));
+    let target_dir = probe_target_dir(&out_dir, &target);
+    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+    let mut build = Command::new(cargo);
+    build
+        .arg("build")
+        .arg("--manifest-path")
+        .arg(probe_crate.join("Cargo.toml"))
+        .args(["-p", "threadleak-probe", "--lib", "--target", &target, "--profile", profile])
+        .arg("--target-dir")
+        .arg(&target_dir)
+        .env(EMBED, "0")
+        // What the binary carries, it carries without debug information (a tenth of the size).
+        .env(format!("CARGO_PROFILE_{}_STRIP", profile.to_uppercase()), "debuginfo")
+        // Clippy's driver lints; it does not build what this binary carries.
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET_DIR");
+    match build.status() {
+        Ok(status) if status.success() => {}
+        Ok(status) => fail(&format!("building the probe library ({status}); its messages are above")),
+        Err(e) => fail(&format!("cannot run cargo to build the probe library: {e}")),
+    }
+    let file =
+        if var("CARGO_CFG_TARGET_OS") == "macos" { "libthreadleak_probe.dylib" } else { "libthreadleak_probe.so" };
+    let built = target_dir.join(&target).join(profile_dir).join(file);
+    let embedded = out_dir.join("probe.bin");
+    if let Err(e) = std::fs::copy(&built, &embedded) {
+        fail(&format!("the probe library was built but {} cannot be copied: {e}", built.display()));
+    }
+    println!("cargo::rustc-cfg=threadleak_embedded_probe");
+}
+
+/// `<target>/probe-embedded`, where `<target>` is this build's target folder, found above `OUT_DIR`
+/// (`<target>/[<triple>/]<profile>/build/<package>/out`) and recognised by the `CACHEDIR.TAG` cargo
+/// writes there; `OUT_DIR/probe-target` if the layout is not that one.
+fn probe_target_dir(out_dir: &Path, target: &str) -> PathBuf {
+    let mut dir = out_dir.ancestors().nth(4);
+    if dir.is_some_and(|d| d.file_name().is_some_and(|n| n == target)) {
+        dir = dir.and_then(Path::parent);
+    }
+    match dir {
+        Some(dir) if dir.join("CACHEDIR.TAG").is_file() => dir.join("probe-embedded"),
+        _ => out_dir.join("probe-target"),
+    }
+}
+
+fn var(name: &str) -> String {
+    env::var(name).unwrap_or_else(|_| fail(&format!("cargo did not set {name}")))
+}
+
+fn fail(message: &str) -> ! {
+    eprintln!("error: {message}");
+    std::process::exit(1);
+}
