@@ -5,7 +5,7 @@
 //! The probe is built by a nested `cargo build` of the `probe/` crate, with the same profile and target
 //! as this build and in a target folder of its own beside this build's (`<target>/probe-embedded`), so that
 //! it never waits on this build's lock and is rebuilt incrementally. The probe depends on this crate's
-//! library; that nested build of the library sets `THREADLEAK_EMBED_PROBE=0`, which stops the recursion.
+//! library without the `cli` feature, and only that feature embeds a probe: no recursion.
 //!
 //! `THREADLEAK_EMBED_PROBE=0` builds a binary without a probe, whose `exec` then needs `--probe PATH`:
 //! for `cargo clippy` on a target this machine cannot link for (CI lints the Apple targets that way, and
@@ -21,7 +21,9 @@ const EMBED: &str = "THREADLEAK_EMBED_PROBE";
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(threadleak_embedded_probe)");
     println!("cargo::rerun-if-env-changed={EMBED}");
-    if env::var_os(EMBED).is_some_and(|v| v == "0") {
+    // Only the binary (the `cli` feature) carries the probe; the probe's own build of this library, and
+    // a crate that uses it in its tests, have no use for one.
+    if env::var_os("CARGO_FEATURE_CLI").is_none() || env::var_os(EMBED).is_some_and(|v| v == "0") {
         return;
     }
     let manifest_dir = PathBuf::from(var("CARGO_MANIFEST_DIR"));

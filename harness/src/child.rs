@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, SettleFailure};
+use crate::backend::{Backend, SettleFailure, Workload};
 use crate::matrix::Cell;
 use crate::record::{Checkpoint, Counters, Failure, Params};
 
@@ -44,6 +44,9 @@ pub enum Mode {
     Matrix,
     /// A census every `window` threads (settled only at the ends), and every thread's latency.
     Degrade { window: u32 },
+    /// `censuses` censuses evenly spaced from the baseline to the end, each settled, for
+    /// [`analysis::estimate`](crate::analysis::estimate) (a closure under [`crate::check`]).
+    Series { censuses: u32 },
 }
 
 impl Mode {
@@ -56,6 +59,10 @@ impl Mode {
                 plan.push(cycles);
                 plan
             }
+            Mode::Series { censuses } => {
+                let stretches = u64::from(censuses.max(2) - 1);
+                (0..=stretches).map(|i| (u64::from(cycles) * i / stretches) as u32).collect()
+            }
         };
         plan.dedup();
         plan
@@ -64,7 +71,7 @@ impl Mode {
     /// Whether the census after `slot` (of `len`) waits for exited threads first.
     fn settles(self, slot: usize, len: usize) -> bool {
         match self {
-            Mode::Matrix => true,
+            Mode::Matrix | Mode::Series { .. } => true,
             Mode::Degrade { .. } => slot == 0 || slot + 1 == len,
         }
     }
@@ -95,17 +102,29 @@ pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildRe
             return report;
         }
     }
-    let mut workload = match backend.open(cell, params) {
-        Ok(w) => w,
+    match backend.open(cell, params) {
+        Ok(mut workload) => measure(workload.as_mut(), backend.counters(), params, mode),
         Err(e) => {
             report.failure = Some(e.at_cycle(-warmup));
-            return report;
+            report
         }
-    };
+    }
+}
 
+/// Warms `workload` up, then runs its measured cycles with a census (of `names`) at each point of
+/// `mode`'s plan; used for a cell, and for a closure under [`crate::check`].
+pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mode: Mode) -> ChildReport {
+    let warmup = i64::from(params.warmup);
+    let mut report = ChildReport {
+        checkpoints: Vec::new(),
+        cycles_per_sec: None,
+        notes: Vec::new(),
+        failure: None,
+        windows: Vec::new(),
+    };
     // Every buffer the measured loop touches is allocated before the baseline.
     let plan = mode.plan(params.cycles);
-    let width = backend.counters().len();
+    let width = names.len();
     let mut censuses = vec![vec![0i64; width]; plan.len()];
     let mut taken = 0usize;
     let timed = matches!(mode, Mode::Degrade { .. });
@@ -155,7 +174,6 @@ pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildRe
         taken = slot + 1;
     }
 
-    let names = backend.counters();
     report.checkpoints = plan
         .iter()
         .zip(&censuses)
@@ -196,6 +214,8 @@ mod tests {
         assert_eq!(Mode::Matrix.plan(3), [0, 1, 3]);
         assert_eq!(Mode::Matrix.plan(1), [0, 1]);
         assert_eq!(Mode::Matrix.plan(0), [0]);
+        assert_eq!(Mode::Series { censuses: 9 }.plan(1000), [0, 125, 250, 375, 500, 625, 750, 875, 1000]);
+        assert_eq!(Mode::Series { censuses: 9 }.plan(4), [0, 1, 2, 3, 4]);
     }
 
     #[test]

@@ -316,7 +316,8 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
 }
 
 /// Output formats of `threadleak compare`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum CompareFormat {
     Table,
     Markdown,

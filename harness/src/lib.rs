@@ -4,11 +4,14 @@
 //! backend ([`backend`]) realizes each scenario and counts the process's resources; [`analysis`] turns
 //! checkpoints into per-thread deltas and a verdict; [`record`] is the versioned result; [`report`]
 //! renders it; [`compare`] sets records side by side; [`exec`] measures any program through the
-//! probe library; [`cli`] is the command line.
+//! probe library; [`check`] measures a closure from a crate's own tests; `cli` (feature `cli`, the
+//! default) is the command line.
 
 pub mod analysis;
 pub mod backend;
+pub mod check;
 pub mod child;
+#[cfg(feature = "cli")]
 pub mod cli;
 pub mod compare;
 pub mod degrade;
@@ -22,3 +25,5 @@ pub mod report;
 pub mod runner;
 pub mod sys;
 pub mod text;
+
+pub use check::check;

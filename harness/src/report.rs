@@ -7,7 +7,8 @@ use crate::record::{CellRecord, Counters, ProcessRecord, Record, Verdict};
 use crate::text;
 
 /// Output formats of `threadleak run`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Format {
     /// One row per cell, a column per counter with its per-thread delta, and the verdict.
     Table,
@@ -55,6 +56,20 @@ fn heading(record: &Record) -> String {
             os.libc,
             p.cycles,
             p.warmup
+        );
+    }
+    if let Some(cell) = record.cells.first().filter(|c| is_check(c)) {
+        return format!(
+            "{} {} check `{}` · backend {backend} · {} {version} {} {} · {} calls after {} warm-up, {} censuses",
+            record.tool.name,
+            record.tool.version,
+            cell.cell,
+            os.family,
+            os.arch,
+            os.libc,
+            p.cycles,
+            p.warmup,
+            cell.checkpoints.len()
         );
     }
     format!(
@@ -126,9 +141,18 @@ fn rows(record: &Record) -> Vec<Row<'_>> {
     rows
 }
 
+/// A cell of `threadleak::check`: a closure measured per call, with neither the axes of a matrix cell
+/// nor the command of a program.
+fn is_check(cell: &CellRecord) -> bool {
+    cell.axes.is_none() && cell.command.is_none()
+}
+
 /// What the columns say, under the table.
 fn footer(record: &Record) -> &'static str {
-    if record.cells.iter().any(|c| c.command.is_some()) {
+    if record.cells.iter().any(is_check) {
+        "columns are the typical change per call, over the middle two thirds of the calls, each census taken \
+         once the process's threads were back at rest"
+    } else if record.cells.iter().any(|c| c.command.is_some()) {
         "columns are the typical change per thread ended (threads the program created through pthread_create), \
          over the middle two thirds of the run; what threads still in flight held at each census is set apart"
     } else {

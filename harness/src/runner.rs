@@ -210,54 +210,76 @@ pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, V
                 let head = String::from_utf8_lossy(&outcome.stdout[..outcome.stdout.len().min(200)]).into_owned();
                 record.failure = Some(Failure::Garbage { detail, stdout_head: head, stderr_tail: outcome.stderr_tail });
             }
-            Ok(report) => {
-                windows = report.windows;
-                notes.extend(report.notes);
-                record.cycles_per_sec = report.cycles_per_sec;
-                record.checkpoints = report.checkpoints;
-                match &report.failure {
-                    Some(Failure::Call { call, errno_name, errno, cycle }) => {
-                        record.status = Status::Error;
-                        notes.push(format!("{call} failed with {errno_name} (errno {errno}) at cycle {cycle}"));
-                    }
-                    Some(Failure::Kern { call, kr_name, kr, cycle }) => {
-                        record.status = Status::Error;
-                        notes.push(format!("{call} failed with {kr_name} ({kr}) at cycle {cycle}"));
-                    }
-                    Some(Failure::Settle { waited_ms, detail }) => {
-                        notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
-                    }
-                    Some(other) => notes.push(format!("child reported {other:?}")),
-                    // In degradation mode only the first and last censuses are settled.
-                    None => match analysis::analyse(&match mode {
-                        Mode::Matrix => record.checkpoints.clone(),
-                        Mode::Degrade { .. } => [record.checkpoints.first(), record.checkpoints.last()]
-                            .into_iter()
-                            .flatten()
-                            .cloned()
-                            .collect(),
-                    }) {
-                        Ok(a) => {
-                            notes.extend(a.explain());
-                            record.per_thread = a.per_thread;
-                            record.slope = a.slope;
-                            record.verdict = a.verdict;
-                            record.resolution = analysis::resolution(&record.checkpoints);
-                        }
-                        Err(e) => {
-                            record.status = Status::Crashed;
-                            notes.push(format!("child checkpoints cannot be analysed: {e}"));
-                        }
-                    },
-                }
-                record.failure = report.failure;
-            }
+            Ok(report) => windows = conclude(&mut record, &mut notes, report, mode),
         }
     }
     if !notes.is_empty() {
         record.note = Some(notes.join("; "));
     }
     (record, windows)
+}
+
+/// Takes a child's report into its cell's record: the checkpoints, and the analysis of them or the failure
+/// that stopped the child. Returns the latency statistics of degradation mode.
+pub(crate) fn conclude(
+    record: &mut CellRecord,
+    notes: &mut Vec<String>,
+    report: ChildReport,
+    mode: Mode,
+) -> Vec<WindowStats> {
+    notes.extend(report.notes);
+    record.cycles_per_sec = report.cycles_per_sec;
+    record.checkpoints = report.checkpoints;
+    match &report.failure {
+        Some(Failure::Call { call, errno_name, errno, cycle }) => {
+            record.status = Status::Error;
+            notes.push(format!("{call} failed with {errno_name} (errno {errno}) at cycle {cycle}"));
+        }
+        Some(Failure::Kern { call, kr_name, kr, cycle }) => {
+            record.status = Status::Error;
+            notes.push(format!("{call} failed with {kr_name} ({kr}) at cycle {cycle}"));
+        }
+        Some(Failure::Settle { waited_ms, detail }) => {
+            notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
+        }
+        Some(other) => notes.push(format!("child reported {other:?}")),
+        // A series of censuses is estimated stretch by stretch, as exec's are.
+        None if matches!(mode, Mode::Series { .. }) => match analysis::estimate(&record.checkpoints) {
+            Ok(e) => {
+                notes.extend(e.reasons);
+                record.per_thread = e.per_thread;
+                record.interval = e.interval;
+                record.slope = e.slope;
+                record.verdict = e.verdict;
+                record.resolution = analysis::resolution(&record.checkpoints);
+            }
+            Err(e) => {
+                record.status = Status::Crashed;
+                notes.push(format!("child checkpoints cannot be analysed: {e}"));
+            }
+        },
+        // In degradation mode only the first and last censuses are settled.
+        None => match analysis::analyse(&match mode {
+            Mode::Matrix | Mode::Series { .. } => record.checkpoints.clone(),
+            Mode::Degrade { .. } => {
+                [record.checkpoints.first(), record.checkpoints.last()].into_iter().flatten().cloned().collect()
+            }
+        }) {
+            Ok(a) => {
+                notes.extend(a.explain());
+                record.per_thread = a.per_thread;
+                record.slope = a.slope;
+                record.verdict = a.verdict;
+                record.resolution = analysis::resolution(&record.checkpoints);
+            }
+            Err(e) => {
+                record.status = Status::Crashed;
+                notes.push(format!("child checkpoints cannot be analysed: {e}"));
+            }
+        },
+    }
+    record.failure = report.failure;
+    report.windows
 }
 
 fn timeout_ms(timeout: Duration) -> u64 {

@@ -20,16 +20,17 @@ mod linux;
 pub mod mach;
 
 /// A backend's name, as `--backend` takes it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum BackendName {
     /// The Linux kernel's analog resources, measured for real.
-    #[value(name = "linux")]
+    #[cfg_attr(feature = "cli", value(name = "linux"))]
     Linux,
     /// A model of XNU's port-rights rules running the Mach workload (any OS).
-    #[value(name = "mach-sim")]
+    #[cfg_attr(feature = "cli", value(name = "mach-sim"))]
     MachSim,
     /// The Mach workload on this Mac's kernel.
-    #[value(name = "macos")]
+    #[cfg_attr(feature = "cli", value(name = "macos"))]
     Macos,
 }
 
@@ -283,11 +284,13 @@ pub fn address_space_left() -> Option<u64> {
     return None;
 }
 
-/// How many threads process `pid` has now, where that can be read (Linux).
+/// How many threads process `pid` has now, where that can be read (Linux, macOS).
 pub fn thread_count(pid: u32) -> Option<u64> {
     #[cfg(target_os = "linux")]
     return linux::thread_count(pid);
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    return mach::real::thread_count(pid);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     {
         let _ = pid;
         None

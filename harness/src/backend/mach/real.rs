@@ -45,6 +45,23 @@ pub fn thread_gone(name: i64) -> bool {
     }
 }
 
+/// The number of threads of process `pid`: `pti_threadnum` of `proc_pidinfo(PROC_PIDTASKINFO)`, which
+/// `fill_taskprocinfo` (osfmk/kern/bsd_kern.c) sets to `task->thread_count`; `None` if it cannot be read.
+/// Unlike `task_threads` it puts no port right in this task's space.
+pub fn thread_count(pid: u32) -> Option<u64> {
+    let pid = libc::c_int::try_from(pid).ok()?;
+    let mut info = std::mem::MaybeUninit::<libc::proc_taskinfo>::zeroed();
+    let size = std::mem::size_of::<libc::proc_taskinfo>() as libc::c_int;
+    // SAFETY: `info` is valid for writing `size` bytes, the size of the PROC_PIDTASKINFO flavor's struct.
+    let got = unsafe { libc::proc_pidinfo(pid, libc::PROC_PIDTASKINFO, 0, info.as_mut_ptr().cast(), size) };
+    if got != size {
+        return None;
+    }
+    // SAFETY: proc_pidinfo filled all `size` bytes (checked above).
+    let info = unsafe { info.assume_init() };
+    u64::try_from(info.pti_threadnum).ok()
+}
+
 /// Tells the creator that a thread has run its exit hook.
 #[derive(Default)]
 struct Handshake {

@@ -48,15 +48,16 @@ use super::port::*;
 use super::{ExceptionHandler, KernResult, Mach};
 
 /// Whose rules the model follows: the OS-dependent rules are data, chosen here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Profile {
     /// Today's rules (macOS 15; xnu-11417): urefs peg at 65535 and stay pegged.
-    #[value(name = "xnu-11417")]
+    #[cfg_attr(feature = "cli", value(name = "xnu-11417"))]
     #[serde(rename = "xnu-11417")]
     Xnu11417,
     /// macOS 10.6 (xnu-1504): urefs of a send right stop at 65534; `mach_port_mod_refs` reports positive
     /// overflow with `KERN_UREFS_OVERFLOW`; no guard exceptions.
-    #[value(name = "xnu-1504")]
+    #[cfg_attr(feature = "cli", value(name = "xnu-1504"))]
     #[serde(rename = "xnu-1504")]
     Xnu1504,
 }

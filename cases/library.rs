@@ -1,0 +1,171 @@
+//! `threadleak::check` used as a crate author would, in tests that `cargo test` runs as threads of one
+//! process (in parallel with each other): thread-spawning code nobody here wrote (`threadpool`, the
+//! standard library's scoped threads) measured clean, a closure that leaks one descriptor (Linux) or one
+//! thread port (macOS) per call measured with its numbers, and the ways a check can fail (a panicking
+//! closure, a hang past the timeout, a check called off the test's thread), each with why.
+
+use std::time::Duration;
+
+use threadleak::record::{Status, Verdict};
+
+#[test]
+fn a_threadpool_created_and_joined_per_call_leaks_nothing() {
+    threadleak::check(|| {
+        let pool = threadpool::ThreadPool::new(2);
+        for _ in 0..2 {
+            pool.execute(|| ());
+        }
+        pool.join();
+    })
+    .cycles(400)
+    .assert_clean();
+}
+
+#[test]
+fn a_long_lived_threadpool_leaks_nothing_per_job() {
+    let pool = threadpool::ThreadPool::new(4);
+    threadleak::check(|| {
+        pool.execute(|| ());
+        pool.join();
+    })
+    .assert_clean();
+}
+
+#[test]
+fn scoped_threads_leak_nothing() {
+    threadleak::check(|| {
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| ());
+            }
+        })
+    })
+    .cycles(500)
+    .assert_clean();
+}
+
+/// One kernel handle per thread, never released: a descriptor on Linux, a dead name (the thread's port,
+/// after the thread ends) on macOS.
+fn leak_one_handle() {
+    #[cfg(target_os = "linux")]
+    std::mem::forget(std::fs::File::open("/proc/thread-self/stat").unwrap());
+    #[cfg(target_os = "macos")]
+    {
+        use threadleak::backend::mach::Mach;
+        // The thread's port, one user reference, deliberately kept: a dead name once the thread ends.
+        let _ = threadleak::backend::mach::real::Real::new().unwrap().mach_thread_self();
+    }
+}
+
+#[cfg(target_os = "linux")]
+const LEAKED: &str = "fds";
+#[cfg(target_os = "macos")]
+const LEAKED: &str = "dead";
+
+#[test]
+fn a_leak_per_thread_is_measured_with_its_number() {
+    threadleak::check(|| std::thread::spawn(leak_one_handle).join().unwrap()).cycles(500).assert_leaks(LEAKED, 1.0);
+}
+
+#[test]
+#[should_panic(expected = "expected clean, got leak (")]
+fn assert_clean_fails_on_a_leak_with_the_table() {
+    threadleak::check(|| std::thread::spawn(leak_one_handle).join().unwrap()).cycles(200).assert_clean();
+}
+
+#[test]
+fn the_record_holds_the_checkpoints_and_the_verdict() {
+    let record =
+        threadleak::check(|| std::thread::spawn(|| ()).join().unwrap()).cycles(300).warmup(20).record().unwrap();
+    let cell = &record.cells[0];
+    assert_eq!(cell.cell, "the_record_holds_the_checkpoints_and_the_verdict");
+    assert_eq!(cell.status, Status::Ok, "{:?}", cell.note);
+    assert_eq!(cell.verdict, Verdict::Clean, "{:?}", cell.per_thread);
+    assert_eq!(cell.checkpoints.iter().map(|c| c.cycle).collect::<Vec<_>>(), [0, 37, 75, 112, 150, 187, 225, 262, 300]);
+    assert_eq!((record.params.cycles, record.params.warmup), (300, 20));
+}
+
+#[test]
+fn a_closure_that_panics_fails_the_check_with_its_message() {
+    let record = threadleak::check(|| panic!("the closure gave up")).record().unwrap();
+    let cell = &record.cells[0];
+    assert_eq!(cell.status, Status::Crashed, "{:?}", cell.note);
+    let failure = format!("{:?}", cell.failure);
+    assert!(failure.contains("the closure gave up"), "{failure}");
+}
+
+#[test]
+fn a_closure_that_hangs_is_killed_at_the_timeout() {
+    let record = threadleak::check(|| std::thread::sleep(Duration::from_secs(3600)))
+        .timeout(Duration::from_secs(2))
+        .record()
+        .unwrap();
+    assert_eq!(record.cells[0].status, Status::Timeout, "{:?}", record.cells[0].note);
+}
+
+#[test]
+fn a_check_off_the_tests_thread_says_how_to_name_the_test() {
+    let error = std::thread::Builder::new()
+        .name("main".into())
+        .spawn(|| threadleak::check(|| ()).record().unwrap_err().to_string())
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(error.contains(".test_name("), "{error}");
+}
+
+#[test]
+fn a_check_off_the_tests_thread_runs_when_named() {
+    std::thread::spawn(|| {
+        threadleak::check(|| std::thread::spawn(|| ()).join().unwrap())
+            .cycles(200)
+            .test_name("a_check_off_the_tests_thread_runs_when_named")
+            .assert_clean()
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+#[ignore = "run by ignored_filtered_and_uncaptured_runs_measure_too"]
+fn an_ignored_test_with_a_check() {
+    threadleak::check(|| std::thread::spawn(leak_one_handle).join().unwrap()).cycles(100).assert_leaks(LEAKED, 1.0);
+}
+
+/// The test binary run as people run it: `--ignored`, `--include-ignored`, a filter, `--exact`,
+/// `--nocapture`, one test thread; the check's child finds its test every time.
+#[test]
+fn ignored_filtered_and_uncaptured_runs_measure_too() {
+    let runs: [&[&str]; 3] = [
+        &["--ignored", "an_ignored_test"],
+        &["--include-ignored", "--nocapture", "an_ignored_test_with_a"],
+        &["--ignored", "--exact", "an_ignored_test_with_a_check", "--test-threads", "1"],
+    ];
+    for args in runs {
+        let out = std::process::Command::new(std::env::current_exe().unwrap()).args(args).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("test result: ok. 1 passed"),
+            "{args:?}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+#[test]
+#[should_panic(expected = "per call, got +1")]
+fn assert_leaks_fails_on_another_number() {
+    threadleak::check(|| std::thread::spawn(leak_one_handle).join().unwrap()).cycles(100).assert_leaks(LEAKED, 2.0);
+}
+
+/// The report travels in a file of its own: what the test prints (on stdout, which libtest shares) is not
+/// read as a report.
+#[test]
+fn a_closure_that_prints_garbage_is_measured_all_the_same() {
+    threadleak::check(|| {
+        println!("{{\"checkpoints\": \u{1b}[2J not a report");
+        std::thread::spawn(|| ()).join().unwrap()
+    })
+    .cycles(200)
+    .assert_clean();
+}
