@@ -179,18 +179,7 @@ impl<F: FnMut()> Check<F> {
 
     /// In the child: the measurement, its report written, and the end of the process.
     fn measure_here(&mut self, backend: Backend, params: &Params) -> ! {
-        let report = match std::env::var(runner::PARENT_ENV).ok().and_then(|p| p.parse().ok()) {
-            Some(parent) => backend::die_with_parent(parent).err(),
-            None => None,
-        }
-        .map(|e| ChildReport {
-            checkpoints: Vec::new(),
-            cycles_per_sec: None,
-            notes: Vec::new(),
-            failure: Some(e.at_cycle(-i64::from(params.warmup))),
-            windows: Vec::new(),
-        })
-        .unwrap_or_else(|| {
+        let report = child::die_with_runner(params).unwrap_or_else(|| {
             let mut workload = Closure { f: &mut self.f, floor: None, notes: Vec::new() };
             child::measure(&mut workload, backend.counters(), params, Mode::Series { censuses: self.censuses })
         });

@@ -86,28 +86,28 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+impl ChildReport {
+    /// A report of nothing measured, stopped by `failure` if given.
+    pub fn stopped(failure: Option<Failure>) -> ChildReport {
+        ChildReport { checkpoints: Vec::new(), cycles_per_sec: None, notes: Vec::new(), failure, windows: Vec::new() }
+    }
+}
+
+/// In a child its runner started: arranges to die with the runner; if that fails, the report that says so.
+pub fn die_with_runner(params: &Params) -> Option<ChildReport> {
+    let runner = std::env::var(crate::runner::PARENT_ENV).ok().and_then(|p| p.parse().ok())?;
+    let failed = crate::backend::die_with_parent(runner).err()?;
+    Some(ChildReport::stopped(Some(failed.at_cycle(-i64::from(params.warmup)))))
+}
+
 /// Runs one cell in this process and reports. Never panics on a failed call: the failure is the report.
 pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildReport {
-    let warmup = i64::from(params.warmup);
-    let mut report = ChildReport {
-        checkpoints: Vec::new(),
-        cycles_per_sec: None,
-        notes: Vec::new(),
-        failure: None,
-        windows: Vec::new(),
-    };
-    if let Some(runner) = std::env::var(crate::runner::PARENT_ENV).ok().and_then(|p| p.parse().ok()) {
-        if let Err(e) = crate::backend::die_with_parent(runner) {
-            report.failure = Some(e.at_cycle(-warmup));
-            return report;
-        }
+    if let Some(report) = die_with_runner(params) {
+        return report;
     }
     match backend.open(cell, params) {
         Ok(mut workload) => measure(workload.as_mut(), backend.counters(), params, mode),
-        Err(e) => {
-            report.failure = Some(e.at_cycle(-warmup));
-            report
-        }
+        Err(e) => ChildReport::stopped(Some(e.at_cycle(-i64::from(params.warmup)))),
     }
 }
 
@@ -115,13 +115,7 @@ pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildRe
 /// `mode`'s plan; used for a cell, and for a closure under [`crate::check`].
 pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mode: Mode) -> ChildReport {
     let warmup = i64::from(params.warmup);
-    let mut report = ChildReport {
-        checkpoints: Vec::new(),
-        cycles_per_sec: None,
-        notes: Vec::new(),
-        failure: None,
-        windows: Vec::new(),
-    };
+    let mut report = ChildReport::stopped(None);
     // Every buffer the measured loop touches is allocated before the baseline.
     let plan = mode.plan(params.cycles);
     let width = names.len();

@@ -243,40 +243,42 @@ pub(crate) fn conclude(
             notes.push(format!("settle did not finish in {waited_ms} ms: {detail}"));
         }
         Some(other) => notes.push(format!("child reported {other:?}")),
-        // A series of censuses is estimated stretch by stretch, as exec's are.
-        None if matches!(mode, Mode::Series { .. }) => match analysis::estimate(&record.checkpoints) {
-            Ok(e) => {
-                notes.extend(e.reasons);
-                record.per_thread = e.per_thread;
-                record.interval = e.interval;
-                record.slope = e.slope;
-                record.verdict = e.verdict;
-                record.resolution = analysis::resolution(&record.checkpoints);
+        None => {
+            let checkpoints = &record.checkpoints;
+            let analysed = match mode {
+                // A series of censuses is estimated stretch by stretch, as exec's are.
+                Mode::Series { .. } => analysis::estimate(checkpoints).map(|e| {
+                    notes.extend(e.reasons);
+                    record.interval = e.interval;
+                    (e.per_thread, e.slope, e.verdict)
+                }),
+                Mode::Matrix => analysis::analyse(checkpoints).map(|a| {
+                    notes.extend(a.explain());
+                    (a.per_thread, a.slope, a.verdict)
+                }),
+                // In degradation mode only the first and last censuses are settled.
+                Mode::Degrade { .. } => {
+                    let ends: Vec<_> =
+                        [checkpoints.first(), checkpoints.last()].into_iter().flatten().cloned().collect();
+                    analysis::analyse(&ends).map(|a| {
+                        notes.extend(a.explain());
+                        (a.per_thread, a.slope, a.verdict)
+                    })
+                }
+            };
+            match analysed {
+                Ok((per_thread, slope, verdict)) => {
+                    record.per_thread = per_thread;
+                    record.slope = slope;
+                    record.verdict = verdict;
+                    record.resolution = analysis::resolution(&record.checkpoints);
+                }
+                Err(e) => {
+                    record.status = Status::Crashed;
+                    notes.push(format!("child checkpoints cannot be analysed: {e}"));
+                }
             }
-            Err(e) => {
-                record.status = Status::Crashed;
-                notes.push(format!("child checkpoints cannot be analysed: {e}"));
-            }
-        },
-        // In degradation mode only the first and last censuses are settled.
-        None => match analysis::analyse(&match mode {
-            Mode::Matrix | Mode::Series { .. } => record.checkpoints.clone(),
-            Mode::Degrade { .. } => {
-                [record.checkpoints.first(), record.checkpoints.last()].into_iter().flatten().cloned().collect()
-            }
-        }) {
-            Ok(a) => {
-                notes.extend(a.explain());
-                record.per_thread = a.per_thread;
-                record.slope = a.slope;
-                record.verdict = a.verdict;
-                record.resolution = analysis::resolution(&record.checkpoints);
-            }
-            Err(e) => {
-                record.status = Status::Crashed;
-                notes.push(format!("child checkpoints cannot be analysed: {e}"));
-            }
-        },
+        }
     }
     record.failure = report.failure;
     report.windows
