@@ -82,6 +82,25 @@ pub enum Judgement {
 pub struct Report {
     pub judgement: Judgement,
     pub lines: Vec<String>,
+    /// For a run on a Mac judged against the snapshots: for each cell that differs, the commands that keep
+    /// this release's numbers as an override (when the kernel legitimately differs from the model).
+    pub overrides: Vec<String>,
+}
+
+/// The commands that turn `cell`'s model snapshot into an override for the macOS release `os_version`
+/// (`cases/matrix.rs` uses `<cell>@macos-<major>.snap` when it exists; see the README). `None` unless the
+/// cell id and the major version are plain (a record is untrusted: nothing from it reaches a shell
+/// command unless it is made of letters, digits and `=,._-`).
+pub fn override_commands(cell: &str, os_version: &str) -> Option<String> {
+    let major = os_version.split('.').next().unwrap_or_default();
+    let plain = !cell.is_empty() && cell.chars().all(|c| c.is_ascii_alphanumeric() || "=,._-".contains(c));
+    if !plain || major.is_empty() || !major.chars().all(|c| c.is_ascii_digit()) {
+        return None;
+    }
+    Some(format!(
+        "cp 'cases/snapshots/{cell}@mach.snap' 'cases/snapshots/{cell}@macos-{major}.snap' && cargo test --test \
+         matrix macos:: ; cargo insta review"
+    ))
 }
 
 /// What a cell is expected to be: its verdict and its per-thread deltas (and, from a record, the cell).
@@ -198,7 +217,7 @@ fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<
 pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
     let expected: Vec<Expected> =
         run.cells.iter().map(|cell| expected_for(baseline, run, cell)).collect::<Result<_, _>>()?;
-    let mut lines = Vec::new();
+    let (mut lines, mut overrides) = (Vec::new(), Vec::new());
     let (mut differs, mut unknown) = (false, false);
     for (cell, expected) in run.cells.iter().zip(expected) {
         if !cell.judgeable() {
@@ -219,6 +238,9 @@ pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
             });
         if cell.verdict.as_str() != expected.verdict || counters_differ {
             differs = true;
+            if matches!(baseline, Baseline::Snapshots(_)) && run.backend == "macos" {
+                overrides.extend(override_commands(&cell.cell, &run.os.version));
+            }
             lines.push(format!(
                 "{}: expected {} ({}), got {} ({})",
                 cell.cell,
@@ -236,7 +258,7 @@ pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
     } else {
         Judgement::Matches
     };
-    Ok(Report { judgement, lines })
+    Ok(Report { judgement, lines, overrides })
 }
 
 #[cfg(test)]

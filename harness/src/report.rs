@@ -26,7 +26,7 @@ pub fn render(record: &Record, format: Format, judged: Option<&expect::Report>) 
     match format {
         Format::Table => table(record),
         Format::Json => record.to_json() + "\n",
-        Format::Markdown => markdown(record),
+        Format::Markdown => markdown(record) + &judged.map(judgement_markdown).unwrap_or_default(),
         Format::Junit => junit(record, judged),
     }
 }
@@ -158,6 +158,36 @@ fn footer(record: &Record) -> &'static str {
     } else {
         "columns are the change per thread created, from the warmed-up baseline to the last checkpoint"
     }
+}
+
+/// The heading of the judgement's section in markdown (`ci/summary.sh` looks for it).
+pub const JUDGEMENT_HEADING: &str = "#### Against the baseline";
+
+/// An `--expect` judgement as markdown: the outcome, a line for each cell that made it, and for a Mac
+/// judged against the model's snapshots the commands that keep a differing cell as an override.
+pub fn judgement_markdown(judged: &expect::Report) -> String {
+    let outcome = match judged.judgement {
+        expect::Judgement::Matches => "matches",
+        expect::Judgement::Differs => "differs",
+        expect::Judgement::CannotTell => "cannot tell",
+    };
+    let mut out = format!("\n{JUDGEMENT_HEADING}: {outcome}\n\n");
+    for line in &judged.lines {
+        let _ = writeln!(out, "- {}", text::markdown(line));
+    }
+    if !judged.overrides.is_empty() {
+        let _ = writeln!(
+            out,
+            "\nWhere this release's kernel legitimately differs from the model, keep its numbers as overrides \
+             (explain each with the XNU source in the commit):\n\n```sh"
+        );
+        // Only plain cell ids and versions make commands (expect::override_commands): nothing to escape.
+        for commands in &judged.overrides {
+            let _ = writeln!(out, "{commands}");
+        }
+        let _ = writeln!(out, "```");
+    }
+    out
 }
 
 /// The table as markdown. Every string from the record is written as literal text ([`text::markdown`]):

@@ -1,10 +1,15 @@
 //! libSystem's Mach functions and types that mach2 does not declare, each from the SDK header named
-//! beside it. Declared through the ABI manifest's macros, so `ci/abi-check.sh` compares each with the
-//! Darwin SDK headers.
+//! beside it, and the signatures of those the backends take from `mach2` and `libc`. Declared through the
+//! ABI manifest's macros, so `ci/abi-check.sh` compares each with the Darwin SDK headers.
 
 use super::exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
 use super::kern_return::kern_return_t;
 use super::port::{mach_port_name_t, mach_port_right_t, mach_port_t, mach_port_type_t, mach_port_urefs_t};
+#[allow(unused_imports)] // only the macOS checks of BORROWED name these
+use {
+    super::port::{mach_msg_type_name_t, mach_port_delta_t},
+    libc::{c_void, pthread_t},
+};
 
 mach_types! {
     /// mach/i386/vm_types.h, mach/arm/vm_types.h
@@ -70,4 +75,35 @@ mach_fns! {
     ) -> kern_return_t;
     /// mach/vm_map.h
     pub fn vm_deallocate(target_task: vm_map_t, address: vm_address_t, size: vm_size_t) -> kern_return_t;
+}
+
+borrowed_fns! {
+    /// mach/mach_port.h
+    mach2::mach_port::mach_port_allocate => fn mach_port_allocate(
+        task: ipc_space_t,
+        right: mach_port_right_t,
+        name: *mut mach_port_name_t,
+    ) -> kern_return_t;
+    /// mach/mach_port.h
+    mach2::mach_port::mach_port_insert_right => fn mach_port_insert_right(
+        task: ipc_space_t,
+        name: mach_port_name_t,
+        poly: mach_port_t,
+        polyPoly: mach_msg_type_name_t,
+    ) -> kern_return_t;
+    /// mach/mach_port.h
+    mach2::mach_port::mach_port_deallocate => fn mach_port_deallocate(task: ipc_space_t, name: mach_port_name_t) -> kern_return_t;
+    /// mach/mach_port.h
+    mach2::mach_port::mach_port_mod_refs => fn mach_port_mod_refs(
+        task: ipc_space_t,
+        name: mach_port_name_t,
+        right: mach_port_right_t,
+        delta: mach_port_delta_t,
+    ) -> kern_return_t;
+    /// mach/mach_init.h
+    mach2::mach_init::mach_thread_self => fn mach_thread_self() -> mach_port_t;
+    /// pthread.h
+    libc::pthread_mach_thread_np => fn pthread_mach_thread_np(thread: pthread_t) -> mach_port_t;
+    /// libproc.h
+    libc::proc_pidinfo => fn proc_pidinfo(pid: i32, flavor: i32, arg: u64, buffer: *mut c_void, buffersize: i32) -> i32;
 }

@@ -254,14 +254,17 @@ impl Mach for Real {
                 unsafe { (std::slice::from_raw_parts(names, count), std::slice::from_raw_parts(types, count)) };
             n.iter().copied().zip(t.iter().copied()).collect()
         };
-        // Out-of-line memory belongs to the caller: give it back (mach/mach_port.h).
+        // Out-of-line memory belongs to the caller: give both regions back (mach/mach_port.h), then report
+        // the first failure.
+        let mut freed = Ok(());
         for (addr, len) in [(names as usize, names_count as usize * 4), (types as usize, types_count as usize * 4)] {
             if addr != 0 && len != 0 {
                 // SAFETY: the region was allocated in this task by the kernel for this reply.
-                kr(unsafe { ffi::vm_deallocate(task(), addr, len) })?;
+                let done = kr(unsafe { ffi::vm_deallocate(task(), addr, len) });
+                freed = freed.and(done);
             }
         }
-        Ok(result)
+        freed.map(|()| result)
     }
 
     fn thread_swap_exception_ports(

@@ -252,8 +252,22 @@ impl<M: Mach> Workload for MachWorkload<M> {
     }
 }
 
+thread_local! {
+    /// Whether this thread has made the MIG call that gives it a reply port.
+    static MIG_REPLY_PORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
 /// Reads `names send receive send_once port_set dead urefs` of the task into `out`.
+///
+/// `mach_port_names` is a MIG call: a thread's first MIG call allocates the thread's reply port, a
+/// receive right in this task kept until the thread ends (`mig_get_reply_port`,
+/// libsyscall/mach/mig_reply_port.c). Made by the counted call, it would be counted as the program's
+/// (+1 names, +1 receive). So a thread's first census makes one uncounted call first.
 pub fn census<M: Mach>(api: &M, out: &mut [i64]) -> Result<(), CallError> {
+    if !MIG_REPLY_PORT.get() {
+        kr("mach_port_names (warm-up)", api.mach_port_names())?;
+        MIG_REPLY_PORT.set(true);
+    }
     let names = kr("mach_port_names", api.mach_port_names())?;
     let mut counts = [0i64; 7];
     counts[0] = names.len() as i64;
