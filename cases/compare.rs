@@ -16,7 +16,7 @@ use threadleak::runner::run;
 
 /// A mach-sim record of the overrun cells under `profile`.
 fn overrun(profile: Profile) -> Record {
-    let mut config = common::config(Backend::MachSim(ModelOptions { profile, delay: 1 }));
+    let mut config = common::config(Backend::MachSim(ModelOptions { profile, delay: 1, ..ModelOptions::default() }));
     config.params.cycles = 4;
     config.params.warmup = 1;
     config.params.self_calls = 70_000;

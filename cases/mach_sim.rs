@@ -10,7 +10,7 @@ use threadleak::record::{CellRecord, Params, Status, Verdict};
 use threadleak::runner::{run, run_cell};
 
 fn sim(profile: Profile, delay: u32) -> Backend {
-    Backend::MachSim(ModelOptions { profile, delay })
+    Backend::MachSim(ModelOptions { profile, delay, ..ModelOptions::default() })
 }
 
 /// 70,000 `mach_thread_self()` calls in each of 10 measured threads (and one warm-up thread).
@@ -109,5 +109,55 @@ fn model_options_need_the_model() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(threadleak::exit::ExitCode::USAGE));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--profile and --sim-delay apply to --backend mach-sim only"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("--profile, --sim-delay and --task apply to --backend mach-sim only"));
+}
+
+#[test]
+fn on_xnu_1504_a_thread_never_joined_keeps_a_semaphore() {
+    // Libc-594.9.5: each joinable thread that exits with no joiner takes a semaphore (a send right) from a
+    // pool that grows 16 at a time; only pthread_join returns it. 10 warm-up and 1000 measured threads never
+    // joined keep 1010, so the pool made 1024: 16 at the baseline (after the first warm-up thread), 1008 more
+    // over the 1000 threads, +1.008 per thread. Joined threads return theirs: the first 16 are all there is.
+    let config = common::config(sim(Profile::Xnu1504, 3));
+    let cell = |spec: &str| run_cell(&config, spec.parse().unwrap());
+    let unjoined = cell("thread=unjoined,self=none,exc=none,fix=off");
+    assert_eq!(deltas(&unjoined), [("names", 1.008), ("send", 1.008), ("urefs", 1.008)]);
+    assert_eq!(unjoined.verdict, Verdict::Leak);
+    assert!(unjoined.note.unwrap().contains("the C library created 1024 semaphores"));
+    let joined = cell("thread=joined,self=none,exc=none,fix=off");
+    assert_eq!(deltas(&joined), []);
+    assert!(joined.note.unwrap().contains("the C library created 16 semaphores"));
+    // Today's libpthread keeps none.
+    let modern = run_cell(
+        &common::config(sim(Profile::Xnu11417, 3)),
+        "thread=unjoined,self=none,exc=none,fix=off".parse().unwrap(),
+    );
+    assert_eq!(deltas(&modern), []);
+}
+
+#[test]
+fn the_record_says_which_task_was_modelled() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sim.json");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "run",
+            "--backend",
+            "mach-sim",
+            "--task",
+            "hardened",
+            "--cell",
+            "thread=joined,self=none,exc=none,fix=off",
+        ])
+        .args(["--cycles", "20", "--format", "json", "--out"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let record = threadleak::record::Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    assert_eq!(record.model.unwrap().task, "hardened");
+    // A record from before the task was recorded modelled a hardened one.
+    let old = r#"{"profile": "xnu-11417", "delay": 3}"#;
+    assert_eq!(serde_json::from_str::<threadleak::record::Model>(old).unwrap().task, "hardened");
 }

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::backend::mach::sim::Profile;
+use crate::backend::mach::sim::{Profile, Task};
 use crate::backend::{Backend, BackendName, ModelOptions};
 use crate::child::Mode;
 use crate::compare::CompareFormat;
@@ -131,20 +131,25 @@ struct BackendArgs {
     /// (0: at once). The settle step waits them out.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u32).range(0..10_000))]
     sim_delay: Option<u32>,
+    /// mach-sim: the modelled task: `third-party` (default; optional guard exceptions are not delivered)
+    /// or `hardened` (a platform binary: they are fatal).
+    #[arg(long, value_enum)]
+    task: Option<Task>,
 }
 
 impl BackendArgs {
     fn backend(&self) -> Result<Backend, String> {
-        let model_args = self.profile.is_some() || self.sim_delay.is_some();
+        let model_args = self.profile.is_some() || self.sim_delay.is_some() || self.task.is_some();
         match self.backend {
             Some(BackendName::MachSim) => {
                 let defaults = ModelOptions::default();
                 Ok(Backend::MachSim(ModelOptions {
                     profile: self.profile.unwrap_or(defaults.profile),
                     delay: self.sim_delay.unwrap_or(defaults.delay),
+                    task: self.task.unwrap_or(defaults.task),
                 }))
             }
-            _ if model_args => Err("--profile and --sim-delay apply to --backend mach-sim only".into()),
+            _ if model_args => Err("--profile, --sim-delay and --task apply to --backend mach-sim only".into()),
             Some(name @ (BackendName::Linux | BackendName::Macos)) => {
                 let backend = if name == BackendName::Linux { Backend::Linux } else { Backend::Macos };
                 match Backend::native() {

@@ -102,6 +102,14 @@ pub struct Model {
     pub profile: String,
     /// Clock steps before a dead thread's port is released and dies.
     pub delay: u32,
+    /// The modelled task (`third-party` or `hardened`); records made before it was recorded modelled a
+    /// hardened one.
+    #[serde(default = "hardened")]
+    pub task: String,
+}
+
+fn hardened() -> String {
+    "hardened".to_owned()
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ fn heading(record: &Record) -> String {
     let os = &record.os;
     let p = &record.params;
     let backend = match &record.model {
-        Some(m) => format!("{} (model {}, delay {})", record.backend, m.profile, m.delay),
+        Some(m) => format!("{} (model {}, delay {}, {} task)", record.backend, m.profile, m.delay, m.task),
         None => record.backend.clone(),
     };
     let version = if os.family == "macos" { &os.version } else { &os.release };

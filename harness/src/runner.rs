@@ -144,10 +144,11 @@ pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progr
         tool: Tool::this(),
         backend: config.backend.to_string(),
         os: config.backend.os(),
-        model: config
-            .backend
-            .model()
-            .map(|m| crate::record::Model { profile: m.profile.name().to_owned(), delay: m.delay }),
+        model: config.backend.model().map(|m| crate::record::Model {
+            profile: m.profile.name().to_owned(),
+            delay: m.delay,
+            task: m.task.name().to_owned(),
+        }),
         params: config.params,
         cells: results.into_iter().map(|r| r.expect("every cell reports")).collect(),
     }

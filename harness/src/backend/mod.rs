@@ -79,6 +79,7 @@ impl Backend {
         if let Backend::MachSim(model) = self {
             args.extend(["--profile".to_owned(), model.profile.name().to_owned()]);
             args.extend(["--sim-delay".to_owned(), model.delay.to_string()]);
+            args.extend(["--task".to_owned(), model.task.name().to_owned()]);
         }
         args
     }
@@ -118,9 +119,11 @@ impl Backend {
                 let _ = (cell, params);
                 Err(CallError::errno("the linux backend (this is not Linux)", libc::ENOSYS))
             }
-            Backend::MachSim(model) => {
-                Ok(Box::new(mach::MachWorkload::new(mach::sim::Sim::new(model.profile, model.delay), cell, params)?))
-            }
+            Backend::MachSim(model) => Ok(Box::new(mach::MachWorkload::new(
+                mach::sim::Sim::with_task(model.profile, model.delay, model.task),
+                cell,
+                params,
+            )?)),
             #[cfg(target_os = "macos")]
             Backend::Macos => Ok(Box::new(mach::MachWorkload::new(mach::real::Real::new()?, cell, params)?)),
             #[cfg(not(target_os = "macos"))]
@@ -315,11 +318,13 @@ pub struct ModelOptions {
     /// Model clock steps between a thread's exit hook and the kernel's release of its port, and again
     /// until the port dies; 0 makes both immediate. Exercises the settle step.
     pub delay: u32,
+    /// The modelled task: whether XNU delivers the optional guard exceptions to it.
+    pub task: mach::sim::Task,
 }
 
 impl Default for ModelOptions {
     fn default() -> ModelOptions {
-        ModelOptions { profile: mach::sim::Profile::Xnu11417, delay: 3 }
+        ModelOptions { profile: mach::sim::Profile::Xnu11417, delay: 3, task: mach::sim::Task::ThirdParty }
     }
 }
 

@@ -31,6 +31,9 @@ mach_consts! {
     pub const MACH_PORT_RIGHT_SEND_ONCE: mach_port_right_t = 2;
     pub const MACH_PORT_RIGHT_PORT_SET: mach_port_right_t = 3;
     pub const MACH_PORT_RIGHT_DEAD_NAME: mach_port_right_t = 4;
+    pub const MACH_PORT_RIGHT_LABELH: mach_port_right_t = 5;
+    /// The count of rights: anything from here on is not a right.
+    pub const MACH_PORT_RIGHT_NUMBER: mach_port_right_t = 6;
 
     pub const MACH_PORT_TYPE_NONE: mach_port_type_t = 0;
     pub const MACH_PORT_TYPE_SEND: mach_port_type_t = mach_port_type(MACH_PORT_RIGHT_SEND);

@@ -1,8 +1,8 @@
 //! mach-sim: a model of one task's IPC space under XNU's port-rights rules, with the libpthread thread
 //! lifecycle around it, implementing [`Mach`] so the Mach workload runs on any OS.
 //!
-//! What is modelled, and where XNU says so (apple-oss-distributions/xnu unless noted; "old" is
-//! apple/darwin-xnu at xnu-1456/1699, the releases around macOS 10.6's xnu-1504):
+//! What is modelled, and where the sources say so (apple-oss-distributions/xnu at xnu-11417.121.6, "old"
+//! at xnu-1504.15.3, macOS 10.6's; libpthread-539; Libc-594.9.5 for 10.6's C library):
 //!
 //! - A space maps names to entries: type bits (`MACH_PORT_TYPE_*`) and a user-reference count. A port has
 //!   at most one name in a space, so a second send right to a named port adds a user reference rather
@@ -22,10 +22,13 @@
 //!   osfmk/ipc/mach_port.c) and `mach_port_get_refs` answers 0 for the wrong right.
 //! - Destroying a receive right whose name also holds send rights leaves a dead name (`ipc_right_delta`,
 //!   `MACH_PORT_RIGHT_RECEIVE`).
-//! - Modern XNU raises a guard exception, `kGUARD_EXC_INVALID_NAME`, when a task deallocates or changes
-//!   references of a name it does not have (`mach_port_deallocate_kernel`, osfmk/ipc/mach_port.c); old XNU
-//!   only returns `KERN_INVALID_NAME`. The model treats the exception as fatal, as it is for a task whose
-//!   exception-guard behavior includes `TASK_EXC_GUARD_MP_FATAL`.
+//! - Modern XNU raises a guard exception when a task deallocates or changes references of a name it does
+//!   not have, of a right it does not hold, or by a value it may not (`kGUARD_EXC_INVALID_NAME`,
+//!   `_INVALID_RIGHT`, `_INVALID_VALUE`: `mach_port_deallocate_kernel`, osfmk/ipc/mach_port.c;
+//!   `ipc_right_delta`, osfmk/ipc/ipc_right.c), except for live/dead confusion; old XNU only returns the
+//!   code. Whether the exception is delivered depends on the task ([`Task`]): not to an ordinary
+//!   program, fatally to a hardened one. A guard raised while the kernel terminates a thread is never
+//!   delivered.
 //! - Threads: `_bsdthread_create` gives the task one user reference to the new thread's port, the name
 //!   libpthread records (apple/darwin-libpthread kern/kern_support.c); `pthread_mach_thread_np` adds none;
 //!   TSD destructors run before `_pthread_terminate` (src/pthread.c); `_bsdthread_terminate` drops the
@@ -36,8 +39,10 @@
 //!   send right (the caller keeps its own); the replaced handlers come back grouped by (port, behavior,
 //!   flavor) as send rights the caller now owns, `MACH_PORT_NULL` for empty slots.
 //!
-//! Not modelled: port sets, send-once rights, notifications and their requests, message queues, MIG reply
-//! ports. Calls the workload does not make in those forms return `KERN_INVALID_VALUE`.
+//! Port sets exist as names (allocated, destroyed by `mod_refs(-1)` or `deallocate`), without members.
+//! Not modelled: set membership, send-once rights, notifications and their requests, message queues, MIG
+//! reply ports, pinned ports (`KERN_INVALID_CAPABILITY`: only first-party tasks pin their thread ports,
+//! osfmk/ipc/ipc_init.c:116-117). `mach_port_allocate` of another right returns `KERN_INVALID_VALUE`.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
@@ -51,15 +56,63 @@ use super::{ExceptionHandler, KernResult, Mach};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Profile {
-    /// Today's rules (macOS 15; xnu-11417): urefs peg at 65535 and stay pegged.
+    /// Today's rules (macOS 15: xnu-11417.121.6 and libpthread-539, the newest published): urefs peg at
+    /// 65535 and stay pegged.
     #[cfg_attr(feature = "cli", value(name = "xnu-11417"))]
     #[serde(rename = "xnu-11417")]
     Xnu11417,
-    /// macOS 10.6 (xnu-1504): urefs of a send right stop at 65534; `mach_port_mod_refs` reports positive
-    /// overflow with `KERN_UREFS_OVERFLOW`; no guard exceptions.
+    /// macOS 10.6 (xnu-1504.15.3 and Libc-594.9.5): urefs of a send right stop at 65534;
+    /// `mach_port_mod_refs` reports positive overflow with `KERN_UREFS_OVERFLOW`; no guard exceptions; a
+    /// joinable thread that exits unjoined keeps a semaphore until it is joined.
     #[cfg_attr(feature = "cli", value(name = "xnu-1504"))]
     #[serde(rename = "xnu-1504")]
     Xnu1504,
+}
+
+/// The modelled task, as XNU classes it for Mach-port guard exceptions. An ordinary program gets
+/// `task_exc_guard = (task_exc_guard_default >> TASK_EXC_GUARD_THIRD_PARTY_DEFAULT_SHIFT) & 0xff`, which is
+/// `TASK_EXC_GUARD_NONE`: the optional guard codes (`kGUARD_EXC_INVALID_NAME`, `_INVALID_RIGHT`,
+/// `_INVALID_VALUE`, ...) are raised but never delivered (`task_set_exc_guard_ctrl_port_default`,
+/// osfmk/kern/task.c:9262-9300 in xnu-11417.121.6; `mach_port_guard_ast` returns when
+/// `TASK_EXC_GUARD_MP_DELIVER` is clear, osfmk/ipc/ipc_policy.c:869-871), and the call only returns its
+/// code. A platform binary or a task with the browser-engine entitlements (`task_is_hardened_binary`,
+/// task.c:736-740) gets `_TASK_EXC_GUARD_ALL_FATAL` (task.c:555), under which those codes kill it
+/// (ipc_policy.c:890-915). The code-signing hardened runtime (`CS_RUNTIME`) plays no part in either.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Task {
+    /// An ordinary third-party program (what threadleak and the programs it measures are).
+    #[default]
+    #[cfg_attr(feature = "cli", value(name = "third-party"))]
+    #[serde(rename = "third-party")]
+    ThirdParty,
+    /// A platform binary or a browser-engine-entitled task: optional guard codes are fatal.
+    #[cfg_attr(feature = "cli", value(name = "hardened"))]
+    #[serde(rename = "hardened")]
+    Hardened,
+}
+
+impl Task {
+    pub fn name(self) -> &'static str {
+        match self {
+            Task::ThirdParty => "third-party",
+            Task::Hardened => "hardened",
+        }
+    }
+}
+
+/// Where the C library of a release keeps the semaphore a joinable thread that exits unjoined leaves
+/// for its joiner.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum JoinSemaphores {
+    /// libpthread-330 and later (libpthread-539 today): none; a join waits on the thread's exit gate.
+    None,
+    /// Libc-594.9.5 (macOS 10.6): `_pthread_exit` takes `new_sem_from_pool()` into `joiner_notify`
+    /// (pthreads/pthread.c:1749-1761); the pool grows 16 at a time with `semaphore_create`, a new send
+    /// right each (pthread.c:2136-2152); only `pthread_join` returns it (`restore_sem_to_pool`,
+    /// pthreads/pthread_cancelable.c:211). The kernel only signals it (`bsdthread_terminate`,
+    /// bsd/kern/pthread_synch.c:412-413 in xnu-1504.15.3).
+    Pool16,
 }
 
 /// The rules that differ between releases.
@@ -72,8 +125,21 @@ struct Rules {
     /// leaves it, `mod_refs` ignores any delta but `-MACH_PORT_UREFS_MAX`, and overflowing deltas peg.
     /// Old: counts move freely and positive overflow is `KERN_UREFS_OVERFLOW`.
     sticky_peg: bool,
-    /// Modern: invalid names and rights in `mach_port_deallocate`/`mod_refs` raise guard exceptions.
+    /// Modern: invalid names, rights and values in `mach_port_deallocate`/`mod_refs` raise guard
+    /// exceptions (delivered or not as the [`Task`] says); xnu-1504 has no guard machinery.
     guard_exceptions: bool,
+    /// Modern: `ipc_right_delta` refuses `|delta| > MACH_PORT_UREFS_MAX` before anything else on a send
+    /// right or dead name (osfmk/ipc/ipc_right.c:1485-1489, 1565-1569 in xnu-11417.121.6).
+    delta_range_check: bool,
+    /// Exception types a thread has slots for (`EXC_TYPES_COUNT`: 14 today, 11 in xnu-1504.15.3,
+    /// osfmk/mach/i386/exception.h:66).
+    exc_types: usize,
+    /// The highest exception behavior `thread_swap_exception_ports` accepts, flags masked: 5
+    /// (`EXCEPTION_STATE_IDENTITY_PROTECTED`; `set_exception_ports_validation`, osfmk/kern/ipc_tt.c:4225-4284
+    /// in xnu-11417.121.6), 3 in xnu-1504.15.3 (ipc_tt.c:1681-1695).
+    max_behavior: exception_behavior_t,
+    /// The C library's semaphores for joiners.
+    join_semaphores: JoinSemaphores,
 }
 
 impl Profile {
@@ -86,12 +152,24 @@ impl Profile {
 
     fn rules(self) -> Rules {
         match self {
-            Profile::Xnu11417 => {
-                Rules { send_urefs_cap: MACH_PORT_UREFS_MAX, sticky_peg: true, guard_exceptions: true }
-            }
-            Profile::Xnu1504 => {
-                Rules { send_urefs_cap: MACH_PORT_UREFS_MAX - 1, sticky_peg: false, guard_exceptions: false }
-            }
+            Profile::Xnu11417 => Rules {
+                send_urefs_cap: MACH_PORT_UREFS_MAX,
+                sticky_peg: true,
+                guard_exceptions: true,
+                delta_range_check: true,
+                exc_types: EXC_TYPES_COUNT,
+                max_behavior: 5,
+                join_semaphores: JoinSemaphores::None,
+            },
+            Profile::Xnu1504 => Rules {
+                send_urefs_cap: MACH_PORT_UREFS_MAX - 1,
+                sticky_peg: false,
+                guard_exceptions: false,
+                delta_range_check: false,
+                exc_types: 11,
+                max_behavior: 3,
+                join_semaphores: JoinSemaphores::Pool16,
+            },
         }
     }
 }
@@ -128,6 +206,8 @@ struct Thread {
     joined: bool,
     /// Exception handler slots, indexed by exception type: (port, behavior, flavor).
     exc: [Slot; EXC_TYPES_COUNT],
+    /// The semaphore the thread left for its joiner (Libc-594's `joiner_notify`), until a join returns it.
+    joinsem: Option<mach_port_name_t>,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -142,6 +222,15 @@ enum Event {
 #[derive(Clone, Debug)]
 struct State {
     rules: Rules,
+    task: Task,
+    /// Guard exceptions raised and not delivered (a third-party task, or a terminating thread).
+    undelivered: u64,
+    /// Set while the kernel terminates a thread: a guard raised then is never delivered.
+    terminating: bool,
+    /// Libc-594's pool of semaphores for joiners: names of send rights, free for the taking.
+    sem_pool: Vec<mach_port_name_t>,
+    /// Semaphores the pool has created.
+    semaphores: u64,
     delay: u64,
     clock: u64,
     ports: Vec<Port>,
@@ -175,8 +264,18 @@ impl Sim {
     /// between a thread's exit hook and the kernel's release of its port, and as many again before the
     /// port dies.
     pub fn new(profile: Profile, delay: u32) -> Sim {
+        Sim::with_task(profile, delay, Task::default())
+    }
+
+    /// Like [`Sim::new`], for the task `task` (see [`Task`]).
+    pub fn with_task(profile: Profile, delay: u32, task: Task) -> Sim {
         let mut state = State {
             rules: profile.rules(),
+            task,
+            undelivered: 0,
+            terminating: false,
+            sem_pool: Vec::new(),
+            semaphores: 0,
             delay: u64::from(delay),
             clock: 0,
             ports: Vec::new(),
@@ -271,9 +370,14 @@ impl State {
         self.ports.len() - 1
     }
 
+    /// A free name: an index and a generation in the low byte whose two low bits are always set, starting
+    /// at 0x03 and advancing by 4 each time the index is reused (the entry's generation starts at 0xff and
+    /// rolls over on the first claim: ipc_space.c:267-271, `ipc_entry_claim` in ipc_entry.c:198 of
+    /// xnu-11417.121.6; XNU also randomises the free list and the rollover period, which only changes
+    /// which names come out).
     fn new_name(&mut self) -> mach_port_name_t {
         let index = self.free_indexes.pop().unwrap_or_else(|| {
-            self.generations.push(0);
+            self.generations.push(0xff);
             self.generations.len() as u32
         });
         let generation = &mut self.generations[index as usize - 1];
@@ -294,7 +398,7 @@ impl State {
         let port = self.new_port();
         // _bsdthread_create: ipc_port_copyout_send of the new thread's port into the task's space.
         let kport = self.copyout_send(port);
-        self.threads.push(Thread { port, kport, detached, joined: false, exc: [None; EXC_TYPES_COUNT] });
+        self.threads.push(Thread { port, kport, detached, joined: false, exc: [None; EXC_TYPES_COUNT], joinsem: None });
         self.threads.len() - 1
     }
 
@@ -321,15 +425,15 @@ impl State {
     fn happen(&mut self, event: Event) {
         match event {
             Event::Release(t) => {
+                // _bsdthread_terminate marks the thread terminating (thread_terminate_pinned, AST_APC) before
+                // it deallocates libpthread's reference (kern/kern_support.c:511-522 in libpthread-539), and
+                // ast_taken_user handles AST_APC before AST_MACH_EXCEPTION (osfmk/kern/ast.c:242-250): a
+                // guard raised by that deallocation (a name the task no longer has) is never delivered. The
+                // result is ignored.
                 let kport = self.threads[t].kport;
-                if !self.entries.contains_key(&kport) && self.rules.guard_exceptions && self.fault.is_none() {
-                    self.fault = Some(format!(
-                        "EXC_GUARD kGUARD_EXC_INVALID_NAME: _bsdthread_terminate deallocated thread port name \
-                         {kport:#x}, which the task no longer had (libpthread's own reference was released)"
-                    ));
-                }
-                // _bsdthread_terminate ignores the result.
+                self.terminating = true;
                 let _ = self.deallocate(kport);
+                self.terminating = false;
             }
             Event::Free(t) => {
                 let port = self.threads[t].port;
@@ -338,6 +442,21 @@ impl State {
                 self.threads[t].exc = [None; EXC_TYPES_COUNT];
             }
         }
+    }
+
+    /// A semaphore from Libc-594's pool, which grows by 16 `semaphore_create`s when empty, each a new
+    /// send right in the space (`new_sem_from_pool`, pthreads/pthread.c:2136-2152; `convert_semaphore_to_port`,
+    /// osfmk/kern/ipc_sync.c:103-114 in xnu-1504.15.3).
+    fn take_semaphore(&mut self) -> mach_port_name_t {
+        if self.sem_pool.is_empty() {
+            for _ in 0..16 {
+                let semaphore = self.new_port();
+                let name = self.copyout_send(semaphore);
+                self.sem_pool.push(name);
+                self.semaphores += 1;
+            }
+        }
+        self.sem_pool.pop().expect("the pool was just filled")
     }
 
     /// `ipc_right_check`: a send right whose port has died becomes a dead name keeping its references.
@@ -388,12 +507,26 @@ impl State {
         name
     }
 
-    /// A bad name or right passed to `mach_port_deallocate`/`mod_refs`: the code, and on modern XNU the
-    /// guard exception it raises.
+    /// A bad name, right or value passed to `mach_port_deallocate`/`mod_refs`: the code, and on modern XNU
+    /// the guard exception it raises (`mach_port_guard_exception`, osfmk/ipc/ipc_policy.c:752-769), named
+    /// after the code: `kGUARD_EXC_INVALID_NAME`, `_INVALID_RIGHT` or `_INVALID_VALUE`, all optional
+    /// codes (osfmk/mach/port.h:529-564): fatal for a hardened task, not delivered to a third-party one.
     fn bad(&mut self, kr: kern_return_t, call: &str, name: mach_port_name_t) -> kern_return_t {
-        if self.rules.guard_exceptions && self.fault.is_none() {
-            let guard = if kr == KERN_INVALID_NAME { "kGUARD_EXC_INVALID_NAME" } else { "kGUARD_EXC_INVALID_RIGHT" };
-            self.fault = Some(format!("EXC_GUARD {guard}: {call} on name {name:#x}"));
+        if !self.rules.guard_exceptions {
+            return kr;
+        }
+        let guard = match kr {
+            KERN_INVALID_NAME => "kGUARD_EXC_INVALID_NAME",
+            KERN_INVALID_VALUE => "kGUARD_EXC_INVALID_VALUE",
+            _ => "kGUARD_EXC_INVALID_RIGHT",
+        };
+        match self.task {
+            Task::Hardened if !self.terminating => {
+                if self.fault.is_none() {
+                    self.fault = Some(format!("EXC_GUARD {guard}: {call} on name {name:#x}"));
+                }
+            }
+            _ => self.undelivered += 1,
         }
         kr
     }
@@ -407,6 +540,11 @@ impl State {
             return Err(self.bad(KERN_INVALID_NAME, "mach_port_deallocate", name));
         }
         self.check(name);
+        // A port set is destroyed (ipc_right_dealloc's PORT_SET case, ipc_right.c:1043-1058).
+        if self.entries[&name].bits == MACH_PORT_TYPE_PORT_SET {
+            self.free_name(name);
+            return Ok(());
+        }
         let sticky = self.rules.sticky_peg;
         let e = self.entries.get_mut(&name).expect("checked above");
         if e.bits & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_DEAD_NAME) == 0 {
@@ -432,24 +570,35 @@ impl State {
         }
     }
 
-    /// `mach_port_mod_refs` (`ipc_right_delta`).
+    /// `mach_port_mod_refs` (`mach_port_mod_refs`, osfmk/ipc/mach_port.c:889-924, and `ipc_right_delta`,
+    /// osfmk/ipc/ipc_right.c:1241-1680 in xnu-11417.121.6; mach_port.c:885-914 and ipc_right.c:957-1269
+    /// in xnu-1504.15.3, which take the same paths without guards or the range check).
     fn mod_refs(
         &mut self,
         name: mach_port_name_t,
         right: mach_port_right_t,
         delta: mach_port_delta_t,
     ) -> KernResult<()> {
-        if right > MACH_PORT_RIGHT_DEAD_NAME {
+        const CALL: &str = "mach_port_mod_refs";
+        // An unknown right is refused before the name is looked at, without a guard.
+        if right >= MACH_PORT_RIGHT_NUMBER {
             return Err(KERN_INVALID_VALUE);
         }
+        // No name at all: send and send-once rights to nothing take any delta (!MACH_PORT_VALID).
+        if name == MACH_PORT_NULL || name == MACH_PORT_DEAD {
+            return match right {
+                MACH_PORT_RIGHT_SEND | MACH_PORT_RIGHT_SEND_ONCE => Ok(()),
+                _ => Err(KERN_INVALID_NAME),
+            };
+        }
         if !self.entries.contains_key(&name) {
-            return Err(self.bad(KERN_INVALID_NAME, "mach_port_mod_refs", name));
+            return Err(self.bad(KERN_INVALID_NAME, CALL, name));
         }
         let bits = self.entries[&name].bits;
         match right {
             MACH_PORT_RIGHT_RECEIVE => {
                 if bits & MACH_PORT_TYPE_RECEIVE == 0 {
-                    return Err(self.bad(KERN_INVALID_RIGHT, "mach_port_mod_refs", name));
+                    return Err(self.bad(KERN_INVALID_RIGHT, CALL, name));
                 }
                 match delta {
                     0 => Ok(()),
@@ -457,7 +606,7 @@ impl State {
                         self.destroy_receive(name);
                         Ok(())
                     }
-                    _ => Err(KERN_INVALID_VALUE),
+                    _ => Err(self.bad(KERN_INVALID_VALUE, CALL, name)),
                 }
             }
             MACH_PORT_RIGHT_SEND | MACH_PORT_RIGHT_DEAD_NAME => {
@@ -465,16 +614,19 @@ impl State {
                 let bits_now = self.entries[&name].bits;
                 let want = if right == MACH_PORT_RIGHT_SEND { MACH_PORT_TYPE_SEND } else { MACH_PORT_TYPE_DEAD_NAME };
                 if bits_now & want == 0 {
-                    // A send right whose port died has just become a dead name: no exception for that.
-                    let converted = right == MACH_PORT_RIGHT_SEND && bits & MACH_PORT_TYPE_SEND != 0;
-                    return Err(if converted {
-                        KERN_INVALID_RIGHT
-                    } else {
-                        self.bad(KERN_INVALID_RIGHT, "mach_port_mod_refs", name)
-                    });
+                    // "invalid right exception only when not live/dead confusion" (ipc_right.c:1535-1549): a
+                    // send right asked of a dead name (one that was dead, or died just now) raises nothing,
+                    // nor does the first send right asked of a receive right (the AE case, delta 1).
+                    let confusion = right == MACH_PORT_RIGHT_SEND
+                        && (bits_now & MACH_PORT_TYPE_DEAD_NAME != 0
+                            || (bits_now == MACH_PORT_TYPE_RECEIVE && delta == 1));
+                    return Err(if confusion { KERN_INVALID_RIGHT } else { self.bad(KERN_INVALID_RIGHT, CALL, name) });
                 }
                 let urefs = self.entries[&name].urefs;
-                let new = self.apply_delta(urefs, delta, right)?;
+                let new = match self.apply_delta(urefs, delta, right) {
+                    Err(KERN_INVALID_VALUE) => return Err(self.bad(KERN_INVALID_VALUE, CALL, name)),
+                    other => other?,
+                };
                 let e = self.entries.get_mut(&name).expect("checked above");
                 e.urefs = new;
                 if new == 0 {
@@ -482,8 +634,23 @@ impl State {
                 }
                 Ok(())
             }
-            // Send-once rights and port sets are not modelled.
-            _ => Err(KERN_INVALID_VALUE),
+            // ipc_right.c:1268-1297: -1 destroys the set and frees the name; 0 does nothing.
+            MACH_PORT_RIGHT_PORT_SET => {
+                if bits & MACH_PORT_TYPE_PORT_SET == 0 {
+                    return Err(self.bad(KERN_INVALID_RIGHT, CALL, name));
+                }
+                match delta {
+                    0 => Ok(()),
+                    -1 => {
+                        self.free_name(name);
+                        Ok(())
+                    }
+                    _ => Err(self.bad(KERN_INVALID_VALUE, CALL, name)),
+                }
+            }
+            // No send-once rights are modelled; a missing one raises nothing (ipc_right.c:1406-1407), nor does
+            // MACH_PORT_RIGHT_LABELH (ipc_right.c:1649-1650).
+            _ => Err(KERN_INVALID_RIGHT),
         }
     }
 
@@ -491,6 +658,10 @@ impl State {
     fn apply_delta(&mut self, urefs: u32, delta: i32, right: mach_port_right_t) -> KernResult<u32> {
         let max = i64::from(MACH_PORT_UREFS_MAX);
         let (urefs, delta) = (i64::from(urefs), i64::from(delta));
+        // Modern XNU checks the range first, pegged or not (ipc_right.c:1565-1569).
+        if self.rules.delta_range_check && delta.abs() > max {
+            return Err(KERN_INVALID_VALUE);
+        }
         if self.rules.sticky_peg {
             if urefs == max {
                 if delta == -max {
@@ -501,7 +672,7 @@ impl State {
                 }
                 return Ok(max as u32);
             }
-            if urefs + delta < 0 || delta.abs() > max {
+            if urefs + delta < 0 {
                 return Err(KERN_INVALID_VALUE);
             }
             Ok((urefs + delta).min(max) as u32)
@@ -509,7 +680,8 @@ impl State {
             if urefs + delta < 0 {
                 return Err(KERN_INVALID_VALUE);
             }
-            // Old XNU: a send right may hold one reference less than a dead name.
+            // xnu-1504: "maximum urefs for send is MACH_PORT_UREFS_MAX-1" (ipc_right.c:1179, 1197); a dead
+            // name may reach MACH_PORT_UREFS_MAX (:1155).
             let cap = if right == MACH_PORT_RIGHT_SEND { max - 1 } else { max };
             if delta > 0 && urefs + delta > cap {
                 return Err(KERN_UREFS_OVERFLOW);
@@ -566,6 +738,11 @@ impl Mach for Sim {
         body();
         on_exit();
         let mut state = self.lock();
+        if !detached && state.rules.join_semaphores == JoinSemaphores::Pool16 {
+            // Libc-594: the joinable thread exits with no joiner waiting and leaves a semaphore for one.
+            let sem = state.take_semaphore();
+            state.threads[thread].joinsem = Some(sem);
+        }
         state.current = caller;
         let delay = state.delay;
         state.schedule(delay, Event::Release(thread));
@@ -580,8 +757,12 @@ impl Mach for Sim {
         if t.detached || t.joined {
             return Err(libc::EINVAL);
         }
-        // Joining frees libpthread's memory only; it never touches the port (src/pthread.c).
+        // Joining frees libpthread's memory only; it never touches the port (src/pthread.c). Libc-594's join
+        // returns the thread's semaphore to the pool (restore_sem_to_pool).
         t.joined = true;
+        if let Some(sem) = t.joinsem.take() {
+            state.sem_pool.push(sem);
+        }
         Ok(())
     }
 
@@ -604,6 +785,14 @@ impl Mach for Sim {
                 let name = state.new_name();
                 state.entries.insert(name, Entry { port, bits: MACH_PORT_TYPE_RECEIVE, urefs: 0 });
                 state.by_port.insert(port, name);
+                Ok(name)
+            }
+            // A port set (mach_port_allocate_full, osfmk/ipc/mach_port.c:591; ipc_pset_alloc): a name with
+            // the set right and no user references. Membership is not modelled.
+            MACH_PORT_RIGHT_PORT_SET => {
+                let set = state.new_port();
+                let name = state.new_name();
+                state.entries.insert(name, Entry { port: set, bits: MACH_PORT_TYPE_PORT_SET, urefs: 0 });
                 Ok(name)
             }
             MACH_PORT_RIGHT_DEAD_NAME => {
@@ -634,7 +823,16 @@ impl Mach for Sim {
             Some(e) => e.port,
         };
         if name != poly {
-            // The port already has a name here (ipc_object_copyout_name).
+            // A name the caller chose (ipc_entry_alloc_name, ipc_entry.c:315-336 in xnu-11417.121.6): the
+            // generation's two low bits must be set (`ipc_entry_name_mask`, :812-817), and index 0 is never
+            // a name.
+            if name & 0b11 != 0b11 {
+                return Err(KERN_INVALID_VALUE);
+            }
+            if name >> 8 == 0 {
+                return Err(KERN_FAILURE);
+            }
+            // The port already has a name here (ipc_object_copyout_name, ipc_object.c:1093-1100).
             return Err(KERN_RIGHT_EXISTS);
         }
         state.copyout_send(port);
@@ -654,10 +852,19 @@ impl Mach for Sim {
         self.enter()?.mod_refs(name, right, delta)
     }
 
+    /// `mach_port_get_refs` (osfmk/ipc/mach_port.c:800-866 in xnu-11417.121.6, :802-862 in xnu-1504.15.3):
+    /// no guard on any path.
     fn mach_port_get_refs(&self, name: mach_port_name_t, right: mach_port_right_t) -> KernResult<mach_port_urefs_t> {
         let mut state = self.enter()?;
-        if right > MACH_PORT_RIGHT_DEAD_NAME {
+        if right >= MACH_PORT_RIGHT_NUMBER {
             return Err(KERN_INVALID_VALUE);
+        }
+        // No name: a send or send-once right to nothing has one reference (mach_port.c:819-826).
+        if name == MACH_PORT_NULL || name == MACH_PORT_DEAD {
+            return match right {
+                MACH_PORT_RIGHT_SEND | MACH_PORT_RIGHT_SEND_ONCE => Ok(1),
+                _ => Err(KERN_INVALID_NAME),
+            };
         }
         if !state.entries.contains_key(&name) {
             return Err(KERN_INVALID_NAME);
@@ -696,7 +903,8 @@ impl Mach for Sim {
         flavor: thread_state_flavor_t,
     ) -> KernResult<Vec<ExceptionHandler>> {
         let mut state = self.enter()?;
-        let valid_mask = ((1u32 << EXC_TYPES_COUNT) - 1) & !1;
+        let types = state.rules.exc_types;
+        let valid_mask = ((1u32 << types) - 1) & !1;
         if mask & !valid_mask != 0 {
             return Err(KERN_INVALID_ARGUMENT);
         }
@@ -705,13 +913,22 @@ impl Mach for Sim {
             return Err(KERN_INVALID_ARGUMENT);
         };
         let new = state.port_of(new_port)?;
-        // EXCEPTION_DEFAULT, _STATE, _STATE_IDENTITY, _IDENTITY_PROTECTED, with or without MACH_EXCEPTION_CODES.
-        if new.is_some() && !(1..=4).contains(&(behavior & !(1 << 31))) {
+        // EXCEPTION_DEFAULT, _STATE, _STATE_IDENTITY (and today _IDENTITY_PROTECTED and
+        // _STATE_IDENTITY_PROTECTED), flags masked: MACH_EXCEPTION_CODES, and today _ERRORS and
+        // _BACKTRACE_PREFERRED, which with an _IDENTITY_PROTECTED behavior require MACH_EXCEPTION_CODES
+        // (set_exception_ports_validation, osfmk/kern/ipc_tt.c:4225-4284 in xnu-11417.121.6; ipc_tt.c:1681-1695
+        // in xnu-1504.15.3).
+        const CODES: exception_behavior_t = 1 << 31;
+        let flags = if types == EXC_TYPES_COUNT { CODES | 1 << 30 | 1 << 29 } else { CODES };
+        let kind = behavior & !flags;
+        let needs_codes = kind == 4 || behavior & (1 << 29) != 0;
+        if new.is_some() && (!(1..=state.rules.max_behavior).contains(&kind) || (needs_codes && behavior & CODES == 0))
+        {
             return Err(KERN_INVALID_ARGUMENT);
         }
         // The replaced handlers, grouped by (port, behavior, flavor) with their masks combined.
         let mut old: Vec<(exception_mask_t, Slot)> = Vec::new();
-        for i in 1..EXC_TYPES_COUNT {
+        for i in 1..types {
             if mask & (1 << i) == 0 {
                 continue;
             }
@@ -740,6 +957,20 @@ impl Mach for Sim {
     fn notes(&self) -> Vec<String> {
         let state = self.lock();
         let mut notes: Vec<String> = state.fault.iter().cloned().collect();
+        if state.undelivered > 0 {
+            notes.push(format!(
+                "{} guard exceptions were raised and not delivered (a {} task, or a thread terminating)",
+                state.undelivered,
+                state.task.name()
+            ));
+        }
+        if state.semaphores > 0 {
+            notes.push(format!(
+                "the C library created {} semaphores for joiners (Libc-594: 16 at a time; one is kept by each joinable \
+                 thread until it is joined)",
+                state.semaphores
+            ));
+        }
         if state.absorbed > 0 {
             notes.push(format!(
                 "{} send rights were copied out to names already at {} user references and dropped silently \
@@ -879,21 +1110,181 @@ mod tests {
 
     #[test]
     fn errors_are_the_ones_xnu_returns() {
-        let sim = Sim::new(Profile::Xnu1504, 0);
+        // Each row holds under both profiles (mach_port.c and ipc_right.c of xnu-11417.121.6 and
+        // xnu-1504.15.3); a third-party task sees the codes whatever the guards, which it is not sent.
+        for profile in PROFILES {
+            let sim = Sim::new(profile, 0);
+            let receive = sim.mach_port_allocate(MACH_PORT_RIGHT_RECEIVE).unwrap();
+            let me = sim.mach_thread_self();
+            let dead = sim.mach_port_allocate(MACH_PORT_RIGHT_DEAD_NAME).unwrap();
+            let unknown = 0x1234_5603;
+            let rows: Vec<(&str, KernResult<u32>, KernResult<u32>)> = vec![
+                ("deallocate(receive)", sim.mach_port_deallocate(receive).map(|()| 0), Err(KERN_INVALID_RIGHT)),
+                ("deallocate(unknown)", sim.mach_port_deallocate(unknown).map(|()| 0), Err(KERN_INVALID_NAME)),
+                ("deallocate(NULL)", sim.mach_port_deallocate(MACH_PORT_NULL).map(|()| 0), Ok(0)),
+                ("get_refs(receive, SEND)", sim.mach_port_get_refs(receive, MACH_PORT_RIGHT_SEND), Ok(0)),
+                ("get_refs(receive, RECEIVE)", sim.mach_port_get_refs(receive, MACH_PORT_RIGHT_RECEIVE), Ok(1)),
+                (
+                    "get_refs(unknown, SEND)",
+                    sim.mach_port_get_refs(unknown, MACH_PORT_RIGHT_SEND),
+                    Err(KERN_INVALID_NAME),
+                ),
+                ("get_refs(receive, 9)", sim.mach_port_get_refs(receive, 9), Err(KERN_INVALID_VALUE)),
+                ("get_refs(receive, LABELH)", sim.mach_port_get_refs(receive, MACH_PORT_RIGHT_LABELH), Ok(0)),
+                // mach_port.c:819-826: no name, one reference.
+                ("get_refs(NULL, SEND)", sim.mach_port_get_refs(MACH_PORT_NULL, MACH_PORT_RIGHT_SEND), Ok(1)),
+                ("get_refs(DEAD, SEND_ONCE)", sim.mach_port_get_refs(MACH_PORT_DEAD, MACH_PORT_RIGHT_SEND_ONCE), Ok(1)),
+                (
+                    "get_refs(NULL, RECEIVE)",
+                    sim.mach_port_get_refs(MACH_PORT_NULL, MACH_PORT_RIGHT_RECEIVE),
+                    Err(KERN_INVALID_NAME),
+                ),
+                // mach_port.c:906-912: no name, any delta on a send or send-once right.
+                (
+                    "mod_refs(NULL, SEND, +1)",
+                    sim.mach_port_mod_refs(MACH_PORT_NULL, MACH_PORT_RIGHT_SEND, 1).map(|()| 0),
+                    Ok(0),
+                ),
+                (
+                    "mod_refs(DEAD, SEND, -7)",
+                    sim.mach_port_mod_refs(MACH_PORT_DEAD, MACH_PORT_RIGHT_SEND, -7).map(|()| 0),
+                    Ok(0),
+                ),
+                (
+                    "mod_refs(NULL, RECEIVE, -1)",
+                    sim.mach_port_mod_refs(MACH_PORT_NULL, MACH_PORT_RIGHT_RECEIVE, -1).map(|()| 0),
+                    Err(KERN_INVALID_NAME),
+                ),
+                (
+                    "mod_refs(receive, 6, 0)",
+                    sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_NUMBER, 0).map(|()| 0),
+                    Err(KERN_INVALID_VALUE),
+                ),
+                (
+                    "mod_refs(unknown, 6, 0)",
+                    sim.mach_port_mod_refs(unknown, MACH_PORT_RIGHT_NUMBER, 0).map(|()| 0),
+                    Err(KERN_INVALID_VALUE),
+                ),
+                (
+                    "mod_refs(receive, SEND, -1)",
+                    sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_SEND, -1).map(|()| 0),
+                    Err(KERN_INVALID_RIGHT),
+                ),
+                (
+                    "mod_refs(receive, SEND_ONCE, -1)",
+                    sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_SEND_ONCE, -1).map(|()| 0),
+                    Err(KERN_INVALID_RIGHT),
+                ),
+                (
+                    "mod_refs(receive, PORT_SET, -1)",
+                    sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_PORT_SET, -1).map(|()| 0),
+                    Err(KERN_INVALID_RIGHT),
+                ),
+                (
+                    "mod_refs(receive, LABELH, 1)",
+                    sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_LABELH, 1).map(|()| 0),
+                    Err(KERN_INVALID_RIGHT),
+                ),
+                (
+                    "mod_refs(receive, RECEIVE, -2)",
+                    sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_RECEIVE, -2).map(|()| 0),
+                    Err(KERN_INVALID_VALUE),
+                ),
+                (
+                    "mod_refs(dead, SEND, 1)",
+                    sim.mach_port_mod_refs(dead, MACH_PORT_RIGHT_SEND, 1).map(|()| 0),
+                    Err(KERN_INVALID_RIGHT),
+                ),
+                (
+                    "mod_refs(me, DEAD_NAME, 1)",
+                    sim.mach_port_mod_refs(me, MACH_PORT_RIGHT_DEAD_NAME, 1).map(|()| 0),
+                    Err(KERN_INVALID_RIGHT),
+                ),
+                (
+                    "mod_refs(me, SEND, -5)",
+                    sim.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, -5).map(|()| 0),
+                    Err(KERN_INVALID_VALUE),
+                ),
+            ];
+            for (call, got, want) in rows {
+                assert_eq!(got, want, "{profile:?}: {call}");
+            }
+            assert_eq!(sim.mach_port_type(me), Ok(MACH_PORT_TYPE_SEND), "{profile:?}: the task goes on");
+            // Only modern XNU raises guards; the rows that raise one: deallocate(receive), deallocate(unknown),
+            // mod_refs(receive, SEND), (receive, PORT_SET), (receive, RECEIVE, -2), (me, DEAD_NAME), (me, SEND, -5).
+            let raised = sim.notes().first().cloned().unwrap_or_default();
+            match profile {
+                Profile::Xnu11417 => {
+                    assert!(raised.starts_with("7 guard exceptions were raised and not delivered"), "{raised}")
+                }
+                Profile::Xnu1504 => assert_eq!(raised, ""),
+            }
+        }
+    }
+
+    #[test]
+    fn the_delta_range_is_checked_before_the_peg_on_modern_xnu_only() {
+        // ipc_right.c:1565-1569 (xnu-11417.121.6): |delta| > 65535 is refused before a pegged count ignores it.
+        let modern = Sim::new(Profile::Xnu11417, 0);
+        let me = modern.mach_thread_self();
+        modern.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, 70_000).unwrap_err();
+        modern.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, 65_535).unwrap();
+        assert_eq!(modern.mach_port_get_refs(me, MACH_PORT_RIGHT_SEND), Ok(MACH_PORT_UREFS_MAX));
+        assert_eq!(modern.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, -70_000), Err(KERN_INVALID_VALUE));
+        assert_eq!(modern.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, -3), Ok(()));
+        assert_eq!(modern.mach_port_get_refs(me, MACH_PORT_RIGHT_SEND), Ok(MACH_PORT_UREFS_MAX));
+        // xnu-1504 has no range check: the underflow is what refuses it.
+        let old = Sim::new(Profile::Xnu1504, 0);
+        let me = old.mach_thread_self();
+        assert_eq!(old.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, -70_000), Err(KERN_INVALID_VALUE));
+        assert_eq!(old.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, 70_000), Err(KERN_UREFS_OVERFLOW));
+    }
+
+    #[test]
+    fn a_send_right_asked_of_a_receive_right_or_a_dead_name_raises_no_guard() {
+        // "invalid right exception only when not live/dead confusion" (ipc_right.c:1535-1549): a hardened task
+        // survives mod_refs(SEND) on a dead name, and on a receive right with delta 1 (the AE case).
+        let sim = Sim::with_task(Profile::Xnu11417, 0, Task::Hardened);
+        let dead = sim.mach_port_allocate(MACH_PORT_RIGHT_DEAD_NAME).unwrap();
         let receive = sim.mach_port_allocate(MACH_PORT_RIGHT_RECEIVE).unwrap();
-        assert_eq!(sim.mach_port_deallocate(receive), Err(KERN_INVALID_RIGHT));
-        assert_eq!(sim.mach_port_get_refs(receive, MACH_PORT_RIGHT_SEND), Ok(0));
-        assert_eq!(sim.mach_port_get_refs(receive, MACH_PORT_RIGHT_RECEIVE), Ok(1));
+        assert_eq!(sim.mach_port_mod_refs(dead, MACH_PORT_RIGHT_SEND, -1), Err(KERN_INVALID_RIGHT));
+        assert_eq!(sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_SEND, 1), Err(KERN_INVALID_RIGHT));
+        assert!(sim.mach_port_names().is_ok(), "{:?}", sim.notes());
+        // With another delta it is a guard, fatal here.
         assert_eq!(sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_SEND, -1), Err(KERN_INVALID_RIGHT));
-        assert_eq!(sim.mach_port_mod_refs(receive, MACH_PORT_RIGHT_RECEIVE, -2), Err(KERN_INVALID_VALUE));
-        assert_eq!(sim.mach_port_get_refs(0x1234_5600, MACH_PORT_RIGHT_SEND), Err(KERN_INVALID_NAME));
-        assert_eq!(sim.mach_port_deallocate(0x1234_5600), Err(KERN_INVALID_NAME));
-        assert_eq!(sim.mach_port_get_refs(receive, 9), Err(KERN_INVALID_VALUE));
-        let me = sim.mach_thread_self();
-        assert_eq!(sim.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, -5), Err(KERN_INVALID_VALUE));
-        // Old XNU has no guard exceptions: the task goes on.
-        assert_eq!(sim.mach_port_type(me), Ok(MACH_PORT_TYPE_SEND));
-        assert!(sim.notes().is_empty());
+        assert_eq!(sim.mach_port_names(), Err(KERN_TERMINATED));
+    }
+
+    #[test]
+    fn libc_594_keeps_a_semaphore_for_each_thread_never_joined() {
+        // Libc-594.9.5: a joinable thread exiting with no joiner takes a semaphore from a pool that grows 16
+        // at a time (a send right each); pthread_join puts it back; detached threads take none.
+        let count = |sim: &Sim, bits: u32| sim.space().values().filter(|e| e.bits == bits).count();
+        let old = Sim::new(Profile::Xnu1504, 0);
+        let before = count(&old, MACH_PORT_TYPE_SEND);
+        let first = old.pthread_create(false, &|| {}, &|| {}).unwrap();
+        assert_eq!(count(&old, MACH_PORT_TYPE_SEND), before + 16, "the pool's first 16");
+        old.pthread_join(first).unwrap();
+        for _ in 0..40 {
+            let t = old.pthread_create(false, &|| {}, &|| {}).unwrap();
+            old.pthread_join(t).unwrap();
+            old.pthread_create(true, &|| {}, &|| {}).unwrap();
+        }
+        assert_eq!(count(&old, MACH_PORT_TYPE_SEND), before + 16, "joined and detached threads keep none");
+        for _ in 0..40 {
+            old.pthread_create(false, &|| {}, &|| {}).unwrap();
+        }
+        // 40 kept: the pool of 16 grew twice more (48), 8 left in it.
+        assert_eq!(count(&old, MACH_PORT_TYPE_SEND), before + 48);
+        assert!(old.notes().iter().any(|n| n.starts_with("the C library created 48 semaphores")), "{:?}", old.notes());
+        // libpthread-539 keeps none.
+        let modern = Sim::new(Profile::Xnu11417, 0);
+        let before = modern.space().len();
+        for _ in 0..40 {
+            modern.pthread_create(false, &|| {}, &|| {}).unwrap();
+        }
+        modern.drain();
+        assert_eq!(modern.space().len(), before);
     }
 
     #[test]
@@ -908,26 +1299,58 @@ mod tests {
     }
 
     #[test]
-    fn deallocating_libpthreads_reference_is_a_guard_exception_at_termination() {
-        let sim = Sim::new(Profile::Xnu11417, 1);
-        let body = || {
-            let own = sim.pthread_mach_thread_np_self();
-            sim.mach_port_deallocate(own).unwrap();
-        };
-        sim.pthread_create(true, &body, &|| {}).unwrap();
-        sim.drain();
-        assert_eq!(sim.mach_port_names(), Err(KERN_TERMINATED));
-        let notes = sim.notes();
-        assert!(notes[0].starts_with("EXC_GUARD kGUARD_EXC_INVALID_NAME: _bsdthread_terminate"), "{notes:?}");
-        // The 10.6 kernel had no such exception: the failed release goes unnoticed.
-        let old = Sim::new(Profile::Xnu1504, 1);
-        let body = || {
-            let own = old.pthread_mach_thread_np_self();
-            old.mach_port_deallocate(own).unwrap();
-        };
-        old.pthread_create(true, &body, &|| {}).unwrap();
-        old.drain();
-        assert!(old.mach_port_names().is_ok());
+    fn a_guard_raised_as_the_kernel_releases_libpthreads_reference_is_never_delivered() {
+        // The thread gives up libpthread's reference itself; _bsdthread_terminate then deallocates a name the
+        // task no longer has, after marking the thread terminating: even a hardened task goes on.
+        for (profile, task) in [
+            (Profile::Xnu11417, Task::Hardened),
+            (Profile::Xnu11417, Task::ThirdParty),
+            (Profile::Xnu1504, Task::Hardened),
+        ] {
+            let sim = Sim::with_task(profile, 1, task);
+            let body = || {
+                let own = sim.pthread_mach_thread_np_self();
+                sim.mach_port_deallocate(own).unwrap();
+            };
+            sim.pthread_create(true, &body, &|| {}).unwrap();
+            sim.drain();
+            assert!(sim.mach_port_names().is_ok(), "{profile:?} {task:?}");
+            let raised = profile == Profile::Xnu11417;
+            assert_eq!(
+                sim.notes().iter().any(|n| n.starts_with("1 guard exceptions were raised and not delivered")),
+                raised
+            );
+        }
+    }
+
+    #[test]
+    fn optional_guards_kill_a_hardened_task_and_are_not_delivered_to_a_third_party_one() {
+        // kGUARD_EXC_INVALID_NAME (mach_port_deallocate_kernel, mach_port.c:755-758) and kGUARD_EXC_INVALID_VALUE
+        // (ipc_right_delta's invalid_value, ipc_right.c:1670-1676) are optional codes (port.h:529-564).
+        let calls: [(&str, fn(&Sim) -> KernResult<()>); 2] = [
+            ("kGUARD_EXC_INVALID_NAME", |sim| sim.mach_port_deallocate(0x1234_5603)),
+            ("kGUARD_EXC_INVALID_VALUE", |sim| {
+                let me = sim.mach_thread_self();
+                sim.mach_port_mod_refs(me, MACH_PORT_RIGHT_SEND, -5)
+            }),
+        ];
+        for (guard, call) in calls {
+            let third_party = Sim::with_task(Profile::Xnu11417, 0, Task::ThirdParty);
+            assert!(call(&third_party).is_err());
+            assert!(third_party.mach_port_names().is_ok(), "{guard}");
+            assert_eq!(
+                third_party.notes()[0],
+                "1 guard exceptions were raised and not delivered (a third-party task, or a thread terminating)"
+            );
+            let hardened = Sim::with_task(Profile::Xnu11417, 0, Task::Hardened);
+            assert!(call(&hardened).is_err());
+            assert_eq!(hardened.mach_port_names(), Err(KERN_TERMINATED), "{guard}");
+            assert!(hardened.notes()[0].starts_with(&format!("EXC_GUARD {guard}")), "{:?}", hardened.notes());
+            // xnu-1504 has no guard machinery.
+            let old = Sim::with_task(Profile::Xnu1504, 0, Task::Hardened);
+            assert!(call(&old).is_err());
+            assert!(old.mach_port_names().is_ok() && old.notes().is_empty(), "{:?}", old.notes());
+        }
     }
 
     #[test]
