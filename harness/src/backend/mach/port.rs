@@ -47,6 +47,6 @@ mach_consts! {
 }
 
 /// The most user references one name can hold for a send right or a dead name. Kernel-private, so not
-/// in the SDK and not ABI-checked: osfmk/ipc/port.h in apple-oss-distributions/xnu,
+/// in the SDK and not ABI-checked: osfmk/ipc/port.h:80 in xnu-11417.121.6 (:79 in xnu-1504.15.3),
 /// `#define MACH_PORT_UREFS_MAX ((mach_port_urefs_t) ((1 << 16) - 1))`.
 pub const MACH_PORT_UREFS_MAX: mach_port_urefs_t = (1 << 16) - 1;
