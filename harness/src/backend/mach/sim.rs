@@ -1327,7 +1327,8 @@ mod tests {
     fn optional_guards_kill_a_hardened_task_and_are_not_delivered_to_a_third_party_one() {
         // kGUARD_EXC_INVALID_NAME (mach_port_deallocate_kernel, mach_port.c:755-758) and kGUARD_EXC_INVALID_VALUE
         // (ipc_right_delta's invalid_value, ipc_right.c:1670-1676) are optional codes (port.h:529-564).
-        let calls: [(&str, fn(&Sim) -> KernResult<()>); 2] = [
+        type Call = fn(&Sim) -> KernResult<()>;
+        let calls: [(&str, Call); 2] = [
             ("kGUARD_EXC_INVALID_NAME", |sim| sim.mach_port_deallocate(0x1234_5603)),
             ("kGUARD_EXC_INVALID_VALUE", |sim| {
                 let me = sim.mach_thread_self();
