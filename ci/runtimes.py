@@ -19,6 +19,7 @@ import json
 import os
 import signal
 import subprocess
+import shutil
 import sys
 import tempfile
 
@@ -148,7 +149,10 @@ def main():
     parser.add_argument("threadleak")
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--only", action="append", default=[])
+    parser.add_argument("--keep", metavar="DIR", help="keep every exec record in DIR (NAME-RUN.json)")
     args = parser.parse_args()
+    if args.keep:
+        os.makedirs(args.keep, exist_ok=True)
     build = tempfile.mkdtemp(prefix="threadleak-runtimes-")
     subprocess.run(["javac", "-d", build, os.path.join(PROGRAMS, "Threads.java")], check=True)
     subprocess.run(["go", "build", "-o", os.path.join(build, "lockosthread"), os.path.join(PROGRAMS, "lockosthread.go")],
@@ -168,11 +172,13 @@ def main():
         if args.only and not any(name.startswith(o) for o in args.only):
             continue
         cells = []
-        for _ in range(args.runs):
+        for run in range(args.runs):
             with tempfile.NamedTemporaryFile(suffix=".json") as out:
                 subprocess.run([args.threadleak, "exec", "--format", "json", "--out", out.name, "--"] + argv(template, n),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
                 cells.append(json.load(open(out.name))["cells"][0])
+                if args.keep:
+                    shutil.copy(out.name, os.path.join(args.keep, f"{name.replace(' ', '-')}-{run}.json"))
         outside_rate, outside_noise = outside(template, n1, n2)
         classes = [exec_class(c) for c in cells]
         seen = {c: classes.count(c) for c in dict.fromkeys(classes)}

@@ -5,7 +5,7 @@
 # runtime's verdict changes from run to run or disagrees with the outside measurement. Takes about ten
 # minutes, so it is not part of .ci/run.
 #
-#   bash ci/runtimes.sh [--runs N] [--only NAME]...
+#   bash ci/runtimes.sh [--runs N] [--only NAME]... [--keep DIR]   (--keep: every exec record, for study)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
