@@ -2,8 +2,8 @@
 # `threadleak exec` on real runtimes from Debian (SBCL, Perl, OpenJDK, Node.js, Go with cgo, CPython), ten
 # runs of each program, beside a measurement made from outside the process (ci/runtimes.py says how).
 # Installs what is missing, builds threadleak and its probe, and prints a markdown table; exits 1 when a
-# runtime's verdict changes from run to run or disagrees with the outside measurement. Takes about ten
-# minutes, so it is not part of .ci/run.
+# runtime's verdict changes from run to run or disagrees with the outside measurement. Takes about an
+# hour, so it is not part of .ci/run.
 #
 #   bash ci/runtimes.sh [--runs N] [--only NAME]... [--keep DIR]   (--keep: every exec record, for study)
 set -euo pipefail
