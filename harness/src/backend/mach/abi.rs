@@ -24,6 +24,13 @@ macro_rules! mach_consts {
     };
 }
 
+/// A function's signature as written, for the manifest.
+macro_rules! function {
+    ($name:ident($($ty:ty),*) -> $ret:ty) => {
+        $crate::backend::mach::abi::Function { name: stringify!($name), ret: stringify!($ret), args: &[$(stringify!($ty)),*] }
+    };
+}
+
 /// Declares libSystem functions and records their signatures in `FUNCTIONS`. The declarations compile
 /// everywhere (and are type-checked everywhere); only macOS code calls them, so only macOS links them.
 macro_rules! mach_fns {
@@ -34,11 +41,7 @@ macro_rules! mach_fns {
         }
         /// The functions declared here, for the ABI check.
         pub const FUNCTIONS: &[$crate::backend::mach::abi::Function] = &[$(
-            $crate::backend::mach::abi::Function {
-                name: stringify!($name),
-                ret: stringify!($ret),
-                args: &[$(stringify!($ty)),*],
-            }
+            function!($name($($ty),*) -> $ret)
         ),+];
     };
 }
@@ -56,11 +59,7 @@ macro_rules! borrowed_fns {
         )+
         /// The functions taken from crates, for the ABI check.
         pub const BORROWED: &[$crate::backend::mach::abi::Function] = &[$(
-            $crate::backend::mach::abi::Function {
-                name: stringify!($name),
-                ret: stringify!($ret),
-                args: &[$(stringify!($ty)),*],
-            }
+            function!($name($($ty),*) -> $ret)
         ),+];
     };
 }
