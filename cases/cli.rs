@@ -37,10 +37,62 @@ fn usage_errors_name_what_is_wrong_and_exit_2() {
         (&["run", "--jobs", "0"][..], "--jobs"),
         (&["list", "--cell", "self=leaked,self=sometimes"][..], "unknown value `sometimes`"),
         (&["frobnicate"][..], "unrecognized subcommand"),
+        (&["run", "--scenario", "nope"][..], "unknown scenario `nope` (scenarios: ccl-thread-self, "),
+        (&["run", "--backend", "mach-sim", "--profile", "xnu-9"][..], "unknown profile `xnu-9` (profiles: xnu-1504, "),
+        (&["run", "--backend", "mach-sim", "--profile", "all"][..], "--profile all writes one record per profile"),
+        (
+            &["run", "--backend", "mach-sim", "--profile", "all", "--out", "/nonexistent"][..],
+            "names an existing folder",
+        ),
+        (&["run", "--backend", "mach-sim", "--profile", "all", "--out", "Cargo.toml"][..], "--out names a folder"),
+        (
+            &[
+                "degrade",
+                "--backend",
+                "mach-sim",
+                "--profile",
+                "all",
+                "--cell",
+                "thread=detached,self=none,exc=none,fix=off",
+            ][..],
+            "applies to `run` only",
+        ),
     ] {
         let out = threadleak(args);
         assert_eq!(out.status.code(), Some(ExitCode::USAGE), "{args:?}");
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn scenarios_lists_the_corpus_with_units_sources_and_why_not_on_linux() {
+    let out = threadleak(&["scenarios"]);
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    for s in threadleak::scenario::ALL {
+        let head = format!("{}  (per {}; {})", s.name, s.unit.as_str(), s.project);
+        assert!(text.lines().any(|l| l == head), "{head} in {text}");
+    }
+    assert_eq!(text.lines().filter(|l| l.starts_with("    linux:  no analog: ")).count(), 5, "{text}");
+}
+
+#[test]
+fn scenarios_run_on_the_model_with_their_unit_and_skip_what_linux_cannot_run() {
+    let out = threadleak(&["run", "--backend", "mach-sim", "--scenario", "htop-task-threads", "--cycles", "50"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("scenario=htop-task-threads,variant=buggy"), "{text}");
+    assert!(text.contains("per the scenario's unit"), "{text}");
+    if cfg!(target_os = "linux") {
+        let out =
+            threadleak(&["run", "--scenario", "htop-task-threads", "--scenario", "ccl-thread-self", "--cycles", "20"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("htop-task-threads does not run on linux: "), "{}", stderr(&out));
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("scenario=ccl-thread-self,variant=buggy") && !text.contains("htop"), "{text}");
+        let out = threadleak(&["run", "--scenario", "htop-task-threads"]);
+        assert_eq!(out.status.code(), Some(ExitCode::USAGE));
+        assert!(stderr(&out).contains("none of the scenarios asked for runs on linux"), "{}", stderr(&out));
     }
 }
 

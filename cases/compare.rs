@@ -39,10 +39,10 @@ fn profiles_are_ordered_and_their_differences_spelled_out() {
         Command::new(common::bin()).args(["compare", "--format", "markdown"]).arg(&new).arg(&old).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("| cell | xnu-1504 | xnu-11417 |"), "{text}");
+    assert!(text.contains("| cell | xnu-1504 (macOS 10.6) | xnu-11417 (macOS 15) |"), "{text}");
     assert!(text.contains(
-        "- `thread=detached,self=leaked,exc=none,fix=on`: changed between xnu-1504 and xnu-11417: \
-         names 0 → +1, dead 0 → +1, urefs 0 → +65535, clean → leak"
+        "- `thread=detached,self=leaked,exc=none,fix=on`: changed between xnu-1504 (macOS 10.6) and xnu-11417 \
+         (macOS 15): names 0 → +1, dead 0 → +1, urefs 0 → +65535, clean → leak"
     ));
 }
 
@@ -63,8 +63,59 @@ fn the_recorded_profiles_differ_exactly_in_the_overrun_cells() {
     assert_eq!(cell, "thread=detached,self=leaked,exc=none,fix=on");
     assert_eq!(
         sentence,
-        "changed between xnu-1504 and xnu-11417: names 0 → +1, dead 0 → +1, urefs 0 → +65535, clean → leak"
+        "changed between xnu-1504 (macOS 10.6) and xnu-11417 (macOS 15): names 0 → +1, dead 0 → +1, urefs 0 → \
+         +65535, clean → leak"
     );
+}
+
+/// `run --profile all` writes a record per modelled release; `compare` over them names the release where
+/// a cell's or a scenario's behaviour first changed: the C library's semaphore for a thread never joined
+/// is gone from 10.14 (libpthread-330).
+#[test]
+fn compare_over_every_profile_names_the_release_that_changed_the_unjoined_cells() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = Command::new(common::bin())
+        .args(["run", "--backend", "mach-sim", "--profile", "all", "--cycles", "100", "--format", "json"])
+        .args(["--cell", "thread=unjoined,self=none,exc=none", "--scenario", "mailcore2-unjoined", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let mut records: Vec<PathBuf> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    records.sort();
+    let names: Vec<String> = records.iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert_eq!(
+        names,
+        [
+            "mach-sim-xnu-11417.json",
+            "mach-sim-xnu-1504.json",
+            "mach-sim-xnu-3248.json",
+            "mach-sim-xnu-4570.json",
+            "mach-sim-xnu-4903.json"
+        ]
+    );
+    let out = Command::new(common::bin()).arg("compare").args(&records).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    for id in [
+        "thread=unjoined,self=none,exc=none,fix=off",
+        "thread=unjoined,self=none,exc=none,fix=on",
+        "scenario=mailcore2-unjoined,variant=buggy",
+    ] {
+        let changes: Vec<&str> = text.lines().filter(|l| l.starts_with(&format!("* {id}: "))).collect();
+        assert_eq!(changes.len(), 2, "{id}: {text}");
+        // 10.6's pool of 16 against 10.11's one-slot cache, then no semaphore at all.
+        assert!(changes[0].contains("changed between xnu-1504 (macOS 10.6) and xnu-3248 (macOS 10.11)"), "{text}");
+        assert!(
+            changes[1].ends_with(
+                "changed between xnu-4570 (macOS 10.13) and xnu-4903 (macOS 10.14): names +1 → 0, send +1 → 0, \
+                 urefs +1 → 0, leak → clean"
+            ),
+            "{text}"
+        );
+    }
+    // The fixed variant is clean in every era: no change to report.
+    assert!(!text.contains("* scenario=mailcore2-unjoined,variant=fixed"), "{text}");
 }
 
 #[test]
@@ -80,9 +131,12 @@ fn agreeing_records_of_one_version_merge_and_disagreeing_ones_are_flagged() {
     b.cells[1].per_thread.0[0].1 = 0.0;
     let groups = compare::compare(vec![(PathBuf::from("a.json"), a), (PathBuf::from("b.json"), b.clone())]);
     assert_eq!(groups[0].columns.len(), 2);
-    assert_eq!(groups[0].disputes, ["b.json and a.json both describe xnu-11417 but disagree"]);
+    assert_eq!(groups[0].disputes, ["b.json and a.json both describe xnu-11417 (macOS 15) but disagree"]);
     let table = compare::render(&groups, CompareFormat::Table);
-    assert!(table.contains("xnu-11417 [a.json]") && table.contains("xnu-11417 [b.json]"), "{table}");
+    assert!(
+        table.contains("xnu-11417 (macOS 15) [a.json]") && table.contains("xnu-11417 (macOS 15) [b.json]"),
+        "{table}"
+    );
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn the_harness_agrees_with_tt() {
     let dir = tempfile::tempdir().unwrap();
     let exe = build_tt(dir.path());
     let raw: f64 = tt(&exe, &["leak", "1000"])["per_thread"].parse().unwrap();
-    let cell = "thread=detached,self=leaked,exc=none,fix=off".parse().unwrap();
+    let cell: threadleak::matrix::Cell = "thread=detached,self=leaked,exc=none,fix=off".parse().unwrap();
     let record = run_cell(&common::config(Backend::Linux), cell);
     assert_eq!(record.per_thread.get("fds"), Some(raw));
 }

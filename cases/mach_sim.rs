@@ -120,7 +120,7 @@ fn on_xnu_1504_a_thread_never_joined_keeps_a_semaphore() {
     // joined keep 1010, so the pool made 1024: 16 at the baseline (after the first warm-up thread), 1008 more
     // over the 1000 threads, +1.008 per thread. Joined threads return theirs: the first 16 are all there is.
     let config = common::config(sim(Profile::Xnu1504, 3));
-    let cell = |spec: &str| run_cell(&config, spec.parse().unwrap());
+    let cell = |spec: &str| run_cell(&config, spec.parse::<Cell>().unwrap());
     let unjoined = cell("thread=unjoined,self=none,exc=none,fix=off");
     assert_eq!(deltas(&unjoined), [("names", 1.008), ("send", 1.008), ("urefs", 1.008)]);
     assert_eq!(unjoined.verdict, Verdict::Leak);
@@ -131,7 +131,7 @@ fn on_xnu_1504_a_thread_never_joined_keeps_a_semaphore() {
     // Today's libpthread keeps none.
     let modern = run_cell(
         &common::config(sim(Profile::Xnu11417, 3)),
-        "thread=unjoined,self=none,exc=none,fix=off".parse().unwrap(),
+        "thread=unjoined,self=none,exc=none,fix=off".parse::<Cell>().unwrap(),
     );
     assert_eq!(deltas(&modern), []);
 }

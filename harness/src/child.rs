@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::backend::{Backend, SettleFailure, Workload};
-use crate::matrix::Cell;
 use crate::record::{Checkpoint, Counters, Failure, Params};
+use crate::scenario::Case;
 
 /// What a child reports: its checkpoints so far, and the failure that stopped it if one did.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -45,7 +45,7 @@ pub enum Mode {
     /// A census every `window` threads (settled only at the ends), and every thread's latency.
     Degrade { window: u32 },
     /// `censuses` censuses evenly spaced from the baseline to the end, each settled, for
-    /// [`analysis::estimate`](crate::analysis::estimate) (a closure under [`crate::check`]).
+    /// [`analysis::estimate`](crate::analysis::estimate) (a closure under [`crate::check()`]).
     Series { censuses: u32 },
 }
 
@@ -100,19 +100,20 @@ pub fn die_with_runner(params: &Params) -> Option<ChildReport> {
     Some(ChildReport::stopped(Some(failed.at_cycle(-i64::from(params.warmup)))))
 }
 
-/// Runs one cell in this process and reports. Never panics on a failed call: the failure is the report.
-pub fn run(backend: Backend, cell: Cell, params: &Params, mode: Mode) -> ChildReport {
+/// Runs one cell or scenario variant in this process and reports. Never panics on a failed call: the
+/// failure is the report.
+pub fn run(backend: Backend, case: Case, params: &Params, mode: Mode) -> ChildReport {
     if let Some(report) = die_with_runner(params) {
         return report;
     }
-    match backend.open(cell, params) {
+    match backend.open(case, params) {
         Ok(mut workload) => measure(workload.as_mut(), backend.counters(), params, mode),
         Err(e) => ChildReport::stopped(Some(e.at_cycle(-i64::from(params.warmup)))),
     }
 }
 
 /// Warms `workload` up, then runs its measured cycles with a census (of `names`) at each point of
-/// `mode`'s plan; used for a cell, and for a closure under [`crate::check`].
+/// `mode`'s plan; used for a cell, and for a closure under [`crate::check()`].
 pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mode: Mode) -> ChildReport {
     let warmup = i64::from(params.warmup);
     let mut report = ChildReport::stopped(None);

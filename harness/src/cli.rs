@@ -17,6 +17,7 @@ use crate::output;
 use crate::record::{Params, Record, Status};
 use crate::report::{self, Format};
 use crate::runner::{self, RunConfig, CHILD_SUBCOMMAND};
+use crate::scenario::{self, Case};
 use crate::text;
 
 /// Writes a line to stderr. A closed or broken stderr (`2>&1 | true`) loses the line but never ends the
@@ -63,7 +64,10 @@ enum Command {
         #[arg(long = "cell", value_name = "FILTER")]
         cells: Vec<Filter>,
     },
-    /// Run cells, one child process each, and report each counter's change per thread.
+    /// Print the corpus: published leaks of this class, each a scenario with a buggy and a fixed variant.
+    Scenarios,
+    /// Run cells or scenarios, one child process each, and report each counter's change per thread (per
+    /// unit of work for a scenario).
     Run(RunArgs),
     /// Compare records from different machines, OS releases or profiles, marking what changed.
     Compare {
@@ -89,7 +93,7 @@ enum Command {
     },
     /// Create threads of one cell continuously in one child, and plot latency against what has leaked.
     Degrade(DegradeArgs),
-    /// Run one cell in this process and print its report (used by `run`).
+    /// Run one cell or scenario variant in this process and print its report (used by `run`).
     #[command(name = CHILD_SUBCOMMAND, hide = true)]
     Child(ChildArgs),
     /// Wait for stdin to close, then kill every process with the run's mark and remove its folder (used by
@@ -124,9 +128,9 @@ struct BackendArgs {
     /// Backend to run (default: the one native to this machine).
     #[arg(long, value_enum)]
     backend: Option<BackendName>,
-    /// mach-sim: whose rules the model follows.
-    #[arg(long, value_enum)]
-    profile: Option<Profile>,
+    /// mach-sim: whose rules the model follows; `all` (run only) writes one record per profile.
+    #[arg(long, value_name = "PROFILE", value_parser = parse_profile)]
+    profile: Option<ProfileChoice>,
     /// mach-sim: model clock steps before a dead thread's port is released, and again before it dies
     /// (0: at once). The settle step waits them out.
     #[arg(long, value_name = "STEPS", value_parser = clap::value_parser!(u32).range(0..10_000))]
@@ -137,23 +141,59 @@ struct BackendArgs {
     task: Option<Task>,
 }
 
+/// `--profile`: one profile, or every one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ProfileChoice {
+    One(Profile),
+    All,
+}
+
+fn parse_profile(text: &str) -> Result<ProfileChoice, String> {
+    if text == "all" {
+        return Ok(ProfileChoice::All);
+    }
+    Profile::ALL.iter().find(|p| p.name() == text).map(|&p| ProfileChoice::One(p)).ok_or_else(|| {
+        let names: Vec<&str> = Profile::ALL.iter().map(|p| p.name()).collect();
+        format!("unknown profile `{text}` (profiles: {}, or all)", names.join(", "))
+    })
+}
+
 impl BackendArgs {
+    /// The one backend these arguments select; `--profile all` is refused here.
     fn backend(&self) -> Result<Backend, String> {
+        match self.backends()?.as_slice() {
+            [one] => Ok(*one),
+            _ => Err("--profile all applies to `run` only".into()),
+        }
+    }
+
+    /// The backends these arguments select: one, or with `--profile all` one per profile, oldest first.
+    fn backends(&self) -> Result<Vec<Backend>, String> {
         let model_args = self.profile.is_some() || self.sim_delay.is_some() || self.task.is_some();
         match self.backend {
             Some(BackendName::MachSim) => {
                 let defaults = ModelOptions::default();
-                Ok(Backend::MachSim(ModelOptions {
-                    profile: self.profile.unwrap_or(defaults.profile),
-                    delay: self.sim_delay.unwrap_or(defaults.delay),
-                    task: self.task.unwrap_or(defaults.task),
-                }))
+                let profiles = match self.profile {
+                    None => vec![defaults.profile],
+                    Some(ProfileChoice::One(p)) => vec![p],
+                    Some(ProfileChoice::All) => Profile::ALL.to_vec(),
+                };
+                Ok(profiles
+                    .into_iter()
+                    .map(|profile| {
+                        Backend::MachSim(ModelOptions {
+                            profile,
+                            delay: self.sim_delay.unwrap_or(defaults.delay),
+                            task: self.task.unwrap_or(defaults.task),
+                        })
+                    })
+                    .collect())
             }
             _ if model_args => Err("--profile, --sim-delay and --task apply to --backend mach-sim only".into()),
             Some(name @ (BackendName::Linux | BackendName::Macos)) => {
                 let backend = if name == BackendName::Linux { Backend::Linux } else { Backend::Macos };
                 match Backend::native() {
-                    Some(native) if native == backend => Ok(backend),
+                    Some(native) if native == backend => Ok(vec![backend]),
                     _ => Err(format!(
                         "the {} backend measures its own OS's kernel and runs only there; this machine's is {} \
                          (mach-sim runs anywhere)",
@@ -162,7 +202,9 @@ impl BackendArgs {
                     )),
                 }
             }
-            None => Backend::native().ok_or_else(|| "this OS has no native backend; choose one with --backend".into()),
+            None => Backend::native()
+                .map(|b| vec![b])
+                .ok_or_else(|| "this OS has no native backend; choose one with --backend".into()),
         }
     }
 }
@@ -171,9 +213,14 @@ impl BackendArgs {
 struct RunArgs {
     #[command(flatten)]
     backend: BackendArgs,
-    /// Select cells by axis values, e.g. `thread=unjoined` or `self=leaked,fix=on` (repeatable; default: all).
+    /// Select cells by axis values, e.g. `thread=unjoined` or `self=leaked,fix=on`, or `all` (repeatable;
+    /// default: all, unless --scenario is given).
     #[arg(long = "cell", value_name = "FILTER")]
     cells: Vec<Filter>,
+    /// Run a scenario of the corpus, both variants (repeatable; `all` for every one; `threadleak scenarios`
+    /// lists them).
+    #[arg(long = "scenario", value_name = "NAME")]
+    scenarios: Vec<String>,
     #[command(flatten)]
     params: CellParams,
     /// Children run at once (default: the number of cores).
@@ -192,7 +239,8 @@ struct OutputArgs {
     /// Output format.
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
-    /// Write the output to this file instead of standard output.
+    /// Write the output to this file instead of standard output (`run --profile all`: a folder, where each
+    /// profile's output is `mach-sim-<profile>.<format>`).
     #[arg(long, value_name = "FILE")]
     out: Option<PathBuf>,
     /// Judge against a baseline: a record file, a snapshot folder (cases/snapshots; `run` only), or `clean`.
@@ -255,8 +303,9 @@ struct DegradeArgs {
 struct ChildArgs {
     #[command(flatten)]
     backend: BackendArgs,
+    /// A cell id or a scenario id (`scenario=NAME,variant=buggy`).
     #[arg(long)]
-    cell: Cell,
+    cell: Case,
     #[command(flatten)]
     params: CellParams,
     /// Degradation mode: a census every this many threads, and every thread's latency.
@@ -313,6 +362,7 @@ pub fn main() -> i32 {
     }
     match cli.command {
         Command::List { cells } => list(&cells),
+        Command::Scenarios => scenarios(),
         Command::Run(args) => run(args),
         Command::Compare { format, out, records } => compare(format, out.as_deref(), &records),
         Command::Exec(args) => exec(args),
@@ -508,21 +558,86 @@ fn exec(args: ExecArgs) -> i32 {
     }
 }
 
+/// The cases `run` selects: the cells its filters match (all of them when neither --cell nor --scenario is
+/// given) and both variants of each scenario named, less those the backend cannot run (said on stderr).
+fn cases(args: &RunArgs, backend: Backend) -> Result<Vec<Case>, String> {
+    let mut cases: Vec<Case> = Vec::new();
+    if !args.cells.is_empty() || args.scenarios.is_empty() {
+        let cells = matrix::select(&args.cells);
+        if cells.is_empty() {
+            return Err("no cell matches the --cell filters".into());
+        }
+        cases.extend(cells.into_iter().map(Case::Cell));
+    }
+    let chosen = scenario::select(&args.scenarios).map_err(|e| e.to_string())?;
+    let mut skipped = Vec::new();
+    for case in chosen {
+        match (backend.runs(&case), case) {
+            (Ok(()), _) => cases.push(case),
+            (Err(why), Case::Scenario(s)) => {
+                if !skipped.contains(&s.scenario.name) {
+                    skipped.push(s.scenario.name);
+                    say!("threadleak: {} does not run on {backend}: {why}", s.scenario.name);
+                }
+            }
+            (Err(_), Case::Cell(_)) => {}
+        }
+    }
+    if cases.is_empty() {
+        return Err(format!("none of the scenarios asked for runs on {backend}"));
+    }
+    Ok(cases)
+}
+
+/// Where `run` writes the record of `backend`: `--out` itself, or with several backends (`--profile
+/// all`) a file per profile in the folder `--out` names.
+fn out_for(out: Option<&std::path::Path>, backend: Backend, several: bool, format: Format) -> Option<PathBuf> {
+    let out = out?;
+    if !several {
+        return Some(out.to_owned());
+    }
+    let profile = backend.model().map_or(backend.as_str(), |m| m.profile.name());
+    let ext = match format {
+        Format::Table => "txt",
+        Format::Json => "json",
+        Format::Markdown => "md",
+        Format::Junit => "xml",
+    };
+    Some(out.join(format!("{}-{profile}.{ext}", backend.as_str())))
+}
+
 fn run(args: RunArgs) -> i32 {
-    let backend = match args.backend.backend() {
-        Ok(backend) => backend,
+    let backends = match args.backend.backends() {
+        Ok(backends) => backends,
         Err(message) => return usage(&message),
     };
-    let cells = matrix::select(&args.cells);
-    if cells.is_empty() {
-        return usage("no cell matches the --cell filters");
+    let several = backends.len() > 1;
+    if several {
+        match args.output.out.as_deref().map(std::fs::metadata) {
+            Some(Ok(meta)) if meta.is_dir() => {}
+            Some(Ok(_)) => return usage("with --profile all, --out names a folder (one record per profile)"),
+            Some(Err(e)) => {
+                let dir = args.output.out.as_deref().unwrap_or_else(|| std::path::Path::new("")).display();
+                return usage(&format!("--out {dir}: {e} (with --profile all it names an existing folder)"));
+            }
+            None => return usage("--profile all writes one record per profile: give --out FOLDER"),
+        }
     }
     let baseline = match baseline(args.output.expect.as_deref()) {
         Ok(b) => b,
         Err(code) => return code,
     };
-    if let Err(code) = check_out(args.output.out.as_deref()) {
-        return code;
+    let mut runs = Vec::with_capacity(backends.len());
+    for &backend in &backends {
+        let cases = match cases(&args, backend) {
+            Ok(cases) => cases,
+            Err(message) => return usage(&message),
+        };
+        let out = out_for(args.output.out.as_deref(), backend, several, args.output.format);
+        if let Err(code) = check_out(out.as_deref()) {
+            return code;
+        }
+        runs.push((backend, cases, out));
     }
     let exe = match own_executable() {
         Ok(exe) => exe,
@@ -530,7 +645,25 @@ fn run(args: RunArgs) -> i32 {
     };
     kill_children_on_interrupt();
 
-    let mut config = RunConfig::new(exe, backend);
+    // The worst outcome of every run: a difference from the baseline outranks an incomplete run.
+    let mut worst = ExitCode::OK;
+    for (backend, cases, out) in runs {
+        let code = run_one(&args, &exe, backend, &cases, out.as_deref(), baseline.as_ref());
+        worst = ExitCode::worse(worst, code);
+    }
+    worst
+}
+
+/// One backend's run of `cases`: the record, written and judged.
+fn run_one(
+    args: &RunArgs,
+    exe: &std::path::Path,
+    backend: Backend,
+    cases: &[Case],
+    out: Option<&std::path::Path>,
+    baseline: Option<&Baseline>,
+) -> i32 {
+    let mut config = RunConfig::new(exe.to_owned(), backend);
     config.params = args.params.params();
     config.timeout = args.timeout;
     if let Some(jobs) = args.jobs {
@@ -540,7 +673,7 @@ fn run(args: RunArgs) -> i32 {
     let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
     let mut shown = false;
-    let record = runner::run(&config, &cells, |p| {
+    let record = runner::run(&config, cases, |p| {
         if progress && started.elapsed() > Duration::from_secs(1) {
             shown = true;
             {
@@ -563,7 +696,7 @@ fn run(args: RunArgs) -> i32 {
         }
     }
 
-    if let Some(code) = finish(&record, args.output.format, args.output.out.as_deref(), baseline.as_ref()) {
+    if let Some(code) = finish(&record, args.output.format, out, baseline) {
         return code;
     }
     let incomplete = record.cells.iter().filter(|c| c.status != Status::Ok).count();
@@ -571,6 +704,21 @@ fn run(args: RunArgs) -> i32 {
         say!("threadleak: {incomplete} of {} cells did not complete (see their notes)", record.cells.len());
         return ExitCode::INCOMPLETE;
     }
+    ExitCode::OK
+}
+
+fn scenarios() -> i32 {
+    let mut out = String::new();
+    for s in scenario::ALL {
+        out.push_str(&format!("{}  (per {}; {})\n", s.name, s.unit.as_str(), s.project));
+        out.push_str(&format!("    bug:    {}\n", s.pattern));
+        out.push_str(&format!("    fix:    {}\n", s.fix));
+        out.push_str(&format!("    source: {}\n", s.source));
+        if let Some(why) = s.not_on_linux() {
+            out.push_str(&format!("    linux:  no analog: {why}\n"));
+        }
+    }
+    show!("{out}");
     ExitCode::OK
 }
 
@@ -653,7 +801,7 @@ fn degrade(args: DegradeArgs) -> i32 {
     let mut config = RunConfig::new(exe, backend);
     config.params = Params { cycles: args.threads, warmup: args.warmup, self_calls: args.self_calls };
     config.timeout = args.timeout;
-    let (record, windows) = runner::run_cell_in(&config, args.cell, Mode::Degrade { window: args.window });
+    let (record, windows) = runner::run_cell_in(&config, args.cell.into(), Mode::Degrade { window: args.window });
     let result =
         crate::degrade::build(&record, backend.as_str(), backend.os(), args.window, &windows, args.counter.as_deref());
     let files: Vec<(PathBuf, Vec<u8>)> =

@@ -11,9 +11,11 @@ use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::backend::mach::sim::Profile;
 use crate::matrix::Cell;
 use crate::record::{CellRecord, Record, RecordError};
 use crate::report::{delta, moved};
+use crate::scenario::{Case, ALL as SCENARIOS};
 use crate::text;
 
 /// Records larger than this are refused before they are read: a record of 54 cells is a few tens of KiB.
@@ -80,7 +82,11 @@ pub struct Version {
 impl Version {
     pub fn of(record: &Record) -> Version {
         match (&record.model, record.os.family.as_str()) {
-            (Some(model), _) => Version { name: model.profile.clone(), build: None },
+            // A profile's macOS release is shown beside it, as a build is.
+            (Some(model), _) => Version {
+                name: model.profile.clone(),
+                build: Profile::ALL.iter().find(|p| p.name() == model.profile).map(|p| format!("macOS {}", p.macos())),
+            },
             (None, "macos") => Version { name: record.os.version.clone(), build: record.os.build.clone() },
             (None, _) => Version { name: record.os.release.clone(), build: record.os.build.clone() },
         }
@@ -299,7 +305,7 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
         }
     }
     for group in &mut groups {
-        group.cells.sort_by_key(|id| id.parse::<Cell>().ok());
+        group.cells.sort_by_key(|id| case_order(id));
         for cell in &group.cells {
             for pair in group.columns.windows(2) {
                 let (Some(a), Some(b)) = (pair[0].outcome(cell), pair[1].outcome(cell)) else { continue };
@@ -313,6 +319,19 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
         }
     }
     groups
+}
+
+/// Where a cell id sorts: matrix cells in matrix order, then scenarios in corpus order, buggy before
+/// fixed, then ids this build does not know.
+fn case_order(id: &str) -> (u8, Option<Cell>, usize, String) {
+    match id.parse::<Case>() {
+        Ok(Case::Cell(cell)) => (0, Some(cell), 0, String::new()),
+        Ok(Case::Scenario(s)) => {
+            let index = SCENARIOS.iter().position(|a| a.name == s.scenario.name).unwrap_or(usize::MAX);
+            (1, None, index, s.variant.as_str().to_owned())
+        }
+        Err(_) => (2, None, 0, id.to_owned()),
+    }
 }
 
 /// Output formats of `threadleak compare`.

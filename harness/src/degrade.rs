@@ -245,6 +245,7 @@ mod tests {
         };
         CellRecord {
             cell: "thread=detached,self=leaked,exc=none,fix=off".into(),
+            scenario: None,
             axes: Some("thread=detached,self=leaked,exc=none,fix=off".parse::<crate::matrix::Cell>().unwrap().into()),
             command: None,
             status: Status::Ok,

@@ -34,4 +34,37 @@ impl ExitCode {
     pub const CANNOT_TELL: i32 = 125;
     /// `--expect`: the baseline cannot be used (`git bisect run` stops).
     pub const BASELINE_UNUSABLE: i32 = 128;
+
+    /// The code of several runs (`run --profile all`): the one that says most, from an unusable baseline,
+    /// a failed run, a difference, a run that cannot be judged, an incomplete one, down to success.
+    pub fn worse(a: i32, b: i32) -> i32 {
+        const ORDER: [i32; 7] = [
+            ExitCode::OK,
+            ExitCode::INCOMPLETE,
+            ExitCode::CANNOT_TELL,
+            ExitCode::DIFFERS,
+            ExitCode::USAGE,
+            ExitCode::FAILED,
+            ExitCode::BASELINE_UNUSABLE,
+        ];
+        let rank = |c: i32| ORDER.iter().position(|&o| o == c).unwrap_or(ORDER.len());
+        if rank(b) > rank(a) {
+            b
+        } else {
+            a
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ExitCode;
+
+    #[test]
+    fn the_worse_of_two_codes_says_most() {
+        assert_eq!(ExitCode::worse(ExitCode::OK, ExitCode::DIFFERS), ExitCode::DIFFERS);
+        assert_eq!(ExitCode::worse(ExitCode::DIFFERS, ExitCode::CANNOT_TELL), ExitCode::DIFFERS);
+        assert_eq!(ExitCode::worse(ExitCode::INCOMPLETE, ExitCode::OK), ExitCode::INCOMPLETE);
+        assert_eq!(ExitCode::worse(ExitCode::DIFFERS, ExitCode::BASELINE_UNUSABLE), ExitCode::BASELINE_UNUSABLE);
+    }
 }

@@ -140,10 +140,21 @@ fn read_snapshot(path: &Path) -> Result<Expected, ExpectError> {
     Ok(Expected { verdict, per_thread, cell: None })
 }
 
-/// The snapshot suffix a backend's cells are asserted with (`cases/matrix.rs`).
-pub fn snapshot_suffix(backend: &str, os_version: &str, dir: &Path, cell: &str) -> String {
+/// The snapshot suffix a backend's cells are asserted with (`cases/matrix.rs`, `cases/scenarios.rs`):
+/// `version` is the macOS product version for `macos`, the model's profile for `mach-sim`, whose older
+/// profiles have snapshots of their own where the corpus keeps one (`@mach-xnu-1504`).
+pub fn snapshot_suffix(backend: &str, version: &str, dir: &Path, cell: &str) -> String {
+    let os_version = version;
     match backend {
         "linux" => "linux".to_owned(),
+        "mach-sim" => {
+            let profile = format!("mach-{version}");
+            if dir.join(format!("{cell}@{profile}.snap")).exists() {
+                profile
+            } else {
+                "mach".to_owned()
+            }
+        }
         "macos" => {
             let release = format!("macos-{}", os_version.split('.').next().unwrap_or_default());
             if dir.join(format!("{cell}@{release}.snap")).exists() {
@@ -206,7 +217,8 @@ fn expected_for(baseline: &Baseline, run: &Record, cell: &CellRecord) -> Result<
             })
         }
         Baseline::Snapshots(dir) => {
-            let suffix = snapshot_suffix(&run.backend, &run.os.version, dir, &cell.cell);
+            let version = run.model.as_ref().map_or(&run.os.version, |m| &m.profile);
+            let suffix = snapshot_suffix(&run.backend, version, dir, &cell.cell);
             read_snapshot(&dir.join(format!("{}@{suffix}.snap", cell.cell)))
         }
     }
@@ -280,6 +292,7 @@ mod tests {
                 .iter()
                 .map(|&(id, verdict, deltas)| CellRecord {
                     cell: id.into(),
+                    scenario: None,
                     axes: Some(id.parse::<crate::matrix::Cell>().unwrap().into()),
                     command: None,
                     status: Status::Ok,

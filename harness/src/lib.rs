@@ -1,10 +1,11 @@
 //! threadleak: a reproduction and regression harness for kernel resources leaked by thread creation.
 //!
-//! The matrix of scenarios ([`matrix`]) runs one child process per cell ([`runner`], [`child`]); a
+//! The matrix of scenarios ([`matrix`]) and the corpus of published bugs ([`scenario`]) run one child
+//! process per cell or scenario variant ([`runner`], [`child`]); a
 //! backend ([`backend`]) realizes each scenario and counts the process's resources; [`analysis`] turns
 //! checkpoints into per-thread deltas and a verdict; [`record`] is the versioned result; [`report`]
 //! renders it; [`compare`] sets records side by side; [`exec`] measures any program through the
-//! probe library; [`check`] measures a closure from a crate's own tests; `cli` (feature `cli`, the
+//! probe library; [`check()`] measures a closure from a crate's own tests; `cli` (feature `cli`, the
 //! default) is the command line.
 
 pub mod analysis;
@@ -23,6 +24,7 @@ pub mod output;
 pub mod record;
 pub mod report;
 pub mod runner;
+pub mod scenario;
 pub mod sys;
 pub mod text;
 

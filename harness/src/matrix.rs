@@ -239,6 +239,10 @@ impl FromStr for Filter {
         if s.trim().is_empty() {
             return Err(ParseError::Empty);
         }
+        // `all`: every cell (for `run --cell all --scenario all`).
+        if s.trim() == "all" {
+            return Ok(Filter::default());
+        }
         let mut filter = Filter::default();
         for item in parse_items(s) {
             match item? {

@@ -267,9 +267,13 @@ pub enum Failure {
 pub struct CellRecord {
     /// The cell id, or `exec` for a program measured by `threadleak exec`.
     pub cell: String,
-    /// The cell's axes (absent for `exec`).
+    /// The cell's axes (absent for `exec` and scenarios).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub axes: Option<Axes>,
+    /// The scenario and variant, for a case of the corpus (`threadleak run --scenario`); its figures are
+    /// per `unit` rather than per thread.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scenario: Option<crate::scenario::ScenarioRef>,
     /// The command line `threadleak exec` ran (only for `exec`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
@@ -341,6 +345,7 @@ impl CellRecord {
         CellRecord {
             cell,
             axes,
+            scenario: None,
             command,
             status: Status::Ok,
             per_thread: Counters::default(),
@@ -379,11 +384,13 @@ pub enum RecordError {
     #[error("record schema {found} is not supported (this build reads schema {SCHEMA})")]
     Schema { found: u64 },
     #[error("cell `{cell}`")]
-    Cell { cell: String, source: crate::matrix::ParseError },
+    Cell { cell: String, source: crate::scenario::CaseError },
     #[error("cell `{cell}` appears twice")]
     DuplicateCell { cell: String },
     #[error("cell `{cell}` has axes that say otherwise")]
     AxesMismatch { cell: String },
+    #[error("cell `{cell}` names a scenario that says otherwise")]
+    ScenarioMismatch { cell: String },
     #[error("{cells} cells is more than a record can hold ({MAX_CELLS} at most)")]
     TooManyCells { cells: usize },
 }
@@ -415,14 +422,25 @@ impl Record {
             if !seen.insert(cell.cell.as_str()) {
                 return Err(RecordError::DuplicateCell { cell: cell.cell.clone() });
             }
-            // Every cell is a matrix cell, but the one cell of an `exec` record.
+            // Every cell is a matrix cell or a scenario's variant, but the one cell of an `exec` record.
             if cell.cell == EXEC_CELL && cell.command.is_some() {
                 continue;
             }
-            let parsed =
-                cell.cell.parse::<Cell>().map_err(|source| RecordError::Cell { cell: cell.cell.clone(), source })?;
-            if cell.axes.is_some_and(|axes| axes != Axes::from(parsed)) {
-                return Err(RecordError::AxesMismatch { cell: cell.cell.clone() });
+            let parsed = cell
+                .cell
+                .parse::<crate::scenario::Case>()
+                .map_err(|source| RecordError::Cell { cell: cell.cell.clone(), source })?;
+            match parsed {
+                crate::scenario::Case::Cell(parsed) => {
+                    if cell.axes.is_some_and(|axes| axes != Axes::from(parsed)) || cell.scenario.is_some() {
+                        return Err(RecordError::AxesMismatch { cell: cell.cell.clone() });
+                    }
+                }
+                crate::scenario::Case::Scenario(s) => {
+                    if cell.axes.is_some() || cell.scenario.as_ref().is_some_and(|r| *r != s.into()) {
+                        return Err(RecordError::ScenarioMismatch { cell: cell.cell.clone() });
+                    }
+                }
             }
         }
         Ok(record)
@@ -450,6 +468,7 @@ mod tests {
             params: Params::default(),
             cells: vec![CellRecord {
                 cell: cell.id(),
+                scenario: None,
                 axes: Some(cell.into()),
                 command: None,
                 status: Status::Ok,

@@ -144,7 +144,7 @@ fn rows(record: &Record) -> Vec<Row<'_>> {
 /// A cell of `threadleak::check`: a closure measured per call, with neither the axes of a matrix cell
 /// nor the command of a program.
 fn is_check(cell: &CellRecord) -> bool {
-    cell.axes.is_none() && cell.command.is_none()
+    cell.axes.is_none() && cell.command.is_none() && cell.scenario.is_none()
 }
 
 /// What the columns say, under the table.
@@ -155,6 +155,9 @@ fn footer(record: &Record) -> &'static str {
     } else if record.cells.iter().any(|c| c.command.is_some()) {
         "columns are the typical change per thread ended (threads the program created through pthread_create), \
          over the middle two thirds of the run; what threads still in flight held at each census is set apart"
+    } else if record.cells.iter().any(|c| c.scenario.is_some()) {
+        "columns are the change per unit of work, from the warmed-up baseline to the last checkpoint: per thread \
+         created for a cell, per the scenario's unit for a scenario (threadleak scenarios lists them)"
     } else {
         "columns are the change per thread created, from the warmed-up baseline to the last checkpoint"
     }
@@ -217,12 +220,13 @@ pub fn markdown(record: &Record) -> String {
 /// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
 /// for `exec`, per thread ended.
 fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
-    let per = if cell.command.is_some() { " per thread ended" } else { " per thread" };
+    let unit = cell.scenario.as_ref().map_or(crate::scenario::Unit::Thread, |s| s.unit);
+    let per = if cell.command.is_some() { " per thread ended".to_owned() } else { format!(" per {}", unit.as_str()) };
     let parts: Vec<String> =
-        moved(&cell.per_thread.0).into_iter().map(|item| item.replacen(' ', " moved by ", 1) + per).collect();
+        moved(&cell.per_thread.0).into_iter().map(|item| item.replacen(' ', " moved by ", 1) + &per).collect();
     let over = match cell.checkpoints.last() {
         Some(last) if cell.command.is_some() => format!("{} threads ended", last.cycle),
-        _ => format!("{threads} threads"),
+        _ => format!("{threads} {}", unit.plural()),
     };
     format!("{} (over {over})", parts.join(", "))
 }

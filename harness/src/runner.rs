@@ -20,8 +20,8 @@ use nix::unistd::Pid;
 use crate::analysis;
 use crate::backend::{Backend, CallError};
 use crate::child::{ChildReport, Mode, WindowStats};
-use crate::matrix::Cell;
 use crate::record::{CellRecord, Failure, Params, Record, Status, Tool, SCHEMA};
+use crate::scenario::Case;
 
 /// The environment variable that tells a child its runner's pid.
 pub const PARENT_ENV: &str = "THREADLEAK_RUNNER_PID";
@@ -107,8 +107,12 @@ pub fn kill_live_children() {
     }
 }
 
-/// Runs `cells` and assembles the record.
-pub fn run(config: &RunConfig, cells: &[Cell], mut on_progress: impl FnMut(Progress<'_>)) -> Record {
+/// Runs `cells` (matrix cells or scenario variants) and assembles the record.
+pub fn run<C: Copy + Into<Case> + Sync>(
+    config: &RunConfig,
+    cells: &[C],
+    mut on_progress: impl FnMut(Progress<'_>),
+) -> Record {
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellRecord)>();
     let mut results: Vec<Option<CellRecord>> = vec![None; cells.len()];
@@ -171,16 +175,23 @@ pub struct Outcome {
     pub pipes_held: bool,
 }
 
-/// Runs one cell in its own child process.
-pub fn run_cell(config: &RunConfig, cell: Cell) -> CellRecord {
-    run_cell_in(config, cell, Mode::Matrix).0
+/// Runs one cell or scenario variant in its own child process.
+pub fn run_cell(config: &RunConfig, cell: impl Into<Case>) -> CellRecord {
+    run_cell_in(config, cell.into(), Mode::Matrix).0
 }
 
 /// Runs one cell in its own child process in `mode`; returns its record and, in degradation mode, the
 /// latency statistics of each window.
-pub fn run_cell_in(config: &RunConfig, cell: Cell, mode: Mode) -> (CellRecord, Vec<WindowStats>) {
+pub fn run_cell_in(config: &RunConfig, cell: Case, mode: Mode) -> (CellRecord, Vec<WindowStats>) {
     let mut windows = Vec::new();
-    let mut record = CellRecord::unmeasured(cell.id(), Some(cell.into()), None);
+    let axes = match cell {
+        Case::Cell(c) => Some(c.into()),
+        Case::Scenario(_) => None,
+    };
+    let mut record = CellRecord::unmeasured(cell.id(), axes, None);
+    if let Case::Scenario(s) = cell {
+        record.scenario = Some(s.into());
+    }
     let outcome = match spawn_and_wait(config, cell, mode) {
         Ok(outcome) => outcome,
         Err(err) => {
@@ -335,7 +346,7 @@ fn signal_name(signal: i32) -> String {
     Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
 
-fn spawn_and_wait(config: &RunConfig, cell: Cell, mode: Mode) -> std::io::Result<Outcome> {
+fn spawn_and_wait(config: &RunConfig, cell: Case, mode: Mode) -> std::io::Result<Outcome> {
     let p = &config.params;
     let mut command = Command::new(&config.exe);
     command

@@ -9,11 +9,15 @@
 //! | `linux` | `linux.rs`: `thread_main` (self, exc), `on_thread_exit` (fix), `Linux::cycle` (thread) | `fds maps vm_kib timers tasks` |
 //! | `mach-sim` | `mach/workload.rs`: `take_self_references` (self), `install_exception_port` (exc), `balance_thread_port` (fix), `MachWorkload::cycle` (thread); over the model in `mach/sim.rs` | `names send receive send_once port_set dead urefs` |
 //! | `macos` | the same Mach workload, over the real calls in `mach/real.rs` | as `mach-sim` |
+//!
+//! Scenarios of the corpus (`scenario.rs`) whose unit is a thread run as matrix cells; the others are Mach
+//! workloads of their own (`mach/scenarios.rs`), on `mach-sim` and `macos`.
 
 use std::fmt;
 
 use crate::matrix::Cell;
 use crate::record::{Failure, Os, Params};
+use crate::scenario::{Case, MachWork, Realization, Variant};
 
 #[cfg(target_os = "linux")]
 mod linux;
@@ -109,8 +113,15 @@ impl Backend {
         }
     }
 
-    /// Prepares a cell's workload in the calling process (the child).
-    pub fn open(self, cell: Cell, params: &Params) -> Result<Box<dyn Workload>, CallError> {
+    /// Prepares a case's workload in the calling process (the child).
+    pub fn open(self, case: Case, params: &Params) -> Result<Box<dyn Workload>, CallError> {
+        match case.realization() {
+            Realization::Cell(cell) => self.open_cell(cell, params),
+            Realization::Mach(work, variant) => self.open_mach_scenario(case, work, variant, params),
+        }
+    }
+
+    fn open_cell(self, cell: Cell, params: &Params) -> Result<Box<dyn Workload>, CallError> {
         match self {
             #[cfg(target_os = "linux")]
             Backend::Linux => Ok(Box::new(linux::Linux::open(cell, params)?)),
@@ -131,6 +142,44 @@ impl Backend {
                 let _ = (cell, params);
                 Err(CallError::errno("the macos backend (this is not macOS)", libc::ENOSYS))
             }
+        }
+    }
+
+    fn open_mach_scenario(
+        self,
+        case: Case,
+        work: MachWork,
+        variant: Variant,
+        params: &Params,
+    ) -> Result<Box<dyn Workload>, CallError> {
+        match self {
+            Backend::Linux => {
+                let _ = case;
+                Err(CallError::errno("the scenario's Mach calls (it has no Linux analog)", libc::ENOSYS))
+            }
+            Backend::MachSim(model) => Ok(Box::new(mach::ScenarioWorkload::new(
+                mach::sim::Sim::with_task(model.profile, model.delay, model.task),
+                work,
+                variant,
+                params,
+            )?)),
+            #[cfg(target_os = "macos")]
+            Backend::Macos => {
+                Ok(Box::new(mach::ScenarioWorkload::new(mach::real::Real::new()?, work, variant, params)?))
+            }
+            #[cfg(not(target_os = "macos"))]
+            Backend::Macos => {
+                let _ = (work, variant, params);
+                Err(CallError::errno("the macos backend (this is not macOS)", libc::ENOSYS))
+            }
+        }
+    }
+
+    /// Whether `case` can run on this backend: `Err` says why not.
+    pub fn runs(self, case: &Case) -> Result<(), &'static str> {
+        match (self, case) {
+            (Backend::Linux, Case::Scenario(s)) => s.scenario.not_on_linux().map_or(Ok(()), Err),
+            _ => Ok(()),
         }
     }
 }

@@ -102,6 +102,15 @@ borrowed_fns! {
     ) -> kern_return_t;
     /// mach/mach_init.h
     mach2::mach_init::mach_thread_self => fn mach_thread_self() -> mach_port_t;
+    /// mach/mach_init.h
+    mach2::mach_init::mach_host_self => fn mach_host_self() -> mach_port_t;
+    /// mach/task.h: a send right to each of the task's threads, in an out-of-line array the caller
+    /// releases with `vm_deallocate`.
+    mach2::task::task_threads => fn task_threads(
+        target_task: mach_port_t,
+        act_list: *mut *mut thread_act_t,
+        act_listCnt: *mut mach_msg_type_number_t,
+    ) -> kern_return_t;
     /// pthread.h
     libc::pthread_mach_thread_np => fn pthread_mach_thread_np(thread: pthread_t) -> mach_port_t;
     /// libproc.h

@@ -2,6 +2,7 @@
 //! and pthread calls they make.
 //!
 //! - `workload.rs`: every axis realized with Mach calls, the census and the settle step (portable);
+//! - `scenarios.rs`: the corpus's workloads that are not matrix cells (portable);
 //! - `sim.rs`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
 //! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`);
 //! - `kern_return.rs`, `port.rs`, `exception.rs`, `ffi.rs`: the C types, constants and functions declared
@@ -18,9 +19,11 @@ pub mod kern_return;
 pub mod port;
 #[cfg(target_os = "macos")]
 pub mod real;
+mod scenarios;
 pub mod sim;
 mod workload;
 
+pub use scenarios::ScenarioWorkload;
 pub use workload::{census, MachWorkload, COUNTERS};
 
 use exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
@@ -73,6 +76,19 @@ pub trait Mach: Sync {
 
     /// `mach_thread_self()`: the calling thread's port name, with one more user reference.
     fn mach_thread_self(&self) -> mach_port_t;
+
+    /// `mach_host_self()`: the host port's name, with one more user reference (`host_self_trap`).
+    fn mach_host_self(&self) -> mach_port_t;
+
+    /// `task_threads(mach_task_self(), ...)`: a send right to each thread of the task, each copied out
+    /// into the space (a user reference more on the name of a thread the space already names). The
+    /// out-of-line array the names come in is memory, counted by no Mach counter: implementations give it
+    /// back with `vm_deallocate` themselves.
+    fn task_threads(&self) -> KernResult<Vec<mach_port_t>>;
+
+    /// Starts a thread that stays alive and idle until the process ends, as a runtime's long-lived threads
+    /// do (`task_threads` lists it). `Err` holds the errno.
+    fn spawn_idle_thread(&self) -> Result<(), i32>;
 
     /// `mach_port_allocate(mach_task_self(), right, &name)`.
     fn mach_port_allocate(&self, right: mach_port_right_t) -> KernResult<mach_port_name_t>;

@@ -194,6 +194,41 @@ impl Mach for Real {
         unsafe { mach2::mach_init::mach_thread_self() }
     }
 
+    fn mach_host_self(&self) -> mach_port_t {
+        // SAFETY: no preconditions; the reference it adds is the point.
+        unsafe { mach2::mach_init::mach_host_self() }
+    }
+
+    fn task_threads(&self) -> KernResult<Vec<mach_port_t>> {
+        let mut list: *mut ffi::thread_act_t = ptr::null_mut();
+        let mut count: ffi::mach_msg_type_number_t = 0;
+        // SAFETY: both out-pointers are valid for writing; the kernel fills them with an out-of-line array.
+        kr(unsafe { mach2::task::task_threads(task(), &mut list, &mut count) })?;
+        let threads = if list.is_null() || count == 0 {
+            Vec::new()
+        } else {
+            // SAFETY: on success the array holds `count` thread port names.
+            unsafe { std::slice::from_raw_parts(list, count as usize) }.to_vec()
+        };
+        if !list.is_null() && count != 0 {
+            let len = count as usize * std::mem::size_of::<ffi::thread_act_t>();
+            // SAFETY: the region was allocated in this task by the kernel for this reply (mach/task.h).
+            kr(unsafe { ffi::vm_deallocate(task(), list as usize, len) })?;
+        }
+        Ok(threads)
+    }
+
+    fn spawn_idle_thread(&self) -> Result<(), i32> {
+        std::thread::Builder::new()
+            .name("idle".to_owned())
+            .stack_size(64 << 10)
+            .spawn(|| loop {
+                std::thread::park();
+            })
+            .map(drop)
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EAGAIN))
+    }
+
     fn mach_port_allocate(&self, right: mach_port_right_t) -> KernResult<mach_port_name_t> {
         let mut name: mach_port_name_t = MACH_PORT_NULL;
         // SAFETY: `name` is valid for writing.

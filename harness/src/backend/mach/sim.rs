@@ -2,7 +2,10 @@
 //! lifecycle around it, implementing [`Mach`] so the Mach workload runs on any OS.
 //!
 //! What is modelled, and where the sources say so (apple-oss-distributions/xnu at xnu-11417.121.6, "old"
-//! at xnu-1504.15.3, macOS 10.6's; libpthread-539; Libc-594.9.5 for 10.6's C library):
+//! at xnu-1504.15.3, macOS 10.6's; libpthread-539; Libc-594.9.5 for 10.6's C library). The rules that
+//! changed between releases are a [`Profile`]'s (`Rules`, each citing the tag that changed it); the
+//! profiles between 10.6 and today (10.11, 10.13, 10.14) follow xnu-3248.60.10, xnu-4570.71.2 and
+//! xnu-4903.270.47 with libpthread-138.10.4, -301.50.1 and -330.250.2.
 //!
 //! - A space maps names to entries: type bits (`MACH_PORT_TYPE_*`) and a user-reference count. A port has
 //!   at most one name in a space, so a second send right to a named port adds a user reference rather
@@ -39,6 +42,12 @@
 //!   send right (the caller keeps its own); the replaced handlers come back grouped by (port, behavior,
 //!   flavor) as send rights the caller now owns, `MACH_PORT_NULL` for empty slots.
 //!
+//! - `task_threads` copies out a send right to every listed thread, and `mach_host_self` one to the host
+//!   port, each a user reference more on a name the space already has (`ipc_object_copyout`,
+//!   osfmk/ipc/ipc_object.c:1007; `host_self_trap`, osfmk/kern/ipc_host.c:175-178 in xnu-11417.121.6).
+//! - The C library's semaphores for joiners, where a release has them: `semaphore_create` is a new send
+//!   right, `semaphore_destroy` frees it.
+//!
 //! Port sets exist as names (allocated, destroyed by `mod_refs(-1)` or `deallocate`), without members.
 //! Not modelled: set membership, send-once rights, notifications and their requests, message queues, MIG
 //! reply ports, pinned ports (`KERN_INVALID_CAPABILITY`: only first-party tasks pin their thread ports,
@@ -52,21 +61,38 @@ use super::kern_return::*;
 use super::port::*;
 use super::{ExceptionHandler, KernResult, Mach};
 
-/// Whose rules the model follows: the OS-dependent rules are data, chosen here.
+/// Whose rules the model follows: the OS-dependent rules are data, chosen here (`Profile::rules`). Each
+/// profile is one macOS release's kernel and thread library, named by its kernel; the tags are those of
+/// apple-oss-distributions. Which libpthread a release shipped is not recorded in the sources: it is
+/// inferred from the availability annotations of its headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Profile {
-    /// Today's rules (macOS 15: xnu-11417.121.6 and libpthread-539, the newest published): urefs peg at
-    /// 65535 and stay pegged.
-    #[cfg_attr(feature = "cli", value(name = "xnu-11417"))]
-    #[serde(rename = "xnu-11417")]
-    Xnu11417,
-    /// macOS 10.6 (xnu-1504.15.3 and Libc-594.9.5): urefs of a send right stop at 65534;
+    /// macOS 10.6 (xnu-1504.15.3, Libc-594.9.5): urefs of a send right stop at 65534;
     /// `mach_port_mod_refs` reports positive overflow with `KERN_UREFS_OVERFLOW`; no guard exceptions; a
-    /// joinable thread that exits unjoined keeps a semaphore until it is joined.
+    /// joinable thread that exits unjoined keeps a semaphore of a pool until it is joined.
     #[cfg_attr(feature = "cli", value(name = "xnu-1504"))]
     #[serde(rename = "xnu-1504")]
     Xnu1504,
+    /// macOS 10.11 (xnu-3248.60.10, libpthread-138.10.4, whose newest availability annotation is 10.11):
+    /// the count rules of 10.6; a joinable thread that exits unjoined keeps a semaphore from its cache.
+    #[cfg_attr(feature = "cli", value(name = "xnu-3248"))]
+    #[serde(rename = "xnu-3248")]
+    Xnu3248,
+    /// macOS 10.13 (xnu-4570.71.2, libpthread-301.50.1, libplatform-161.50.1): urefs peg at 65535 and stay
+    /// pegged (from xnu-3789.31.2, 10.12.2); still no guard exceptions; the unjoined semaphore as in 10.11.
+    #[cfg_attr(feature = "cli", value(name = "xnu-4570"))]
+    #[serde(rename = "xnu-4570")]
+    Xnu4570,
+    /// macOS 10.14 (xnu-4903.270.47, libpthread-330.250.2): guard exceptions raised, delivered to no
+    /// task; joins without semaphores.
+    #[cfg_attr(feature = "cli", value(name = "xnu-4903"))]
+    #[serde(rename = "xnu-4903")]
+    Xnu4903,
+    /// Today's rules (macOS 15: xnu-11417.121.6, libpthread-539, the newest published).
+    #[cfg_attr(feature = "cli", value(name = "xnu-11417"))]
+    #[serde(rename = "xnu-11417")]
+    Xnu11417,
 }
 
 /// The modelled task, as XNU classes it for Mach-port guard exceptions. An ordinary program gets
@@ -105,8 +131,18 @@ impl Task {
 /// for its joiner.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum JoinSemaphores {
-    /// libpthread-330 and later (libpthread-539 today): none; a join waits on the thread's exit gate.
+    /// libpthread-330.201.1 and later: none; a join waits on the thread's exit gate (pthread_join_context,
+    /// src/pthread_cancelable.c:441-500 in libpthread-330.201.1).
     None,
+    /// libpthread-138 to -301 (10.11 to 10.13): `_pthread_exit` takes `os_get_cached_semaphore()` (the exiting
+    /// thread's one-slot cache, or a new `semaphore_create`) into `joiner_notify`, then clears the cache
+    /// (src/pthread.c:1431-1438 in libpthread-218.60.3, :1312-1319 in -138.10.4, :1486-1493 in -301.50.1);
+    /// the kernel only signals it (kern/kern_support.c); only `pthread_join` takes it, putting it in the
+    /// joiner's cache, where `os_put_cached_semaphore` destroys the one it displaces (libplatform
+    /// src/os/semaphore.c:53-58). `join_destroys`: libpthread-301's join first takes its own semaphore from
+    /// the cache and puts it back last, destroying the thread's (src/pthread_cancelable.c:337, 382, 386-387);
+    /// -138 and -218 keep the thread's (src/pthread_cancelable.c:274 in -218.60.3).
+    Cached { join_destroys: bool },
     /// Libc-594.9.5 (macOS 10.6): `_pthread_exit` takes `new_sem_from_pool()` into `joiner_notify`
     /// (pthreads/pthread.c:1749-1761); the pool grows 16 at a time with `semaphore_create`, a new send
     /// right each (pthread.c:2136-2152); only `pthread_join` returns it (`restore_sem_to_pool`,
@@ -115,61 +151,130 @@ enum JoinSemaphores {
     Pool16,
 }
 
+/// What becomes of the optional Mach-port guard exceptions (`kGUARD_EXC_INVALID_NAME`, `_INVALID_RIGHT`,
+/// `_INVALID_VALUE`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Guards {
+    /// Not raised: the calls only return their code (osfmk/ipc/mach_port.c:806-808, 939-941 in
+    /// xnu-4570.71.2).
+    None,
+    /// Raised, and delivered to no task on a release kernel: `task_exc_guard_default` is 0 and nothing
+    /// sets it (osfmk/kern/task.c:340-345, 1209; osfmk/ipc/mach_port.c:2405 in xnu-4903.270.47).
+    Undelivered,
+    /// Raised; delivered as the [`Task`] says.
+    ByTask,
+}
+
 /// The rules that differ between releases.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Rules {
-    /// The highest count a send right reaches by copyout (modern: `MACH_PORT_UREFS_MAX`; old: one less,
-    /// "maximum urefs for send is MACH_PORT_UREFS_MAX-1").
+    /// The highest count a send right reaches by copyout (from xnu-3789.31.2: `MACH_PORT_UREFS_MAX`; before:
+    /// one less, "maximum urefs for send is MACH_PORT_UREFS_MAX-1", osfmk/ipc/ipc_right.c:2457-2465 in
+    /// xnu-3248.60.10).
     send_urefs_cap: mach_port_urefs_t,
-    /// Modern: once a count reaches `MACH_PORT_UREFS_MAX` it is sticky ("leave urefs pegged"): deallocate
-    /// leaves it, `mod_refs` ignores any delta but `-MACH_PORT_UREFS_MAX`, and overflowing deltas peg.
-    /// Old: counts move freely and positive overflow is `KERN_UREFS_OVERFLOW`.
+    /// From xnu-3789.31.2: once a count reaches `MACH_PORT_UREFS_MAX` it is sticky ("leave urefs pegged"):
+    /// deallocate leaves it, `mod_refs` ignores any delta but `-MACH_PORT_UREFS_MAX`, and overflowing deltas
+    /// peg (osfmk/ipc/ipc_right.c:877, 1277-1290 in xnu-3789.31.2). Before: counts move freely and positive
+    /// overflow is `KERN_UREFS_OVERFLOW` (ipc_right.c:1317-1319 in xnu-3248.60.10).
     sticky_peg: bool,
-    /// Modern: invalid names, rights and values in `mach_port_deallocate`/`mod_refs` raise guard
-    /// exceptions (delivered or not as the [`Task`] says); xnu-1504 has no guard machinery.
-    guard_exceptions: bool,
-    /// Modern: `ipc_right_delta` refuses `|delta| > MACH_PORT_UREFS_MAX` before anything else on a send
-    /// right or dead name (osfmk/ipc/ipc_right.c:1485-1489, 1565-1569 in xnu-11417.121.6).
+    /// Invalid names, rights and values in `mach_port_deallocate`/`mod_refs`: from xnu-4903.221.2 (the first
+    /// 10.14 tag published) they raise guard exceptions.
+    guards: Guards,
+    /// From xnu-3789.31.2: `ipc_right_delta` refuses `|delta| > MACH_PORT_UREFS_MAX` on a send right or dead
+    /// name, once the right's type is checked (osfmk/ipc/ipc_right.c:1270, 1331 in xnu-3789.31.2;
+    /// :1485-1489, 1565-1569 in xnu-11417.121.6).
     delta_range_check: bool,
-    /// Exception types a thread has slots for (`EXC_TYPES_COUNT`: 14 today, 11 in xnu-1504.15.3,
-    /// osfmk/mach/i386/exception.h:66).
+    /// Exception types a thread has slots for (`EXC_TYPES_COUNT`, osfmk/mach/i386/exception.h:66: 11 in
+    /// xnu-1504.15.3, 14 from xnu-3247.1.106).
     exc_types: usize,
-    /// The highest exception behavior `thread_swap_exception_ports` accepts, flags masked: 5
-    /// (`EXCEPTION_STATE_IDENTITY_PROTECTED`; `set_exception_ports_validation`, osfmk/kern/ipc_tt.c:4225-4284
-    /// in xnu-11417.121.6), 3 in xnu-1504.15.3 (ipc_tt.c:1681-1695).
+    /// The highest exception behavior `thread_swap_exception_ports` accepts, flags masked: 3
+    /// (`EXCEPTION_STATE_IDENTITY`) up to xnu-8019 (osfmk/kern/ipc_tt.c:1681-1695 in xnu-1504.15.3,
+    /// :2455-2462 in xnu-4903.270.47); 5 (`_STATE_IDENTITY_PROTECTED`) from xnu-11215.1.10
+    /// (`set_exception_ports_validation`, ipc_tt.c:4225-4284 in xnu-11417.121.6).
     max_behavior: exception_behavior_t,
+    /// The flags a behavior may carry: `MACH_EXCEPTION_CODES` only up to 10.14; today also `_ERRORS` (from
+    /// xnu-6153.11.26) and `_BACKTRACE_PREFERRED` (from xnu-8792.41.9; osfmk/mach/exception_types.h:110-145
+    /// in xnu-11417.121.6).
+    exception_flags: exception_behavior_t,
     /// The C library's semaphores for joiners.
     join_semaphores: JoinSemaphores,
+    /// A thread that is terminating (its port not yet dead) comes back from `task_threads` as
+    /// `MACH_PORT_NULL` (from xnu-7195.101.1, `thread->ipc_active`: osfmk/kern/ipc_tt.c:4000-4020 in
+    /// xnu-11417.121.6); before, as a send right to its port (`convert_thread_to_port`, ipc_tt.c:2145 in
+    /// xnu-4903.270.47).
+    terminating_threads_null: bool,
 }
 
+/// `MACH_EXCEPTION_CODES`, the flag every release accepts.
+const CODES: exception_behavior_t = 1 << 31;
+
 impl Profile {
-    pub fn name(self) -> &'static str {
+    /// Every profile, oldest release first.
+    pub const ALL: &'static [Profile] =
+        &[Profile::Xnu1504, Profile::Xnu3248, Profile::Xnu4570, Profile::Xnu4903, Profile::Xnu11417];
+
+    /// Whether a joinable thread that exits unjoined leaves a semaphore (a send right) for its joiner
+    /// under this release's C library.
+    pub fn joinable_threads_keep_a_semaphore(self) -> bool {
+        self.rules().join_semaphores != JoinSemaphores::None
+    }
+
+    /// The macOS release whose sources the profile follows.
+    pub fn macos(self) -> &'static str {
         match self {
-            Profile::Xnu11417 => "xnu-11417",
-            Profile::Xnu1504 => "xnu-1504",
+            Profile::Xnu1504 => "10.6",
+            Profile::Xnu3248 => "10.11",
+            Profile::Xnu4570 => "10.13",
+            Profile::Xnu4903 => "10.14",
+            Profile::Xnu11417 => "15",
         }
     }
 
-    fn rules(self) -> Rules {
+    pub fn name(self) -> &'static str {
         match self {
-            Profile::Xnu11417 => Rules {
-                send_urefs_cap: MACH_PORT_UREFS_MAX,
-                sticky_peg: true,
-                guard_exceptions: true,
-                delta_range_check: true,
-                exc_types: EXC_TYPES_COUNT,
-                max_behavior: 5,
-                join_semaphores: JoinSemaphores::None,
-            },
-            Profile::Xnu1504 => Rules {
-                send_urefs_cap: MACH_PORT_UREFS_MAX - 1,
-                sticky_peg: false,
-                guard_exceptions: false,
-                delta_range_check: false,
-                exc_types: 11,
-                max_behavior: 3,
-                join_semaphores: JoinSemaphores::Pool16,
-            },
+            Profile::Xnu1504 => "xnu-1504",
+            Profile::Xnu3248 => "xnu-3248",
+            Profile::Xnu4570 => "xnu-4570",
+            Profile::Xnu4903 => "xnu-4903",
+            Profile::Xnu11417 => "xnu-11417",
+        }
+    }
+
+    /// The release's rules, each derived from the next newer release's by what changed between them.
+    fn rules(self) -> Rules {
+        let today = Rules {
+            send_urefs_cap: MACH_PORT_UREFS_MAX,
+            sticky_peg: true,
+            guards: Guards::ByTask,
+            delta_range_check: true,
+            exc_types: EXC_TYPES_COUNT,
+            max_behavior: 5,
+            exception_flags: CODES | 1 << 30 | 1 << 29,
+            join_semaphores: JoinSemaphores::None,
+            terminating_threads_null: true,
+        };
+        let mojave = Rules {
+            guards: Guards::Undelivered,
+            max_behavior: 3,
+            exception_flags: CODES,
+            terminating_threads_null: false,
+            ..today
+        };
+        let high_sierra =
+            Rules { guards: Guards::None, join_semaphores: JoinSemaphores::Cached { join_destroys: true }, ..mojave };
+        let el_capitan = Rules {
+            send_urefs_cap: MACH_PORT_UREFS_MAX - 1,
+            sticky_peg: false,
+            delta_range_check: false,
+            join_semaphores: JoinSemaphores::Cached { join_destroys: false },
+            ..high_sierra
+        };
+        match self {
+            Profile::Xnu11417 => today,
+            Profile::Xnu4903 => mojave,
+            Profile::Xnu4570 => high_sierra,
+            Profile::Xnu3248 => el_capitan,
+            Profile::Xnu1504 => Rules { exc_types: 11, join_semaphores: JoinSemaphores::Pool16, ..el_capitan },
         }
     }
 }
@@ -206,8 +311,12 @@ struct Thread {
     joined: bool,
     /// Exception handler slots, indexed by exception type: (port, behavior, flavor).
     exc: [Slot; EXC_TYPES_COUNT],
-    /// The semaphore the thread left for its joiner (Libc-594's `joiner_notify`), until a join returns it.
+    /// The semaphore the thread left for its joiner (`joiner_notify`), until a join takes it.
     joinsem: Option<mach_port_name_t>,
+    /// libplatform's one-slot semaphore cache of the thread (`__TSD_SEMAPHORE_CACHE`), libpthread-138 to -301.
+    sem_cache: Option<mach_port_name_t>,
+    /// `_bsdthread_terminate` has run: the thread is off the task's thread list.
+    released: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -229,8 +338,9 @@ struct State {
     terminating: bool,
     /// Libc-594's pool of semaphores for joiners: names of send rights, free for the taking.
     sem_pool: Vec<mach_port_name_t>,
-    /// Semaphores the pool has created.
+    /// Semaphores the C library has created, and destroyed.
     semaphores: u64,
+    semaphores_destroyed: u64,
     delay: u64,
     clock: u64,
     ports: Vec<Port>,
@@ -247,6 +357,8 @@ struct State {
     scheduled: u64,
     /// A fatal guard exception, once raised: every later call fails.
     fault: Option<String>,
+    /// The host port, once `mach_host_self` has named it.
+    host: Option<PortId>,
     /// Send rights copied out to a name already at the cap, and dropped there ("leave urefs pegged").
     absorbed: u64,
     /// `mach_port_mod_refs` deltas a pegged count ignored.
@@ -276,6 +388,7 @@ impl Sim {
             terminating: false,
             sem_pool: Vec::new(),
             semaphores: 0,
+            semaphores_destroyed: 0,
             delay: u64::from(delay),
             clock: 0,
             ports: Vec::new(),
@@ -288,6 +401,7 @@ impl Sim {
             pending: BTreeMap::new(),
             scheduled: 0,
             fault: None,
+            host: None,
             absorbed: 0,
             ignored: 0,
         };
@@ -398,7 +512,16 @@ impl State {
         let port = self.new_port();
         // _bsdthread_create: ipc_port_copyout_send of the new thread's port into the task's space.
         let kport = self.copyout_send(port);
-        self.threads.push(Thread { port, kport, detached, joined: false, exc: [None; EXC_TYPES_COUNT], joinsem: None });
+        self.threads.push(Thread {
+            port,
+            kport,
+            detached,
+            joined: false,
+            exc: [None; EXC_TYPES_COUNT],
+            joinsem: None,
+            sem_cache: None,
+            released: false,
+        });
         self.threads.len() - 1
     }
 
@@ -431,6 +554,7 @@ impl State {
                 // guard raised by that deallocation (a name the task no longer has) is never delivered. The
                 // result is ignored.
                 let kport = self.threads[t].kport;
+                self.threads[t].released = true;
                 self.terminating = true;
                 let _ = self.deallocate(kport);
                 self.terminating = false;
@@ -450,13 +574,46 @@ impl State {
     fn take_semaphore(&mut self) -> mach_port_name_t {
         if self.sem_pool.is_empty() {
             for _ in 0..16 {
-                let semaphore = self.new_port();
-                let name = self.copyout_send(semaphore);
+                let name = self.semaphore_create();
                 self.sem_pool.push(name);
-                self.semaphores += 1;
             }
         }
         self.sem_pool.pop().expect("the pool was just filled")
+    }
+
+    /// A new semaphore: `semaphore_create` copies out a send right to it, a new name with one reference
+    /// (`convert_semaphore_to_port`, osfmk/kern/ipc_sync.c:134-176 in xnu-3248.60.10).
+    fn semaphore_create(&mut self) -> mach_port_name_t {
+        self.semaphores += 1;
+        let semaphore = self.new_port();
+        self.copyout_send(semaphore)
+    }
+
+    /// `semaphore_destroy`: moves the send right in (`semaphore_consume_ref_t`, osfmk/mach/mach_types.defs:494
+    /// in xnu-3248.60.10), freeing the name, and the semaphore dies.
+    fn semaphore_destroy(&mut self, name: mach_port_name_t) {
+        if let Some(e) = self.entries.get(&name) {
+            self.ports[e.port].active = false;
+            self.free_name(name);
+            self.semaphores_destroyed += 1;
+        }
+    }
+
+    /// `os_get_cached_semaphore` on thread `t`: its cached semaphore, or a new one (libplatform
+    /// src/os/semaphore.c:40-50 in libplatform-126.1.2).
+    fn get_cached_semaphore(&mut self, t: ThreadId) -> mach_port_name_t {
+        match self.threads[t].sem_cache.take() {
+            Some(name) => name,
+            None => self.semaphore_create(),
+        }
+    }
+
+    /// `os_put_cached_semaphore` on thread `t`: caches `sem` (or nothing), destroying what it displaces
+    /// (semaphore.c:53-58).
+    fn put_cached_semaphore(&mut self, t: ThreadId, sem: Option<mach_port_name_t>) {
+        if let Some(old) = std::mem::replace(&mut self.threads[t].sem_cache, sem) {
+            self.semaphore_destroy(old);
+        }
     }
 
     /// `ipc_right_check`: a send right whose port has died becomes a dead name keeping its references.
@@ -507,12 +664,13 @@ impl State {
         name
     }
 
-    /// A bad name, right or value passed to `mach_port_deallocate`/`mod_refs`: the code, and on modern XNU
-    /// the guard exception it raises (`mach_port_guard_exception`, osfmk/ipc/ipc_policy.c:752-769), named
-    /// after the code: `kGUARD_EXC_INVALID_NAME`, `_INVALID_RIGHT` or `_INVALID_VALUE`, all optional
-    /// codes (osfmk/mach/port.h:529-564): fatal for a hardened task, not delivered to a third-party one.
+    /// A bad name, right or value passed to `mach_port_deallocate`/`mod_refs`: the code, and from 10.14 the
+    /// guard exception it raises (`mach_port_guard_exception`, osfmk/ipc/ipc_policy.c:752-769 in
+    /// xnu-11417.121.6), named after the code: `kGUARD_EXC_INVALID_NAME`, `_INVALID_RIGHT` or
+    /// `_INVALID_VALUE`, all optional codes (osfmk/mach/port.h:529-564): today fatal for a hardened task and
+    /// not delivered to a third-party one; in 10.14 delivered to none.
     fn bad(&mut self, kr: kern_return_t, call: &str, name: mach_port_name_t) -> kern_return_t {
-        if !self.rules.guard_exceptions {
+        if self.rules.guards == Guards::None {
             return kr;
         }
         let guard = match kr {
@@ -521,7 +679,7 @@ impl State {
             _ => "kGUARD_EXC_INVALID_RIGHT",
         };
         match self.task {
-            Task::Hardened if !self.terminating => {
+            Task::Hardened if !self.terminating && self.rules.guards == Guards::ByTask => {
                 if self.fault.is_none() {
                     self.fault = Some(format!("EXC_GUARD {guard}: {call} on name {name:#x}"));
                 }
@@ -738,6 +896,15 @@ impl Mach for Sim {
         body();
         on_exit();
         let mut state = self.lock();
+        if let JoinSemaphores::Cached { .. } = state.rules.join_semaphores {
+            // _pthread_exit: a joinable thread with no joiner waiting takes a semaphore for one; every thread
+            // then clears its cache.
+            if !detached {
+                let sem = state.get_cached_semaphore(thread);
+                state.threads[thread].joinsem = Some(sem);
+            }
+            state.put_cached_semaphore(thread, None);
+        }
         if !detached && state.rules.join_semaphores == JoinSemaphores::Pool16 {
             // Libc-594: the joinable thread exits with no joiner waiting and leaves a semaphore for one.
             let sem = state.take_semaphore();
@@ -758,10 +925,20 @@ impl Mach for Sim {
             return Err(libc::EINVAL);
         }
         // Joining frees libpthread's memory only; it never touches the port (src/pthread.c). Libc-594's join
-        // returns the thread's semaphore to the pool (restore_sem_to_pool).
+        // returns the thread's semaphore to the pool (restore_sem_to_pool); libpthread-138 to -301 put it in
+        // the joiner's cache (-301: after taking the joiner's own out, which goes back last).
         t.joined = true;
-        if let Some(sem) = t.joinsem.take() {
-            state.sem_pool.push(sem);
+        let joinsem = t.joinsem.take();
+        let joiner = state.current;
+        match state.rules.join_semaphores {
+            JoinSemaphores::Pool16 => state.sem_pool.extend(joinsem),
+            JoinSemaphores::Cached { join_destroys: true } => {
+                let death = state.get_cached_semaphore(joiner);
+                state.put_cached_semaphore(joiner, joinsem);
+                state.put_cached_semaphore(joiner, Some(death));
+            }
+            JoinSemaphores::Cached { join_destroys: false } => state.put_cached_semaphore(joiner, joinsem),
+            JoinSemaphores::None => {}
         }
         Ok(())
     }
@@ -775,6 +952,43 @@ impl Mach for Sim {
         let Ok(mut state) = self.enter() else { return MACH_PORT_NULL };
         let port = state.threads[state.current].port;
         state.copyout_send(port)
+    }
+
+    /// `host_self_trap` copies out a send right to the host port each call (osfmk/kern/ipc_host.c); the
+    /// port never dies, so the references stay until deallocated.
+    fn mach_host_self(&self) -> mach_port_t {
+        let Ok(mut state) = self.enter() else { return MACH_PORT_NULL };
+        let host = match state.host {
+            Some(port) => port,
+            None => {
+                let port = state.new_port();
+                state.host = Some(port);
+                port
+            }
+        };
+        state.copyout_send(host)
+    }
+
+    /// `task_threads` (`task_threads_internal`, osfmk/kern/task.c:3872-3964 in xnu-11417.121.6, :1975-2081 in
+    /// xnu-3248.60.10): a send right to every thread on the task's list, in creation order. A thread stays
+    /// listed until the reaper takes it, after it has begun terminating and before its port dies
+    /// (osfmk/kern/thread.c:664-681 in xnu-3248.60.10): in that window it comes back as a send right to its
+    /// port, or today as `MACH_PORT_NULL` (`Rules::terminating_threads_null`).
+    fn task_threads(&self) -> KernResult<Vec<mach_port_t>> {
+        let mut state = self.enter()?;
+        let listed: Vec<(PortId, bool)> =
+            state.threads.iter().filter(|t| state.ports[t.port].active).map(|t| (t.port, t.released)).collect();
+        let null = state.rules.terminating_threads_null;
+        Ok(listed
+            .into_iter()
+            .map(|(port, terminating)| if terminating && null { MACH_PORT_NULL } else { state.copyout_send(port) })
+            .collect())
+    }
+
+    fn spawn_idle_thread(&self) -> Result<(), i32> {
+        let mut state = self.enter().map_err(|_| libc::EAGAIN)?;
+        state.new_thread(true);
+        Ok(())
     }
 
     fn mach_port_allocate(&self, right: mach_port_right_t) -> KernResult<mach_port_name_t> {
@@ -918,8 +1132,7 @@ impl Mach for Sim {
         // _BACKTRACE_PREFERRED, which with an _IDENTITY_PROTECTED behavior require MACH_EXCEPTION_CODES
         // (set_exception_ports_validation, osfmk/kern/ipc_tt.c:4225-4284 in xnu-11417.121.6; ipc_tt.c:1681-1695
         // in xnu-1504.15.3).
-        const CODES: exception_behavior_t = 1 << 31;
-        let flags = if types == EXC_TYPES_COUNT { CODES | 1 << 30 | 1 << 29 } else { CODES };
+        let flags = state.rules.exception_flags;
         let kind = behavior & !flags;
         let needs_codes = kind == 4 || behavior & (1 << 29) != 0;
         if new.is_some() && (!(1..=state.rules.max_behavior).contains(&kind) || (needs_codes && behavior & CODES == 0))
@@ -964,12 +1177,18 @@ impl Mach for Sim {
                 state.task.name()
             ));
         }
-        if state.semaphores > 0 {
-            notes.push(format!(
+        match state.rules.join_semaphores {
+            JoinSemaphores::Pool16 if state.semaphores > 0 => notes.push(format!(
                 "the C library created {} semaphores for joiners (Libc-594: 16 at a time; one is kept by each joinable \
                  thread until it is joined)",
                 state.semaphores
-            ));
+            )),
+            JoinSemaphores::Cached { .. } if state.semaphores > 0 => notes.push(format!(
+                "the C library created {} semaphores for joiners and destroyed {} (libpthread-138 to -301: one is kept \
+                 by each joinable thread until it is joined; each thread caches one)",
+                state.semaphores, state.semaphores_destroyed
+            )),
+            _ => {}
         }
         if state.absorbed > 0 {
             notes.push(format!(
@@ -995,7 +1214,7 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    const PROFILES: [Profile; 2] = [Profile::Xnu11417, Profile::Xnu1504];
+    const PROFILES: &[Profile] = Profile::ALL;
 
     /// A thread taking `extra` references to itself, with Clozure CL's fix in its exit hook when `fix`.
     fn spawn(sim: &Sim, extra: u32, fix: bool) -> mach_port_name_t {
@@ -1112,7 +1331,7 @@ mod tests {
     fn errors_are_the_ones_xnu_returns() {
         // Each row holds under both profiles (mach_port.c and ipc_right.c of xnu-11417.121.6 and
         // xnu-1504.15.3); a third-party task sees the codes whatever the guards, which it is not sent.
-        for profile in PROFILES {
+        for &profile in PROFILES {
             let sim = Sim::new(profile, 0);
             let receive = sim.mach_port_allocate(MACH_PORT_RIGHT_RECEIVE).unwrap();
             let me = sim.mach_thread_self();
@@ -1210,14 +1429,14 @@ mod tests {
                 assert_eq!(got, want, "{profile:?}: {call}");
             }
             assert_eq!(sim.mach_port_type(me), Ok(MACH_PORT_TYPE_SEND), "{profile:?}: the task goes on");
-            // Only modern XNU raises guards; the rows that raise one: deallocate(receive), deallocate(unknown),
+            // Only 10.14 and later raise guards; the rows that raise one: deallocate(receive), deallocate(unknown),
             // mod_refs(receive, SEND), (receive, PORT_SET), (receive, RECEIVE, -2), (me, DEAD_NAME), (me, SEND, -5).
             let raised = sim.notes().first().cloned().unwrap_or_default();
             match profile {
-                Profile::Xnu11417 => {
+                Profile::Xnu11417 | Profile::Xnu4903 => {
                     assert!(raised.starts_with("7 guard exceptions were raised and not delivered"), "{raised}")
                 }
-                Profile::Xnu1504 => assert_eq!(raised, ""),
+                Profile::Xnu1504 | Profile::Xnu3248 | Profile::Xnu4570 => assert_eq!(raised, ""),
             }
         }
     }
@@ -1285,6 +1504,117 @@ mod tests {
         }
         modern.drain();
         assert_eq!(modern.space().len(), before);
+    }
+
+    #[test]
+    fn libpthread_138_to_301_keep_a_cached_semaphore_for_each_thread_never_joined() {
+        // _pthread_exit takes os_get_cached_semaphore() for a joiner; only pthread_join takes it back, into the
+        // joiner's one-slot cache (libpthread-218.60.3 src/pthread.c:1431-1438, src/pthread_cancelable.c:274).
+        let sends = |sim: &Sim| sim.space().values().filter(|e| e.bits == MACH_PORT_TYPE_SEND).count();
+        for profile in [Profile::Xnu3248, Profile::Xnu4570] {
+            let sim = Sim::new(profile, 0);
+            let before = sends(&sim);
+            // Joined threads: the joiner ends up caching exactly one, whatever the count.
+            for _ in 0..5 {
+                let t = sim.pthread_create(false, &|| {}, &|| {}).unwrap();
+                sim.pthread_join(t).unwrap();
+            }
+            sim.drain();
+            assert_eq!(sends(&sim), before + 1, "{profile:?}: the joiner's cached semaphore");
+            // Detached threads take none; each unjoined one keeps its own.
+            for _ in 0..5 {
+                sim.pthread_create(true, &|| {}, &|| {}).unwrap();
+            }
+            sim.drain();
+            assert_eq!(sends(&sim), before + 1, "{profile:?}: detached");
+            for _ in 0..7 {
+                sim.pthread_create(false, &|| {}, &|| {}).unwrap();
+            }
+            sim.drain();
+            assert_eq!(sends(&sim), before + 8, "{profile:?}: unjoined");
+        }
+        // libpthread-301's join destroys the thread's semaphore and keeps its own; -138's keeps the thread's
+        // and destroys its own: the same count, other names.
+        let cached = |profile| {
+            let sim = Sim::new(profile, 0);
+            let t = sim.pthread_create(false, &|| {}, &|| {}).unwrap();
+            sim.pthread_join(t).unwrap();
+            let kept = sim.space();
+            let t = sim.pthread_create(false, &|| {}, &|| {}).unwrap();
+            let joinsem = added(&kept, &sim.space());
+            sim.pthread_join(t).unwrap();
+            (joinsem.len(), added(&kept, &sim.space()) == joinsem)
+        };
+        assert_eq!(cached(Profile::Xnu3248), (1, true), "-138: the joiner caches the thread's semaphore");
+        assert_eq!(cached(Profile::Xnu4570), (1, false), "-301: the thread's semaphore is destroyed");
+        // libpthread-330 and later keep none.
+        for profile in [Profile::Xnu4903, Profile::Xnu11417] {
+            let sim = Sim::new(profile, 0);
+            let before = sim.space().len();
+            for _ in 0..7 {
+                sim.pthread_create(false, &|| {}, &|| {}).unwrap();
+            }
+            sim.drain();
+            assert_eq!(sim.space().len(), before, "{profile:?}");
+        }
+    }
+
+    #[test]
+    fn guards_are_raised_from_10_14_and_delivered_to_a_hardened_task_only_today() {
+        for (profile, fatal) in [(Profile::Xnu4903, false), (Profile::Xnu11417, true)] {
+            let sim = Sim::with_task(profile, 0, Task::Hardened);
+            assert_eq!(sim.mach_port_deallocate(0x1234_5603), Err(KERN_INVALID_NAME), "{profile:?}");
+            let notes = sim.notes();
+            assert_eq!(notes.iter().any(|n| n.starts_with("EXC_GUARD kGUARD_EXC_INVALID_NAME")), fatal, "{notes:?}");
+            assert_eq!(notes.iter().any(|n| n.starts_with("1 guard exceptions were raised")), !fatal, "{notes:?}");
+        }
+        let sim = Sim::with_task(Profile::Xnu4570, 0, Task::Hardened);
+        assert_eq!(sim.mach_port_deallocate(0x1234_5603), Err(KERN_INVALID_NAME));
+        assert!(sim.notes().is_empty(), "10.13 raises none: {:?}", sim.notes());
+    }
+
+    #[test]
+    fn task_threads_gives_a_reference_per_listed_thread_and_null_for_one_terminating_today() {
+        for profile in Profile::ALL {
+            let sim = Sim::new(*profile, 2);
+            sim.spawn_idle_thread().unwrap();
+            let before = sim.space();
+            let names = sim.task_threads().unwrap();
+            assert_eq!(names.len(), 2, "{profile:?}: the main thread and the idle one");
+            let after = sim.space();
+            for name in &names {
+                assert_eq!(after[name].urefs, before[name].urefs + 1, "{profile:?}: one more reference, no new name");
+            }
+            for name in names {
+                sim.mach_port_deallocate(name).unwrap();
+            }
+            assert_eq!(sim.space(), before, "{profile:?}: the fix leaves the space as it was");
+        }
+        // A thread released by the kernel but not yet freed (model clock between the two events).
+        let terminating = |profile| {
+            let sim = Sim::new(profile, 4);
+            sim.pthread_create(true, &|| {}, &|| {}).unwrap();
+            for _ in 0..4 {
+                sim.settle_pause();
+            }
+            sim.task_threads().unwrap()
+        };
+        let today = terminating(Profile::Xnu11417);
+        assert_eq!((today.len(), today[1]), (2, MACH_PORT_NULL), "xnu-11417: ipc_active is false");
+        let mojave = terminating(Profile::Xnu4903);
+        assert!(mojave.len() == 2 && mojave[1] != MACH_PORT_NULL, "xnu-4903: a live right ({mojave:?})");
+    }
+
+    #[test]
+    fn mach_host_self_adds_a_reference_per_call_to_one_name() {
+        let sim = Sim::new(Profile::Xnu11417, 0);
+        let host = sim.mach_host_self();
+        let before = sim.space();
+        for _ in 0..10 {
+            assert_eq!(sim.mach_host_self(), host);
+        }
+        assert_eq!(sim.space()[&host].urefs, before[&host].urefs + 10);
+        assert_eq!(sim.space().len(), before.len());
     }
 
     #[test]
@@ -1384,6 +1714,9 @@ mod tests {
         Swap(usize, bool),
         Pause,
         Spawn { extra: u32, fix: bool, detached: bool },
+        TaskThreads { release: bool },
+        HostSelf,
+        Idle,
     }
 
     fn op() -> impl Strategy<Value = Op> {
@@ -1401,6 +1734,9 @@ mod tests {
             1 => (pick, any::<bool>()).prop_map(|(p, b)| Op::Swap(p, b)),
             2 => Just(Op::Pause),
             2 => (0u32..4, any::<bool>(), any::<bool>()).prop_map(|(extra, fix, detached)| Op::Spawn { extra, fix, detached }),
+            1 => any::<bool>().prop_map(|release| Op::TaskThreads { release }),
+            1 => Just(Op::HostSelf),
+            1 => Just(Op::Idle),
         ]
     }
 
@@ -1439,6 +1775,19 @@ mod tests {
                 }
             }
             Op::Pause => sim.settle_pause(),
+            Op::TaskThreads { release } => {
+                for name in sim.task_threads().unwrap_or_default() {
+                    if release {
+                        let _ = sim.mach_port_deallocate(name);
+                    }
+                }
+            }
+            Op::HostSelf => {
+                sim.mach_host_self();
+            }
+            Op::Idle => {
+                let _ = sim.spawn_idle_thread();
+            }
             Op::Spawn { extra, fix, detached } => {
                 let kport = Mutex::new(0);
                 let body = || {
@@ -1466,7 +1815,7 @@ mod tests {
 
         #[test]
         fn invariants_hold_after_every_operation(
-            profile in prop::sample::select(&PROFILES[..]),
+            profile in prop::sample::select(PROFILES),
             delay in 0u32..4,
             ops in prop::collection::vec(op(), 0..60),
         ) {
@@ -1483,12 +1832,16 @@ mod tests {
 
         #[test]
         fn balanced_sequences_leave_the_space_as_it_was(
-            profile in prop::sample::select(&PROFILES[..]),
+            profile in prop::sample::select(PROFILES),
             delay in 0u32..4,
-            takes in prop::collection::vec(0u8..5, 0..40),
+            takes in prop::collection::vec(0u8..6, 0..40),
             order in any::<u64>(),
+            idle in 0u32..4,
         ) {
             let sim = Sim::new(profile, delay);
+            for _ in 0..idle {
+                sim.spawn_idle_thread().unwrap();
+            }
             let before = sim.space();
             let task = *before.keys().next().unwrap();
             // Each take pushes the calls that undo it.
@@ -1516,6 +1869,16 @@ mod tests {
                         sim.mach_port_mod_refs(task, MACH_PORT_RIGHT_SEND, 3).unwrap();
                         undo.push(Box::new(move |s| s.mach_port_mod_refs(task, MACH_PORT_RIGHT_SEND, -3).unwrap()));
                     }
+                    4 => {
+                        // task_threads, its rights released by the fix (the threads live on: the main thread
+                        // and those spawned idle before the baseline).
+                        let names = sim.task_threads().unwrap();
+                        undo.push(Box::new(move |s| {
+                            for &name in &names {
+                                s.mach_port_deallocate(name).unwrap();
+                            }
+                        }));
+                    }
                     _ => {
                         // A thread that balances its own references.
                         let body = || {
@@ -1539,7 +1902,7 @@ mod tests {
 
         #[test]
         fn the_fix_trims_any_thread_below_the_peg_to_zero_leaked_names(
-            profile in prop::sample::select(&PROFILES[..]),
+            profile in prop::sample::select(PROFILES),
             extra in prop_oneof![0u32..100, 65_400u32..65_534],
             delay in 0u32..4,
         ) {

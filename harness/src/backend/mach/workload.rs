@@ -37,7 +37,7 @@ const SETTLE_POLLS: u32 = 50_000;
 const SETTLE_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Attaches the call's name to a `kern_return_t`: the one place Mach failures become [`CallError`]s.
-fn kr<T>(call: &'static str, result: KernResult<T>) -> Result<T, CallError> {
+pub(crate) fn kr<T>(call: &'static str, result: KernResult<T>) -> Result<T, CallError> {
     result.map_err(|code| CallError::kern(call, code))
 }
 
@@ -87,7 +87,7 @@ impl<M: Mach> MachWorkload<M> {
 }
 
 /// The `self` axis: K references to the thread's own port, released again when balanced.
-fn take_self_references<M: Mach>(api: &M, self_ref: SelfRef, k: u32) -> Result<(), CallError> {
+pub(crate) fn take_self_references<M: Mach>(api: &M, self_ref: SelfRef, k: u32) -> Result<(), CallError> {
     if self_ref == SelfRef::None {
         return Ok(());
     }
@@ -197,10 +197,6 @@ impl<M: Mach> Workload for MachWorkload<M> {
     /// until two censuses agree.
     fn settle(&mut self) -> Result<(), SettleFailure> {
         let started = std::time::Instant::now();
-        let gave_up = |polls: u32| polls >= SETTLE_POLLS || started.elapsed() >= SETTLE_LIMIT;
-        let timed_out = |detail: String| {
-            SettleFailure::TimedOut(SettleError { waited_ms: started.elapsed().as_millis() as u64, detail })
-        };
         if let Some(name) = self.last_kport {
             let mut polls = 0u32;
             loop {
@@ -211,28 +207,16 @@ impl<M: Mach> Workload for MachWorkload<M> {
                     Err(code) => return Err(CallError::kern("mach_port_type (settle)", code).into()),
                 }
                 polls += 1;
-                if gave_up(polls) {
-                    return Err(timed_out(format!(
-                        "thread port name {name:#x} still holds a send right after {polls} polls"
-                    )));
+                if gave_up(started, polls) {
+                    return Err(timed_out(
+                        started,
+                        format!("thread port name {name:#x} still holds a send right after {polls} polls"),
+                    ));
                 }
                 self.api.settle_pause();
             }
         }
-        let (mut a, mut b) = ([0i64; 7], [0i64; 7]);
-        let mut tries = 0u32;
-        loop {
-            self.census(&mut a)?;
-            self.census(&mut b)?;
-            if a == b {
-                return Ok(());
-            }
-            tries += 1;
-            if gave_up(tries) {
-                return Err(timed_out(format!("two consecutive censuses never agreed ({tries} tries)")));
-            }
-            self.api.settle_pause();
-        }
+        censuses_agree(&self.api, started)
     }
 
     fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
@@ -249,6 +233,33 @@ impl<M: Mach> Workload for MachWorkload<M> {
             ));
         }
         notes
+    }
+}
+
+/// Whether the settle step, begun at `started`, has polled `polls` times or waited too long.
+fn gave_up(started: std::time::Instant, polls: u32) -> bool {
+    polls >= SETTLE_POLLS || started.elapsed() >= SETTLE_LIMIT
+}
+
+fn timed_out(started: std::time::Instant, detail: String) -> SettleFailure {
+    SettleFailure::TimedOut(SettleError { waited_ms: started.elapsed().as_millis() as u64, detail })
+}
+
+/// The end of every settle step: waits until two consecutive censuses agree.
+pub(crate) fn censuses_agree<M: Mach>(api: &M, started: std::time::Instant) -> Result<(), SettleFailure> {
+    let (mut a, mut b) = ([0i64; 7], [0i64; 7]);
+    let mut tries = 0u32;
+    loop {
+        census(api, &mut a)?;
+        census(api, &mut b)?;
+        if a == b {
+            return Ok(());
+        }
+        tries += 1;
+        if gave_up(started, tries) {
+            return Err(timed_out(started, format!("two consecutive censuses never agreed ({tries} tries)")));
+        }
+        api.settle_pause();
     }
 }
 
