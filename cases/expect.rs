@@ -123,7 +123,8 @@ fn junit_has_a_test_case_per_cell_and_says_what_moved() {
     assert_eq!(
         failed[0].2.as_deref().map(|m| m.to_string()),
         Some(
-            "names moved by +1 per thread, dead moved by +1 per thread, urefs moved by +1 per thread (over 50 threads)"
+            "left behind per thread: +1 dead name, +1 uref on dead names; names moved by +1 per thread, dead moved \
+             by +1 per thread, urefs moved by +1 per thread (over 50 threads)"
                 .to_owned()
         )
     );

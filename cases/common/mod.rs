@@ -22,12 +22,19 @@ pub fn config(backend: Backend) -> RunConfig {
     config
 }
 
-/// What a snapshot holds for a cell: the verdict and every counter's change per thread. No timings,
-/// no absolute counter values, nothing that depends on the machine beyond the kernel's behaviour.
+/// What a snapshot holds for a cell: the verdict, every counter's change per thread, and what moved by
+/// kind (`fds +1 (anon_inode:[pidfd])`). No timings, no absolute counter values, no addresses, nothing
+/// that depends on the machine beyond the kernel's behaviour.
 pub fn summary(record: &CellRecord) -> String {
     let mut out = format!("verdict: {}\n", record.verdict.as_str());
     for (name, value) in record.per_thread.iter() {
         out.push_str(&format!("{name}: {}\n", delta(value)));
+    }
+    if !record.kinds.is_empty() {
+        out.push_str("by kind:\n");
+        for k in &record.kinds {
+            out.push_str(&format!("  {} {} ({})\n", k.counter, delta(k.per_thread), k.kind));
+        }
     }
     out
 }

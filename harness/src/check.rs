@@ -344,4 +344,8 @@ impl Workload for Closure<'_> {
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
     }
+
+    fn inventory(&mut self) -> Result<backend::Inventory, CallError> {
+        backend::native_inventory()
+    }
 }

@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use crate::backend::Inventory;
 use crate::backend::{Backend, SettleFailure, Workload};
-use crate::record::{Checkpoint, Counters, Failure, Params};
+use crate::record::{Checkpoint, Counters, Failure, KindDelta, Params};
 use crate::scenario::Case;
 
 /// What a child reports: its checkpoints so far, and the failure that stopped it if one did.
@@ -24,6 +25,9 @@ pub struct ChildReport {
     /// In degradation mode: latency statistics of each window of threads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<WindowStats>,
+    /// What moved by kind, from the baseline's inventory to the last census's (see [`kinds`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<KindDelta>,
 }
 
 /// Create-to-exit latency of the threads of one window: from `pthread_create` to the thread's exit hook
@@ -89,7 +93,14 @@ pub fn percentile(sorted: &[u64], p: f64) -> u64 {
 impl ChildReport {
     /// A report of nothing measured, stopped by `failure` if given.
     pub fn stopped(failure: Option<Failure>) -> ChildReport {
-        ChildReport { checkpoints: Vec::new(), cycles_per_sec: None, notes: Vec::new(), failure, windows: Vec::new() }
+        ChildReport {
+            checkpoints: Vec::new(),
+            cycles_per_sec: None,
+            notes: Vec::new(),
+            failure,
+            windows: Vec::new(),
+            kinds: Vec::new(),
+        }
     }
 }
 
@@ -135,6 +146,11 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     let mut busy = Duration::ZERO;
     let mut cycle = 0u32;
     let mut outcome: Result<(), Failure> = Ok(());
+    // Inventories at the baseline and at the last census, outside degradation mode (whose censuses are
+    // taken mid-flight).
+    let inventories = !timed && plan.len() > 1;
+    let (mut first, mut last): (Option<Inventory>, Option<Inventory>) = (None, None);
+    let mut inventory_failed: Option<String> = None;
     for (slot, &target) in plan.iter().enumerate() {
         let started = Instant::now();
         while cycle < target {
@@ -167,6 +183,13 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
             break;
         }
         taken = slot + 1;
+        if inventories && (slot == 0 || slot + 1 == plan.len()) && inventory_failed.is_none() {
+            match workload.inventory() {
+                Ok(inventory) if slot == 0 => first = Some(inventory),
+                Ok(inventory) => last = Some(inventory),
+                Err(e) => inventory_failed = Some(format!("no inventory of kinds: {e}")),
+            }
+        }
     }
 
     report.checkpoints = plan
@@ -196,7 +219,37 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     }
     report.failure = outcome.err();
     report.notes = workload.notes();
+    report.notes.extend(inventory_failed);
+    if let (Some(first), Some(last)) = (&first, &last) {
+        report.kinds = kinds(first, last, cycle, names);
+    }
     report
+}
+
+/// What moved by kind between two inventories, per cycle: the kinds that moved by more than a tenth, in
+/// counter order (`names`), largest first within each.
+pub fn kinds(first: &Inventory, last: &Inventory, cycles: u32, names: &[&str]) -> Vec<KindDelta> {
+    if cycles == 0 {
+        return Vec::new();
+    }
+    let keys: std::collections::BTreeSet<&(String, String)> = first.keys().chain(last.keys()).collect();
+    let mut out: Vec<KindDelta> = keys
+        .into_iter()
+        .filter_map(|key| {
+            let change = last.get(key).copied().unwrap_or(0) - first.get(key).copied().unwrap_or(0);
+            let per_thread = change as f64 / f64::from(cycles);
+            (per_thread.abs() > crate::analysis::RATE_THRESHOLD).then(|| KindDelta {
+                counter: key.0.clone(),
+                kind: key.1.clone(),
+                per_thread,
+            })
+        })
+        .collect();
+    let order = |k: &KindDelta| names.iter().position(|n| *n == k.counter).unwrap_or(names.len());
+    out.sort_by(|a, b| {
+        order(a).cmp(&order(b)).then(b.per_thread.abs().total_cmp(&a.per_thread.abs())).then(a.kind.cmp(&b.kind))
+    });
+    out
 }
 
 #[cfg(test)]

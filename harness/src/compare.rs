@@ -149,11 +149,36 @@ pub struct Outcome {
     pub verdict: String,
     /// Every counter's per-thread change, in the record's order.
     pub per_thread: Vec<(String, f64)>,
+    /// What moved by kind (`fds`, `anon_inode:[pidfd]`, +1); `None` for a record made before kinds were
+    /// recorded, which says nothing of them.
+    pub kinds: Option<Vec<(String, String, f64)>>,
 }
 
 impl Outcome {
-    fn of(cell: &CellRecord) -> Outcome {
-        Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone() }
+    fn of(cell: &CellRecord, kinds_recorded: bool) -> Outcome {
+        let kinds = kinds_recorded
+            .then(|| cell.kinds.iter().map(|k| (k.counter.clone(), k.kind.clone(), k.per_thread)).collect());
+        Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone(), kinds }
+    }
+
+    /// How the kinds changed from `self` to `next`: `names +1 (name with a send right) → 0`.
+    fn kinds_change(&self, next: &Outcome) -> Vec<String> {
+        let (Some(a), Some(b)) = (&self.kinds, &next.kinds) else { return Vec::new() };
+        let get = |list: &[(String, String, f64)], key: (&str, &str)| {
+            list.iter().find(|(c, k, _)| (c.as_str(), k.as_str()) == key).map_or(0.0, |&(_, _, v)| v)
+        };
+        let mut keys: Vec<(&str, &str)> = Vec::new();
+        for (c, k, _) in a.iter().chain(b.iter()) {
+            if !keys.contains(&(c.as_str(), k.as_str())) {
+                keys.push((c, k));
+            }
+        }
+        keys.into_iter()
+            .filter_map(|key| {
+                let (x, y) = (get(a, key), get(b, key));
+                (x != y).then(|| format!("{} {} → {} ({})", key.0, delta(x), delta(y), key.1))
+            })
+            .collect()
     }
 
     /// `clean`, or `leak: names +1, dead +1`.
@@ -190,6 +215,13 @@ impl Outcome {
         }
         if self.verdict != next.verdict {
             parts.push(format!("{} → {}", self.verdict, next.verdict));
+        }
+        let kinds = self.kinds_change(next);
+        if !kinds.is_empty() {
+            parts.push(format!("by kind: {}", kinds.join(", ")));
+        }
+        if parts.is_empty() {
+            return None;
         }
         Some(parts.join(", "))
     }
@@ -249,7 +281,9 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
     });
     for (path, record) in sorted {
         let version = Version::of(&record);
-        let outcomes: Vec<(String, Outcome)> = record.cells.iter().map(|c| (c.cell.clone(), Outcome::of(c))).collect();
+        let kinds_recorded = record.cells.iter().any(|c| !c.kinds.is_empty());
+        let outcomes: Vec<(String, Outcome)> =
+            record.cells.iter().map(|c| (c.cell.clone(), Outcome::of(c, kinds_recorded))).collect();
         let group = match groups.iter_mut().find(|g| g.backend == record.backend && g.arch == record.os.arch) {
             Some(g) => g,
             None => {
@@ -271,8 +305,9 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
         }
         let same_version: Vec<usize> =
             group.columns.iter().enumerate().filter(|(_, c)| c.version == version).map(|(i, _)| i).collect();
-        let agrees =
-            |column: &Column| outcomes.iter().all(|(cell, o)| column.outcome(cell).is_none_or(|theirs| theirs == o));
+        let agrees = |column: &Column| {
+            outcomes.iter().all(|(cell, o)| column.outcome(cell).is_none_or(|theirs| theirs.change_to(o).is_none()))
+        };
         match same_version.iter().copied().find(|&i| !group.columns[i].disputed && agrees(&group.columns[i])) {
             Some(i) if same_version.len() == 1 => {
                 let column = &mut group.columns[i];
@@ -440,10 +475,22 @@ mod tests {
         let a = Outcome {
             verdict: "leak".into(),
             per_thread: vec![("names".into(), 1.0), ("send".into(), 0.0), ("dead".into(), 1.0)],
+            kinds: None,
         };
-        let b = Outcome { verdict: "clean".into(), per_thread: vec![("names".into(), 0.0), ("dead".into(), 0.0)] };
+        let b = Outcome {
+            verdict: "clean".into(),
+            per_thread: vec![("names".into(), 0.0), ("dead".into(), 0.0)],
+            kinds: None,
+        };
         assert_eq!(a.change_to(&b).unwrap(), "names +1 → 0, dead +1 → 0, leak → clean");
         assert_eq!(a.text(), "leak: names +1, dead +1");
         assert_eq!(a.change_to(&a), None);
+        // What is left behind changes while the counts stay: one kind of name for another.
+        let kinds = |kind: &str| Some(vec![("names".to_owned(), kind.to_owned(), 1.0)]);
+        let (x, y) =
+            (Outcome { kinds: kinds("dead name"), ..a.clone() }, Outcome { kinds: kinds("port set"), ..a.clone() });
+        assert_eq!(x.change_to(&y).unwrap(), "by kind: names +1 → 0 (dead name), names 0 → +1 (port set)");
+        // A record made before kinds were recorded says nothing of them.
+        assert_eq!(a.change_to(&x), None);
     }
 }

@@ -262,6 +262,18 @@ pub enum Failure {
     Refused { reason: String },
 }
 
+/// What changed of one kind of resource, per thread (per unit of a scenario): `fds`, `anon_inode:[pidfd]`,
+/// +1. The kinds of a counter are what the backend's inventory tells apart (`Workload::inventory`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct KindDelta {
+    /// The counter the kind belongs to (`fds`, `maps`, `timers`; `names`, `urefs`).
+    pub counter: String,
+    /// What the resource is: a descriptor's target, a mapping's size, permissions and name, a timer's
+    /// notification, a Mach name's right.
+    pub kind: String,
+    pub per_thread: f64,
+}
+
 /// One cell's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
@@ -282,6 +294,10 @@ pub struct CellRecord {
     pub per_thread: Counters<f64>,
     /// Change of each counter per thread between the last two checkpoints.
     pub slope: Counters<f64>,
+    /// What moved, by kind, from the baseline's inventory to the last checkpoint's, per thread; the kinds
+    /// that moved by more than a tenth, largest first within each counter.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kinds: Vec<KindDelta>,
     pub verdict: Verdict,
     pub checkpoints: Vec<Checkpoint>,
     /// Wall time of the child, spawn to exit.
@@ -350,6 +366,7 @@ impl CellRecord {
             status: Status::Ok,
             per_thread: Counters::default(),
             slope: Counters::default(),
+            kinds: Vec::new(),
             verdict: Verdict::Inconclusive,
             checkpoints: Vec::new(),
             elapsed_ms: 0,
@@ -474,6 +491,7 @@ mod tests {
                 status: Status::Ok,
                 per_thread: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
+                kinds: Vec::new(),
                 verdict: Verdict::Leak,
                 checkpoints: vec![
                     Checkpoint { cycle: 0, counters: counters(0), live: None },

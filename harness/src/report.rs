@@ -210,11 +210,54 @@ pub fn markdown(record: &Record) -> String {
         let _ =
             writeln!(out, "| {} | {} | {} |", row.markdown_label(), text::markdown(&row.outcome), values.join(" | "));
     }
+    let left = left_behind_lines(record);
+    if !left.is_empty() {
+        let _ = writeln!(out, "\nLeft behind, by kind, per thread (per unit of a scenario):\n");
+        for (cell, what) in &left {
+            let _ = writeln!(out, "- {}: {}", text::markdown_code(cell), text::markdown(what));
+        }
+    }
     for row in rows.iter().filter(|r| r.note.is_some()) {
         let _ = writeln!(out, "\n- {}: {}", row.markdown_label(), text::markdown(row.note.unwrap_or_default()));
     }
     let _ = writeln!(out, "\n_{}_", footer(record));
     out
+}
+
+/// What a cell left behind, by kind: `+1 fd anon_inode:[pidfd], +1 mapping 8 MiB rw-p ...`; `None` when
+/// its record tells no kinds.
+pub fn left_behind(cell: &CellRecord) -> Option<String> {
+    if cell.kinds.is_empty() {
+        return None;
+    }
+    // What one of each counter is called, and many; Mach names say what they are in their kind.
+    fn noun(counter: &str, one: bool) -> String {
+        let (singular, plural) = match counter {
+            "fds" => ("fd", "fds"),
+            "maps" => ("mapping", "mappings"),
+            "timers" => ("timer", "timers"),
+            "names" => ("", ""),
+            "urefs" => ("uref", "urefs"),
+            other => (other, other),
+        };
+        let word = if one { singular } else { plural };
+        if word.is_empty() {
+            String::new()
+        } else {
+            format!("{word} ")
+        }
+    }
+    let parts: Vec<String> = cell
+        .kinds
+        .iter()
+        .map(|k| format!("{} {}{}", delta(k.per_thread), noun(&k.counter, k.per_thread.abs() == 1.0), k.kind))
+        .collect();
+    Some(parts.join(", "))
+}
+
+/// The section under a table that says what each cell left behind, one line a cell.
+fn left_behind_lines(record: &Record) -> Vec<(String, String)> {
+    record.cells.iter().filter_map(|c| left_behind(c).map(|what| (c.cell.clone(), what))).collect()
 }
 
 /// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
@@ -251,7 +294,12 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
         } else if let Some(line) = mismatch {
             failure(NonSuccessKind::Failure, "differs", line)
         } else if judged.is_none() && cell.verdict != Verdict::Clean {
-            failure(NonSuccessKind::Failure, cell.verdict.as_str(), &moved_per_thread(cell, record.params.cycles))
+            let moved = moved_per_thread(cell, record.params.cycles);
+            let message = match left_behind(cell) {
+                Some(what) => format!("left behind per thread: {what}; {moved}"),
+                None => moved,
+            };
+            failure(NonSuccessKind::Failure, cell.verdict.as_str(), &message)
         } else {
             TestCaseStatus::success()
         };
@@ -312,6 +360,13 @@ pub fn table(record: &Record) -> String {
             let _ = write!(out, "  {:>w$}", value, w = col_width(c));
         }
         out.push('\n');
+    }
+    let left = left_behind_lines(record);
+    if !left.is_empty() {
+        out.push_str("\nleft behind, by kind, per thread (per unit of a scenario):\n");
+        for (cell, what) in &left {
+            let _ = writeln!(out, "  {}: {}", text::terminal(cell), text::terminal(what));
+        }
     }
     let noted: Vec<&Row<'_>> = rows.iter().filter(|r| r.note.is_some()).collect();
     if !noted.is_empty() {

@@ -241,6 +241,7 @@ pub(crate) fn conclude(
 ) -> Vec<WindowStats> {
     notes.extend(report.notes);
     record.cycles_per_sec = report.cycles_per_sec;
+    record.kinds = report.kinds;
     record.checkpoints = report.checkpoints;
     match &report.failure {
         Some(Failure::Call { call, errno_name, errno, cycle }) => {

@@ -18,7 +18,7 @@ use std::mem::MaybeUninit;
 use std::ptr;
 use std::time::{Duration, Instant};
 
-use super::{CallError, Code, SettleError, SettleFailure, Workload};
+use super::{CallError, Code, Inventory, SettleError, SettleFailure, Workload};
 use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
 use crate::record::{Os, Params};
 
@@ -422,6 +422,147 @@ impl Workload for Linux {
 
     fn notes(&self) -> Vec<String> {
         self.notes.clone()
+    }
+
+    fn inventory(&mut self) -> Result<Inventory, CallError> {
+        inventory()
+    }
+}
+
+/// What the census counts, by kind: each descriptor by what it points at, each mapping by size,
+/// permissions and name, each timer by its notification ([`fd_kind`], [`map_kinds`], [`timer_kind`]).
+/// Reads procfs through `std::fs`, so it allocates: taken after a census, never inside one. The brk heap
+/// is left out, as the census leaves it out of `vm_kib`.
+pub fn inventory() -> Result<Inventory, CallError> {
+    let io = |call: &'static str| move |e: std::io::Error| CallError::errno(call, e.raw_os_error().unwrap_or(0));
+    let mut out = Inventory::new();
+    let mut add = |counter: &str, kind: String| *out.entry((counter.to_owned(), kind)).or_insert(0) += 1;
+    let own = std::fs::read_link("/proc/self/fd").ok();
+    for entry in std::fs::read_dir("/proc/self/fd").map_err(io("opendir /proc/self/fd"))? {
+        let entry = entry.map_err(io("readdir /proc/self/fd"))?;
+        // A descriptor closed meanwhile (the directory's own, listed while open) is not counted.
+        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
+        if own.as_deref() == Some(target.as_path()) {
+            continue;
+        }
+        add("fds", fd_kind(&target.to_string_lossy()));
+    }
+    let maps = std::fs::read_to_string("/proc/self/maps").map_err(io("read /proc/self/maps"))?;
+    for kind in map_kinds(&maps) {
+        add("maps", kind);
+    }
+    let timers = std::fs::read_to_string("/proc/self/timers").map_err(io("read /proc/self/timers"))?;
+    // Each timer's block starts with its `ID:` line.
+    let mut blocks: Vec<String> = Vec::new();
+    for line in timers.lines() {
+        match blocks.last_mut() {
+            Some(block) if !line.starts_with("ID:") => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            _ => blocks.push(format!("{line}\n")),
+        }
+    }
+    for block in &blocks {
+        add("timers", timer_kind(block));
+    }
+    Ok(out)
+}
+
+/// A descriptor's kind from its `/proc/self/fd` link: `anon_inode:[pidfd]` and paths as they are, a
+/// socket, pipe or namespace without its inode number, `/proc` paths without their pids.
+fn fd_kind(target: &str) -> String {
+    if let Some((kind, rest)) = target.split_once(":[") {
+        if rest.ends_with(']') && rest[..rest.len() - 1].bytes().all(|b| b.is_ascii_digit()) {
+            return kind.to_owned();
+        }
+    }
+    if let Some(rest) = target.strip_prefix("/proc/") {
+        let parts: Vec<&str> = rest.split('/').collect();
+        let numbered = |i: usize| parts.get(i).is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
+        let mut out = String::from("/proc");
+        for (i, part) in parts.iter().enumerate() {
+            let generic = match i {
+                0 if numbered(0) => "PID",
+                2 if numbered(2) && parts[1] == "task" => "TID",
+                _ => part,
+            };
+            out.push('/');
+            out.push_str(generic);
+        }
+        return out;
+    }
+    target.to_owned()
+}
+
+/// A size as `8 MiB` or `68 KiB`.
+fn size_text(bytes: usize) -> String {
+    let kib = bytes / 1024;
+    if kib >= 1024 && kib % 1024 == 0 {
+        format!("{} MiB", kib / 1024)
+    } else {
+        format!("{kib} KiB")
+    }
+}
+
+/// Each mapping's kind, `SIZE PERMS NAME`: the path, a `[name]` of the kernel's, or `anonymous`. An
+/// inaccessible anonymous mapping right below an anonymous `rw-p` one is a guard page and the one above
+/// it a stack: a thread's (glibc `nptl/allocate_stack.c`) or an alternate signal stack a runtime guards
+/// the same way; Linux no longer names thread stacks (since 4.5), so which of them it is is not said.
+/// The brk heap is left out.
+fn map_kinds(maps: &str) -> Vec<String> {
+    struct Map<'a> {
+        start: usize,
+        end: usize,
+        perms: &'a str,
+        name: &'a str,
+    }
+    let lines: Vec<Map<'_>> = maps
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split_whitespace();
+            let (start, end) = parse_range(fields.next()?.as_bytes())?;
+            let perms = fields.next()?;
+            let name = fields.nth(3).map_or("", |_| line.splitn(6, char::is_whitespace).last().unwrap_or("").trim());
+            Some(Map { start, end, perms, name })
+        })
+        .collect();
+    let guard = |m: &Map<'_>| m.perms == "---p" && m.name.is_empty();
+    let guarded = |i: usize| i > 0 && guard(&lines[i - 1]) && lines[i - 1].end == lines[i].start;
+    let mut out = Vec::with_capacity(lines.len());
+    for (i, m) in lines.iter().enumerate() {
+        if m.name == "[heap]" {
+            continue;
+        }
+        let size = size_text(m.end - m.start);
+        let above = lines.get(i + 1);
+        let kind = if guard(m) && above.is_some_and(|a| a.start == m.end && a.perms == "rw-p" && a.name.is_empty()) {
+            format!("{size} {} guard page (below a stack)", m.perms)
+        } else if m.name.is_empty() && m.perms == "rw-p" && guarded(i) {
+            format!("{size} {} anonymous, guard page below (a stack)", m.perms)
+        } else if m.name.is_empty() {
+            format!("{size} {} anonymous", m.perms)
+        } else {
+            format!("{size} {} {}", m.perms, m.name)
+        };
+        out.push(kind);
+    }
+    out
+}
+
+/// A timer's kind from its block of `/proc/self/timers`: how it notifies (`notify: HOW/TARGET.ID`, HOW
+/// `signal`, `none` or `thread`; TARGET `tid` for `SIGEV_THREAD_ID`: `show_timer`, fs/proc/base.c) and
+/// which signal, without the target's id.
+fn timer_kind(block: &str) -> String {
+    let field = |key: &str| block.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::trim).unwrap_or("?");
+    let (how, target) = field("notify:").split_once('/').unwrap_or(("?", "?"));
+    let signal = field("signal:").split('/').next().unwrap_or("?");
+    match (how, target.starts_with("tid")) {
+        ("signal", true) => format!("signal {signal} to a thread (SIGEV_THREAD_ID)"),
+        ("signal", false) => format!("signal {signal} to the process"),
+        ("none", _) => "no notification".to_owned(),
+        ("thread", _) => format!("a thread started (SIGEV_THREAD), signal {signal}"),
+        (other, _) => format!("{other}, signal {signal}"),
     }
 }
 
@@ -944,6 +1085,62 @@ mod tests {
         assert!((maps.heap_bytes - expected).abs() <= 1 << 20, "{} vs {expected}", maps.heap_bytes);
         assert_eq!(count_lines(c"/proc/self/status", b"VmSize:").unwrap(), 1);
         assert!(status_field(c"/proc/self/status", b"VmSize:").unwrap() > 0);
+    }
+
+    #[test]
+    fn descriptors_are_told_apart_by_what_they_point_at() {
+        assert_eq!(fd_kind("anon_inode:[pidfd]"), "anon_inode:[pidfd]");
+        assert_eq!(fd_kind("socket:[123456]"), "socket");
+        assert_eq!(fd_kind("pipe:[99]"), "pipe");
+        assert_eq!(fd_kind("/dev/null"), "/dev/null");
+        assert_eq!(fd_kind("/proc/4242/task/4243"), "/proc/PID/task/TID");
+        assert_eq!(fd_kind("/proc/4242/fd"), "/proc/PID/fd");
+        assert_eq!(fd_kind("/tmp/x (deleted)"), "/tmp/x (deleted)");
+    }
+
+    #[test]
+    fn mappings_are_told_apart_by_size_permissions_and_name_with_stacks_and_their_guards() {
+        let maps = "\
+55d0a0000000-55d0a0021000 rw-p 00000000 00:00 0                          [heap]
+7f0000000000-7f0000001000 ---p 00000000 00:00 0 
+7f0000001000-7f0000801000 rw-p 00000000 00:00 0 
+7f0000900000-7f0000910000 rw-p 00000000 00:00 0 
+7f0000a00000-7f0000a28000 r--p 00000000 08:01 1234                       /usr/lib/x86_64-linux-gnu/libc.so.6
+7ffd00000000-7ffd00021000 rw-p 00000000 00:00 0                          [stack]
+";
+        assert_eq!(
+            map_kinds(maps),
+            [
+                "4 KiB ---p guard page (below a stack)",
+                "8 MiB rw-p anonymous, guard page below (a stack)",
+                "64 KiB rw-p anonymous",
+                "160 KiB r--p /usr/lib/x86_64-linux-gnu/libc.so.6",
+                "132 KiB rw-p [stack]",
+            ]
+        );
+    }
+
+    #[test]
+    fn timers_are_told_apart_by_how_they_notify() {
+        assert_eq!(
+            timer_kind("ID: 0\nsignal: 23/0000000000000000\nnotify: signal/tid.4243\nClockID: 1\n"),
+            "signal 23 to a thread (SIGEV_THREAD_ID)"
+        );
+        assert_eq!(
+            timer_kind("ID: 1\nsignal: 14/0000000000000000\nnotify: signal/pid.4242\nClockID: 0\n"),
+            "signal 14 to the process"
+        );
+        assert_eq!(timer_kind("ID: 2\nsignal: 0/0\nnotify: none/pid.4242\nClockID: 0\n"), "no notification");
+    }
+
+    #[test]
+    fn the_inventory_sees_a_descriptor_this_process_opens() {
+        let before = inventory().unwrap();
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let after = inventory().unwrap();
+        let key = ("fds".to_owned(), "/dev/null".to_owned());
+        assert_eq!(after.get(&key).copied().unwrap_or(0), before.get(&key).copied().unwrap_or(0) + 1);
+        drop(file);
     }
 
     #[test]

@@ -196,6 +196,23 @@ pub fn native_census(out: &mut [i64]) -> Result<(), CallError> {
     native_census_setting_apart(out, &mut []).map(|_| ())
 }
 
+/// This process's real Mach calls, made once for the native census and inventory.
+#[cfg(target_os = "macos")]
+fn native_mach() -> Result<&'static mach::real::Real, CallError> {
+    static REAL: std::sync::OnceLock<Result<mach::real::Real, CallError>> = std::sync::OnceLock::new();
+    REAL.get_or_init(mach::real::Real::new).as_ref().map_err(|e| *e)
+}
+
+/// What [`native_census`] counts, by kind ([`Workload::inventory`]).
+pub fn native_inventory() -> Result<Inventory, CallError> {
+    #[cfg(target_os = "linux")]
+    return linux::inventory();
+    #[cfg(target_os = "macos")]
+    return mach::inventory(native_mach()?);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    return Ok(Inventory::new());
+}
+
 #[cfg(target_os = "linux")]
 pub use linux::{SetApart, StackQuery};
 
@@ -224,11 +241,7 @@ pub fn native_census_setting_apart(out: &mut [i64], stacks: &mut [StackQuery]) -
     #[cfg(target_os = "macos")]
     {
         let _ = stacks;
-        static REAL: std::sync::OnceLock<Result<mach::real::Real, CallError>> = std::sync::OnceLock::new();
-        match REAL.get_or_init(mach::real::Real::new) {
-            Ok(real) => mach::census(real, out).map(|()| SetApart::default()),
-            Err(e) => Err(*e),
-        }
+        mach::census(native_mach()?, out).map(|()| SetApart::default())
     }
     #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     {
@@ -479,4 +492,14 @@ pub trait Workload {
 
     /// Facts about how the workload was realized that a reader of the record needs (a fallback taken).
     fn notes(&self) -> Vec<String>;
+
+    /// What the census counts, by kind ([`Inventory`]): taken at the baseline and at the end only, after
+    /// the census, since it may allocate. A backend that tells no kinds apart returns none.
+    fn inventory(&mut self) -> Result<Inventory, CallError> {
+        Ok(Inventory::new())
+    }
 }
+
+/// How many of each kind of resource a process holds, by (counter, kind): (`fds`, `anon_inode:[pidfd]`),
+/// (`maps`, `8 MiB rw-p anonymous, guard page below (a stack)`), (`names`, `dead name`), (`urefs`, `of dead names`).
+pub type Inventory = std::collections::BTreeMap<(String, String), i64>;

@@ -24,7 +24,7 @@ pub mod sim;
 mod workload;
 
 pub use scenarios::ScenarioWorkload;
-pub use workload::{census, MachWorkload, COUNTERS};
+pub use workload::{census, inventory, MachWorkload, COUNTERS};
 
 use exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
 use kern_return::kern_return_t;

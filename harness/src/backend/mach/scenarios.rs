@@ -14,7 +14,7 @@ use std::time::Instant;
 use super::port::*;
 use super::workload::{censuses_agree, kr};
 use super::Mach;
-use crate::backend::{CallError, SettleFailure, Workload};
+use crate::backend::{CallError, Inventory, SettleFailure, Workload};
 use crate::record::Params;
 use crate::scenario::{MachWork, Variant};
 
@@ -81,6 +81,10 @@ impl<M: Mach> Workload for ScenarioWorkload<M> {
 
     fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
         super::census(&self.api, out)
+    }
+
+    fn inventory(&mut self) -> Result<Inventory, CallError> {
+        super::workload::inventory(&self.api)
     }
 
     fn notes(&self) -> Vec<String> {

@@ -18,7 +18,7 @@ use super::exception::{
 use super::kern_return::{kern_return_t, KERN_INVALID_NAME};
 use super::port::*;
 use super::{KernResult, Mach};
-use crate::backend::{CallError, SettleError, SettleFailure, Workload};
+use crate::backend::{CallError, Inventory, SettleError, SettleFailure, Workload};
 use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
 use crate::record::Params;
 
@@ -223,6 +223,10 @@ impl<M: Mach> Workload for MachWorkload<M> {
         census(&self.api, out)
     }
 
+    fn inventory(&mut self) -> Result<Inventory, CallError> {
+        inventory(&self.api)
+    }
+
     fn notes(&self) -> Vec<String> {
         let mut notes = self.api.notes();
         for (&code, &count) in &self.fix_failures {
@@ -266,6 +270,51 @@ pub(crate) fn censuses_agree<M: Mach>(api: &M, started: std::time::Instant) -> R
 thread_local! {
     /// Whether this thread has made the MIG call that gives it a reply port.
     static MIG_REPLY_PORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// What a name holds, as the inventory names it: its rights, or a dead name.
+fn right_kind(t: mach_port_type_t) -> String {
+    let rights: Vec<&str> = [
+        (MACH_PORT_TYPE_RECEIVE, "receive"),
+        (MACH_PORT_TYPE_SEND, "send"),
+        (MACH_PORT_TYPE_SEND_ONCE, "send-once"),
+        (MACH_PORT_TYPE_PORT_SET, "port set"),
+    ]
+    .into_iter()
+    .filter(|&(bit, _)| t & bit != 0)
+    .map(|(_, name)| name)
+    .collect();
+    match rights.as_slice() {
+        _ if t & MACH_PORT_TYPE_DEAD_NAME != 0 => "dead name".to_owned(),
+        [] => format!("name of type {t:#x}"),
+        [one] if *one == "port set" => "port set".to_owned(),
+        [one] => format!("name with a {one} right"),
+        many => format!("name with {} rights", many.join(" and ")),
+    }
+}
+
+/// The task's names by what they hold (`names`, `dead name`), and the user references on send rights and
+/// on dead names (`urefs`, `on dead names`): what a census counts, told apart. No kernel object type: up
+/// to xnu-8020 `mach_port_kobject` answers an ordinary task `KERN_FAILURE` on release kernels
+/// (osfmk/ipc/mach_debug.c, `#if !MACH_IPC_DEBUG`); it gives the type from xnu-8792.41.9 only.
+pub fn inventory<M: Mach>(api: &M) -> Result<Inventory, CallError> {
+    let mut out = Inventory::new();
+    for (name, t) in kr("mach_port_names (inventory)", api.mach_port_names())? {
+        *out.entry(("names".to_owned(), right_kind(t))).or_insert(0) += 1;
+        let (right, on) = if t & MACH_PORT_TYPE_SEND != 0 {
+            (MACH_PORT_RIGHT_SEND, "on send rights")
+        } else if t & MACH_PORT_TYPE_DEAD_NAME != 0 {
+            (MACH_PORT_RIGHT_DEAD_NAME, "on dead names")
+        } else {
+            continue;
+        };
+        match api.mach_port_get_refs(name, right) {
+            Ok(refs) => *out.entry(("urefs".to_owned(), on.to_owned())).or_insert(0) += i64::from(refs),
+            Err(KERN_INVALID_NAME) => {}
+            Err(code) => return Err(CallError::kern("mach_port_get_refs (inventory)", code)),
+        }
+    }
+    Ok(out)
 }
 
 /// Reads `names send receive send_once port_set dead urefs` of the task into `out`.
