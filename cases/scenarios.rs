@@ -22,13 +22,12 @@ fn model(profile: Profile) -> Backend {
     Backend::MachSim(ModelOptions { profile, ..ModelOptions::default() })
 }
 
-/// The snapshot suffix of `backend`'s figures: as `--expect cases/snapshots` picks it.
-fn suffix(backend: Backend) -> String {
-    match backend.model() {
-        Some(m) if m.profile != ModelOptions::default().profile => format!("mach-{}", m.profile.name()),
-        Some(_) => "mach".to_owned(),
-        None => backend.as_str().to_owned(),
-    }
+/// The snapshot suffix of `case` on `backend`, as `--expect cases/snapshots` picks it: `mach` for today's
+/// model, `mach-<profile>` for an older one, and on a Mac `mach` unless that release has an override.
+fn suffix(backend: Backend, case: Case) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases/snapshots");
+    let version = backend.model().map_or_else(|| backend.os().version, |m| m.profile.name().to_owned());
+    threadleak::expect::snapshot_suffix(backend.as_str(), &version, &dir, &case.id())
 }
 
 fn run(backend: Backend, case: Case) -> CellRecord {
@@ -40,19 +39,17 @@ fn run(backend: Backend, case: Case) -> CellRecord {
 
 fn assert_case(backend: Backend, case: Case) {
     let record = run(backend, case);
-    let suffix = suffix(backend);
+    let suffix = suffix(backend, case);
     insta::with_settings!({ snapshot_suffix => suffix, prepend_module_to_snapshot => false, omit_expression => true }, {
         insta::assert_snapshot!(case.id(), common::summary(&record));
     });
 }
 
-/// The model, under every profile: test names are `mach_sim::scenario::…`.
-mod mach_sim {
-    use super::*;
-
-    #[rstest]
-    fn scenario(
-        #[values(
+/// Calls `$m!` with the names of the corpus's scenarios in brackets, before its own arguments: the one list
+/// the tests below are made from (`every_scenario_is_tested` holds it to the corpus).
+macro_rules! with_scenario_names {
+    ($m:ident!($($args:tt)*)) => {
+        $m! {[
             "ccl-thread-self",
             "sbcl-thread-self",
             "mailcore2-unjoined",
@@ -61,14 +58,40 @@ mod mach_sim {
             "backtrace-task-threads",
             "webkit-sample-thread-self",
             "mach-override-host-self"
-        )]
-        name: &str,
-        #[values(Variant::Buggy, Variant::Fixed)] variant: Variant,
-        #[values(Profile::Xnu1504, Profile::Xnu3248, Profile::Xnu4570, Profile::Xnu4903, Profile::Xnu11417)]
-        profile: Profile,
-    ) {
-        assert_case(model(profile), case(name, variant));
-    }
+        ] $($args)*}
+    };
+}
+
+macro_rules! names_const {
+    ([$($n:literal),+]) => {
+        const NAMES: &[&str] = &[$($n),+];
+    };
+}
+
+with_scenario_names!(names_const!());
+
+/// A test per scenario and variant (and the extra values given): `$name` and `$variant` name the
+/// parameters the body uses.
+macro_rules! each_scenario {
+    ([$($n:literal),+] $name:ident, $variant:ident $(, #[values($($v:expr),+)] $extra:ident: $ty:ty)* => $body:block) => {
+        #[rstest]
+        fn scenario(
+            #[values($($n),+)] $name: &str,
+            #[values(Variant::Buggy, Variant::Fixed)] $variant: Variant,
+            $(#[values($($v),+)] $extra: $ty),*
+        ) $body
+    };
+}
+
+/// The model, under every profile: test names are `mach_sim::scenario::…`.
+mod mach_sim {
+    use super::*;
+
+    with_scenario_names!(each_scenario!(
+        name, variant,
+        #[values(Profile::Xnu1504, Profile::Xnu3248, Profile::Xnu4570, Profile::Xnu4903, Profile::Xnu11417)] profile: Profile
+        => { assert_case(model(profile), case(name, variant)); }
+    ));
 }
 
 /// The Linux backend, for scenarios with a Linux analog: test names are `linux::scenario::…`.
@@ -98,38 +121,14 @@ mod linux {
 mod macos {
     use super::*;
 
-    #[rstest]
-    fn scenario(
-        #[values(
-            "ccl-thread-self",
-            "sbcl-thread-self",
-            "mailcore2-unjoined",
-            "htop-task-threads",
-            "dotnet-task-threads",
-            "backtrace-task-threads",
-            "webkit-sample-thread-self",
-            "mach-override-host-self"
-        )]
-        name: &str,
-        #[values(Variant::Buggy, Variant::Fixed)] variant: Variant,
-    ) {
-        let case = case(name, variant);
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases/snapshots");
-        let suffix = threadleak::expect::snapshot_suffix("macos", &Backend::Macos.os().version, &dir, &case.id());
-        let record = run(Backend::Macos, case);
-        insta::with_settings!({ snapshot_suffix => suffix, prepend_module_to_snapshot => false, omit_expression => true }, {
-            insta::assert_snapshot!(case.id(), common::summary(&record));
-        });
-    }
+    with_scenario_names!(each_scenario!(name, variant => { assert_case(Backend::Macos, case(name, variant)); }));
 }
 
-/// Every scenario the corpus has is in the lists above.
+/// The tests are made for every scenario of the corpus, and for nothing else.
 #[test]
 fn every_scenario_is_tested() {
-    let source = include_str!("scenarios.rs");
-    for s in threadleak::scenario::ALL {
-        assert!(source.matches(&format!("\"{}\"", s.name)).count() >= 2, "{} is not in the test lists", s.name);
-    }
+    let corpus: Vec<&str> = threadleak::scenario::ALL.iter().map(|s| s.name).collect();
+    assert_eq!(NAMES, corpus.as_slice());
 }
 
 /// What the sources say, beside the snapshots: every fix is clean in every era; every buggy variant

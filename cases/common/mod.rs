@@ -30,9 +30,10 @@ pub fn summary(record: &CellRecord) -> String {
     for (name, value) in record.per_thread.iter() {
         out.push_str(&format!("{name}: {}\n", delta(value)));
     }
-    if !record.kinds.is_empty() {
+    let kinds = record.kinds.as_deref().unwrap_or_default();
+    if !kinds.is_empty() {
         out.push_str("by kind:\n");
-        for k in &record.kinds {
+        for k in kinds {
             out.push_str(&format!("  {} {} ({})\n", k.counter, delta(k.per_thread), k.kind));
         }
     }

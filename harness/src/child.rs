@@ -25,9 +25,10 @@ pub struct ChildReport {
     /// In degradation mode: latency statistics of each window of threads.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub windows: Vec<WindowStats>,
-    /// What moved by kind, from the baseline's inventory to the last census's (see [`kinds`]).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kinds: Vec<KindDelta>,
+    /// What moved by kind, from the baseline's inventory to the last census's (see [`kinds`]); `None` when
+    /// no inventories were taken.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<KindDelta>>,
 }
 
 /// Create-to-exit latency of the threads of one window: from `pthread_create` to the thread's exit hook
@@ -99,7 +100,7 @@ impl ChildReport {
             notes: Vec::new(),
             failure,
             windows: Vec::new(),
-            kinds: Vec::new(),
+            kinds: None,
         }
     }
 }
@@ -221,7 +222,7 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     report.notes = workload.notes();
     report.notes.extend(inventory_failed);
     if let (Some(first), Some(last)) = (&first, &last) {
-        report.kinds = kinds(first, last, cycle, names);
+        report.kinds = Some(kinds(first, last, cycle, names));
     }
     report
 }

@@ -149,15 +149,17 @@ pub struct Outcome {
     pub verdict: String,
     /// Every counter's per-thread change, in the record's order.
     pub per_thread: Vec<(String, f64)>,
-    /// What moved by kind (`fds`, `anon_inode:[pidfd]`, +1); `None` for a record made before kinds were
-    /// recorded, which says nothing of them.
+    /// What moved by kind (`fds`, `anon_inode:[pidfd]`, +1); `None` where no inventory was taken (a record
+    /// made before kinds were recorded), which says nothing of them.
     pub kinds: Option<Vec<(String, String, f64)>>,
 }
 
 impl Outcome {
-    fn of(cell: &CellRecord, kinds_recorded: bool) -> Outcome {
-        let kinds = kinds_recorded
-            .then(|| cell.kinds.iter().map(|k| (k.counter.clone(), k.kind.clone(), k.per_thread)).collect());
+    fn of(cell: &CellRecord) -> Outcome {
+        let kinds = cell
+            .kinds
+            .as_ref()
+            .map(|ks| ks.iter().map(|k| (k.counter.clone(), k.kind.clone(), k.per_thread)).collect());
         Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone(), kinds }
     }
 
@@ -281,9 +283,7 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
     });
     for (path, record) in sorted {
         let version = Version::of(&record);
-        let kinds_recorded = record.cells.iter().any(|c| !c.kinds.is_empty());
-        let outcomes: Vec<(String, Outcome)> =
-            record.cells.iter().map(|c| (c.cell.clone(), Outcome::of(c, kinds_recorded))).collect();
+        let outcomes: Vec<(String, Outcome)> = record.cells.iter().map(|c| (c.cell.clone(), Outcome::of(c))).collect();
         let group = match groups.iter_mut().find(|g| g.backend == record.backend && g.arch == record.os.arch) {
             Some(g) => g,
             None => {

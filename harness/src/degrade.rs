@@ -251,7 +251,7 @@ mod tests {
             status: Status::Ok,
             per_thread: Counters::default(),
             slope: Counters::default(),
-            kinds: Vec::new(),
+            kinds: None,
             verdict: Verdict::Leak,
             checkpoints: vec![cp(0, 5), cp(1000, 1005), cp(2000, 2005)],
             elapsed_ms: 0,

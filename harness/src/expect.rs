@@ -298,7 +298,7 @@ mod tests {
                     status: Status::Ok,
                     per_thread: Counters(deltas.iter().map(|&(n, v)| (n.to_owned(), v)).collect()),
                     slope: Counters::default(),
-                    kinds: Vec::new(),
+                    kinds: None,
                     verdict,
                     checkpoints: Vec::new(),
                     elapsed_ms: 0,

@@ -295,9 +295,11 @@ pub struct CellRecord {
     /// Change of each counter per thread between the last two checkpoints.
     pub slope: Counters<f64>,
     /// What moved, by kind, from the baseline's inventory to the last checkpoint's, per thread; the kinds
-    /// that moved by more than a tenth, largest first within each counter.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub kinds: Vec<KindDelta>,
+    /// that moved by more than a tenth, largest first within each counter. Absent when no inventory was
+    /// taken (`exec`, a child that did not finish, a record made before kinds were recorded); `[]` when
+    /// nothing moved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinds: Option<Vec<KindDelta>>,
     pub verdict: Verdict,
     pub checkpoints: Vec<Checkpoint>,
     /// Wall time of the child, spawn to exit.
@@ -366,7 +368,7 @@ impl CellRecord {
             status: Status::Ok,
             per_thread: Counters::default(),
             slope: Counters::default(),
-            kinds: Vec::new(),
+            kinds: None,
             verdict: Verdict::Inconclusive,
             checkpoints: Vec::new(),
             elapsed_ms: 0,
@@ -491,7 +493,7 @@ mod tests {
                 status: Status::Ok,
                 per_thread: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
-                kinds: Vec::new(),
+                kinds: None,
                 verdict: Verdict::Leak,
                 checkpoints: vec![
                     Checkpoint { cycle: 0, counters: counters(0), live: None },

@@ -227,9 +227,7 @@ pub fn markdown(record: &Record) -> String {
 /// What a cell left behind, by kind: `+1 fd anon_inode:[pidfd], +1 mapping 8 MiB rw-p ...`; `None` when
 /// its record tells no kinds.
 pub fn left_behind(cell: &CellRecord) -> Option<String> {
-    if cell.kinds.is_empty() {
-        return None;
-    }
+    let kinds = cell.kinds.as_deref().filter(|k| !k.is_empty())?;
     // What one of each counter is called, and many; Mach names say what they are in their kind.
     fn noun(counter: &str, one: bool) -> String {
         let (singular, plural) = match counter {
@@ -247,8 +245,7 @@ pub fn left_behind(cell: &CellRecord) -> Option<String> {
             format!("{word} ")
         }
     }
-    let parts: Vec<String> = cell
-        .kinds
+    let parts: Vec<String> = kinds
         .iter()
         .map(|k| format!("{} {}{}", delta(k.per_thread), noun(&k.counter, k.per_thread.abs() == 1.0), k.kind))
         .collect();
