@@ -7,9 +7,11 @@ same program from outside, with no probe: it runs it five times at each of two t
 (SIGSTOP) once it says READY (all its threads done, before its teardown), counts
 /proc/PID/{fd,maps,status,timers} the way threadleak's census does (malloc's heaps left out of vm_kib),
 and divides the difference of the medians by the difference in threads; the spread of the five counts
-at each thread count, per thread, is that measurement's own uncertainty. It prints a markdown table, and exits 1 when a runtime's verdict is not the same in
-every run, or disagrees with the outside measurement (an inconclusive exec verdict agrees with an outside
-measurement in which only memory moves: neither can tell leak from clean).
+at each thread count, per thread, is that measurement's own uncertainty. It prints a markdown table, and exits 1
+when a runtime's verdict is not the same in every run, or disagrees with the outside measurement (an
+inconclusive exec verdict agrees with an outside measurement in which only memory moves: neither can tell
+leak from clean; and where the outside measurement's uncertainty in memory reaches past the threshold it
+cannot tell whether memory moves, so clean and inconclusive both agree with it).
 
 usage: ci/runtimes.py THREADLEAK [--runs N] [--only NAME]...
 """
@@ -123,13 +125,28 @@ def outside(template, n1, n2, repeats=5):
 
 def classify(per_thread, noise):
     """A verdict from per-thread rates, by threadleak's rules (counts decide, memory can only withhold),
-    where a rate moves only beyond the threshold and the measurement's own uncertainty."""
+    where a rate moves only beyond the threshold and the measurement's own uncertainty. Memory whose
+    uncertainty reaches past the threshold while its rate does not is "unresolved": this measurement
+    cannot tell whether it moves."""
     moved = {k: v for k, v in per_thread.items() if abs(v) > THRESHOLD[k] + noise[k]}
     if any(moved.get(k, 0) > 0 for k in COUNTS):
         return "leak"
     if any(moved.get(k, 0) < 0 for k in COUNTS):
         return "over-release"
-    return "memory" if "vm_kib" in moved else "clean"
+    if "vm_kib" in moved:
+        return "memory"
+    return "unresolved" if abs(per_thread["vm_kib"]) + noise["vm_kib"] > THRESHOLD["vm_kib"] else "clean"
+
+
+def agrees(exec_class, truth):
+    """Whether exec's verdict agrees with the outside measurement: the same, or inconclusive where only
+    memory moves (neither can say leak or clean), or clean or inconclusive where the outside measurement
+    cannot tell whether memory moves."""
+    if truth == "memory":
+        return exec_class == "inconclusive"
+    if truth == "unresolved":
+        return exec_class in ("clean", "inconclusive")
+    return exec_class == truth
 
 
 def exec_class(cell):
@@ -184,15 +201,13 @@ def main():
         seen = {c: classes.count(c) for c in dict.fromkeys(classes)}
         stable = len(seen) == 1
         truth = classify(outside_rate, outside_noise)
-        # An exec run that cannot be judged does not contradict an outside measurement that sees memory
-        # move and nothing else: neither can say leak or clean.
-        agree = stable and (classes[0] == truth or (truth == "memory" and classes[0] == "inconclusive"))
+        agree = stable and agrees(classes[0], truth)
         failed |= not agree
         figures = ", ".join(figure([c["per_thread"].get(k, 0.0) for c in cells]) for k in ("fds", "maps", "vm_kib", "unjoined"))
         ended = sorted(max((p["ended"] for p in c.get("processes", [])), default=0) for c in cells)
         ended = f"{ended[0]}" if ended[0] == ended[-1] else f"{ended[0]}..{ended[-1]}"
         out_figures = ", ".join(f"{outside_rate[k]:+.3f} ± {outside_noise[k]:.3f}" for k in ("fds", "maps", "vm_kib"))
-        label = lambda c: "memory only" if c == "memory" else c
+        label = lambda c: {"memory": "memory only", "unresolved": "memory unresolved"}.get(c, c)
         verdicts = ", ".join(f"{label(k)} ×{v}" for k, v in seen.items())
         print(f"| {name} | {ended} | {verdicts} | {figures} | {out_figures} ({label(truth)}) | {'yes' if agree else 'NO'} |")
         sys.stdout.flush()
