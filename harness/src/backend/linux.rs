@@ -431,22 +431,79 @@ impl Workload for Linux {
 
 /// What the census counts, by kind: each descriptor by what it points at, each mapping by size,
 /// permissions and name, each timer by its notification ([`fd_kind`], [`map_kinds`], [`timer_kind`]).
-/// Reads procfs through `std::fs`, so it allocates: taken after a census, never inside one. The brk heap
+/// Reads procfs (descriptors with getdents64 and readlinkat into stack buffers, the rest through `std::fs`);
+/// it allocates, so it is taken after a census, never inside one. The brk heap
 /// is left out, as the census leaves it out of `vm_kib`.
 pub fn inventory() -> Result<Inventory, CallError> {
     let io = |call: &'static str| move |e: std::io::Error| CallError::errno(call, e.raw_os_error().unwrap_or(0));
     let mut out = Inventory::new();
-    let mut add = |counter: &str, kind: String| *out.entry((counter.to_owned(), kind)).or_insert(0) += 1;
-    let own = std::fs::read_link("/proc/self/fd").ok();
-    for entry in std::fs::read_dir("/proc/self/fd").map_err(io("opendir /proc/self/fd"))? {
-        let entry = entry.map_err(io("readdir /proc/self/fd"))?;
-        // A descriptor closed meanwhile (the directory's own, listed while open) is not counted.
-        let Ok(target) = std::fs::read_link(entry.path()) else { continue };
-        if own.as_deref() == Some(target.as_path()) {
-            continue;
+    // Descriptors, by the target of each link, read into a stack buffer; a link is read once per kind where
+    // the device (or the device and inode) says the kind, and a kind's name is made once.
+    let mut fds: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
+    let mut uniform: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
+    let mut target = [0u8; 4096];
+    for_each_dir_entry(c"/proc/self/fd", |dir, name| {
+        let Some(fd) = name.to_str().ok().and_then(|n| n.parse::<c_int>().ok()) else { return };
+        // The directory's own descriptor is not the process's.
+        if fd == dir {
+            return;
         }
-        add("fds", fd_kind(&target.to_string_lossy()));
+        let mut st = MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: `st` is valid for writing a `stat`.
+        let file = (unsafe { libc::fstat(fd, st.as_mut_ptr()) } == 0).then(|| {
+            // SAFETY: fstat succeeded and filled it.
+            let st = unsafe { st.assume_init() };
+            (st.st_mode & libc::S_IFMT, st.st_dev, st.st_ino)
+        });
+        // Where every descriptor of a filesystem is of one kind (pipefs, sockfs, pidfs), its device says
+        // the kind; a file of a filesystem names one inode by one path. An anonymous inode is shared by
+        // descriptors of different kinds (eventfd, timerfd: fs/anon_inodes.c): read each time.
+        let key = file.and_then(|(mode, dev, ino)| {
+            match uniform.entry(dev) {
+                std::collections::hash_map::Entry::Occupied(e) => e.get().then_some((dev, 0)),
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    let mut fs = MaybeUninit::<libc::statfs>::uninit();
+                    // SAFETY: `fs` is valid for writing a `statfs`.
+                    let magic = (unsafe { libc::fstatfs(fd, fs.as_mut_ptr()) } == 0)
+                        // SAFETY: fstatfs succeeded and filled it.
+                        .then(|| unsafe { fs.assume_init() }.f_type as u64);
+                    let one_kind = magic.is_some_and(|m| ONE_KIND_FILESYSTEMS.contains(&m));
+                    e.insert(one_kind);
+                    one_kind.then_some((dev, 0))
+                }
+            }
+            .or_else(|| {
+                matches!(mode, libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK).then_some((dev, ino))
+            })
+        });
+        let kind = match key.and_then(|k| seen.get(&k)) {
+            Some(kind) => kind.clone(),
+            None => {
+                // SAFETY: `name` is NUL-terminated, `target` valid for its length; a descriptor closed
+                // meanwhile fails and is not counted.
+                let n = unsafe { libc::readlinkat(dir, name.as_ptr(), target.as_mut_ptr().cast(), target.len()) };
+                if n <= 0 {
+                    return;
+                }
+                let kind = fd_kind(&String::from_utf8_lossy(&target[..n as usize]));
+                if let Some(k) = key {
+                    seen.insert(k, kind.clone());
+                }
+                kind
+            }
+        };
+        match fds.get_mut(&kind) {
+            Some(count) => *count += 1,
+            None => {
+                fds.insert(kind, 1);
+            }
+        }
+    })?;
+    for (kind, count) in fds {
+        out.insert(("fds".to_owned(), kind), count);
     }
+    let mut add = |counter: &str, kind: String| *out.entry((counter.to_owned(), kind)).or_insert(0) += 1;
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(io("read /proc/self/maps"))?;
     for kind in map_kinds(&maps) {
         add("maps", kind);
@@ -468,6 +525,10 @@ pub fn inventory() -> Result<Inventory, CallError> {
     }
     Ok(out)
 }
+
+/// Filesystems whose every file is of one kind, by `statfs` magic (include/uapi/linux/magic.h): pipefs
+/// (anonymous pipes), sockfs (sockets), pidfs (pidfds, Linux 6.9).
+const ONE_KIND_FILESYSTEMS: [u64; 3] = [0x5049_5045, 0x534f_434b, 0x5049_4446];
 
 /// A descriptor's kind from its `/proc/self/fd` link: `anon_inode:[pidfd]` and paths as they are, a
 /// socket, pipe or namespace without its inode number, `/proc` paths without their pids.
@@ -796,9 +857,16 @@ impl Drop for ProcFile {
 
 /// Entries of a procfs directory, `.` and `..` excluded, read with getdents64.
 fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
+    let mut count = 0i64;
+    for_each_dir_entry(path, |_, _| count += 1)?;
+    Ok(count)
+}
+
+/// Calls `f` with the directory's descriptor and each entry's name (NUL-terminated), `.` and `..` left out,
+/// reading with getdents64 into a stack buffer.
+fn for_each_dir_entry(path: &'static CStr, mut f: impl FnMut(c_int, &CStr)) -> Result<(), CallError> {
     let dir = ProcFile::open(path, libc::O_DIRECTORY)?;
     let mut buf = [0u8; PROBE_BUFFER];
-    let mut count = 0i64;
     loop {
         // SAFETY: `buf` is valid for `buf.len()` bytes; the kernel fills it with linux_dirent64 records.
         let n = unsafe { libc::syscall(libc::SYS_getdents64, dir.0, buf.as_mut_ptr(), buf.len()) };
@@ -806,7 +874,7 @@ fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
             return Err(CallError::errno("getdents64 (procfs probe)", errno()));
         }
         if n == 0 {
-            return Ok(count - 2);
+            return Ok(());
         }
         // linux_dirent64: u64 d_ino, i64 d_off, u16 d_reclen, u8 d_type, name (include/linux/dirent.h).
         let mut off = 0usize;
@@ -815,7 +883,11 @@ fn count_dir_entries(path: &'static CStr) -> Result<i64, CallError> {
             if reclen == 0 {
                 break;
             }
-            count += 1;
+            if let Ok(name) = CStr::from_bytes_until_nul(&buf[off + 19..(off + reclen).min(n as usize)]) {
+                if name != c"." && name != c".." {
+                    f(dir.0, name);
+                }
+            }
             off += reclen;
         }
     }
@@ -1134,13 +1206,39 @@ mod tests {
     }
 
     #[test]
-    fn the_inventory_sees_a_descriptor_this_process_opens() {
+    fn the_inventory_tells_apart_what_this_process_opens() {
+        // Descriptors that share one inode but not their kind (eventfd and timerfd on anon_inodefs), a file
+        // opened twice, pipes and sockets, each counted as what it is. Other tests of this binary open and
+        // close pipes and sockets meanwhile: for those, what is open at the end is at least ours.
+        let dir = tempfile::tempdir().unwrap();
+        let held = dir.path().join("held");
+        std::fs::write(&held, b"").unwrap();
+        let path = std::ffi::CString::new(held.clone().into_os_string().into_encoded_bytes()).unwrap();
         let before = inventory().unwrap();
-        let file = std::fs::File::open("/dev/null").unwrap();
+        let mut fds = Vec::new();
+        for _ in 0..2 {
+            // SAFETY: plain integers and a NUL-terminated path in, descriptors out; each is closed below.
+            unsafe {
+                fds.push(libc::eventfd(0, libc::EFD_CLOEXEC));
+                fds.push(libc::timerfd_create(libc::CLOCK_MONOTONIC, libc::TFD_CLOEXEC));
+                fds.push(libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC));
+                let mut ends = [0; 2];
+                assert_eq!(libc::pipe2(ends.as_mut_ptr(), libc::O_CLOEXEC), 0);
+                fds.extend(ends);
+                fds.push(libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0));
+            }
+        }
+        assert!(fds.iter().all(|&fd| fd >= 0));
         let after = inventory().unwrap();
-        let key = ("fds".to_owned(), "/dev/null".to_owned());
-        assert_eq!(after.get(&key).copied().unwrap_or(0), before.get(&key).copied().unwrap_or(0) + 1);
-        drop(file);
+        for fd in fds {
+            // SAFETY: each was opened above and is closed once.
+            unsafe { libc::close(fd) };
+        }
+        let count = |of: &Inventory, kind: &str| of.get(&("fds".to_owned(), kind.to_owned())).copied().unwrap_or(0);
+        let grew = |kind: &str| count(&after, kind) - count(&before, kind);
+        let file = held.to_string_lossy();
+        assert_eq!([grew("anon_inode:[eventfd]"), grew("anon_inode:[timerfd]"), grew(&file)], [2, 2, 2], "{after:?}");
+        assert!(count(&after, "pipe") >= 4 && count(&after, "socket") >= 2, "{after:?}");
     }
 
     #[test]
