@@ -268,6 +268,33 @@ mod tests {
     }
 
     #[test]
+    fn kinds_are_what_moved_by_more_than_a_tenth_per_cycle_in_counter_order() {
+        let inventory = |items: &[(&str, &str, i64)]| -> Inventory {
+            items.iter().map(|&(c, k, n)| ((c.to_owned(), k.to_owned()), n)).collect()
+        };
+        let first = inventory(&[("maps", "4 KiB ---p guard page", 10), ("fds", "pipe", 4), ("fds", "/dev/null", 3)]);
+        let last = inventory(&[
+            ("maps", "4 KiB ---p guard page", 110),
+            ("fds", "pipe", 4),
+            ("fds", "/dev/null", 8),
+            ("fds", "anon_inode:[pidfd]", 200),
+        ]);
+        let got: Vec<(String, String, f64)> = kinds(&first, &last, 100, &["fds", "maps"])
+            .into_iter()
+            .map(|k| (k.counter, k.kind, k.per_thread))
+            .collect();
+        // /dev/null moved by 0.05 per cycle: not reported; the pipes did not move.
+        assert_eq!(
+            got,
+            [
+                ("fds".to_owned(), "anon_inode:[pidfd]".to_owned(), 2.0),
+                ("maps".to_owned(), "4 KiB ---p guard page".to_owned(), 1.0)
+            ]
+        );
+        assert!(kinds(&first, &last, 0, &["fds"]).is_empty());
+    }
+
+    #[test]
     fn degradation_takes_a_census_every_window() {
         assert_eq!(Mode::Degrade { window: 1000 }.plan(3000), [0, 1000, 2000, 3000]);
         assert_eq!(Mode::Degrade { window: 1000 }.plan(2500), [0, 1000, 2000, 2500]);
