@@ -27,6 +27,11 @@ fail() { echo "install-check: $*" >&2; exit 1; }
 "$bin" --version
 "$bin" list --cell thread=joined,self=none >/dev/null
 "$bin" run --backend mach-sim --cell thread=joined --format json --out run.json
+"$bin" scenarios | grep -q '^htop-task-threads  (per refresh' || fail "scenarios does not list the corpus"
+mkdir eras
+"$bin" run --backend mach-sim --profile all --scenario mailcore2-unjoined --cycles 100 --format json --out eras
+"$bin" compare eras/*.json | grep -q 'changed between xnu-4570 (macOS 10.13) and xnu-4903 (macOS 10.14)' \
+    || fail "compare over the profiles does not name the release that changed"
 "$bin" exec --every 200 --expect clean --format json --out clean.json -- "$work/tt" release 2000 \
     || fail "exec of a clean program did not exit 0"
 set +e
