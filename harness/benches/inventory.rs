@@ -3,11 +3,20 @@
 //! 50 ms, the median of 11. It is taken twice per cell (at the baseline and at the end), never
 //! inside a census. `cargo bench -p threadleak --bench inventory`
 
+#[cfg(target_os = "linux")]
 use std::time::{Duration, Instant};
 
+#[cfg(target_os = "linux")]
 const DESCRIPTORS: usize = 20_000;
+#[cfg(target_os = "linux")]
 const TARGET: Duration = Duration::from_millis(50);
 
+#[cfg(not(target_os = "linux"))]
+fn main() {
+    println!("inventory: the benchmark holds Linux's kinds of descriptors (pidfds, eventfds); it runs on Linux");
+}
+
+#[cfg(target_os = "linux")]
 fn main() {
     // Room for the descriptors: the soft limit raised to the hard one. Where the hard limit is 20,000
     // itself, the process holds as many as it allows beside the few it has open already.

@@ -26,6 +26,10 @@ mach_types! {
     pub type vm_address_t = usize;
     /// mach/i386/vm_types.h, mach/arm/vm_types.h (`uintptr_t`)
     pub type vm_size_t = usize;
+    /// mach/i386/vm_types.h, mach/arm/vm_types.h
+    pub type mach_vm_address_t = u64;
+    /// mach_debug/ipc_info.h: an `IKOT_*` kernel object type
+    pub type ipc_info_object_type_t = natural_t;
 }
 
 mach_structs! {
@@ -75,6 +79,14 @@ mach_fns! {
     ) -> kern_return_t;
     /// mach/vm_map.h
     pub fn vm_deallocate(target_task: vm_map_t, address: vm_address_t, size: vm_size_t) -> kern_return_t;
+    /// mach/mach_port.h: the kernel object type of what a send or receive right names (the address is
+    /// given only to development kernels).
+    pub fn mach_port_kobject(
+        task: ipc_space_t,
+        name: mach_port_name_t,
+        object_type: *mut ipc_info_object_type_t,
+        object_addr: *mut mach_vm_address_t,
+    ) -> kern_return_t;
 }
 
 borrowed_fns! {

@@ -33,6 +33,15 @@ use port::{
     mach_port_urefs_t,
 };
 
+/// Kernel object types (`IKOT_*`) that [`Mach::mach_port_kobject`] answers and the inventory names:
+/// osfmk/kern/ipc_kobject.h:87-110 in xnu-11417.121.6, the same numbers from xnu-8792.41.9 on. The header
+/// is the kernel's own, not the SDK's, so these are not in the ABI check.
+pub const IKOT_NONE: u32 = 0;
+pub const IKOT_THREAD_CONTROL: u32 = 1;
+pub const IKOT_TASK_CONTROL: u32 = 2;
+pub const IKOT_HOST: u32 = 3;
+pub const IKOT_SEMAPHORE: u32 = 23;
+
 /// A Mach call's result: the value, or the `kern_return_t` it failed with.
 pub type KernResult<T> = Result<T, kern_return_t>;
 
@@ -117,6 +126,11 @@ pub trait Mach: Sync {
 
     /// `mach_port_type(mach_task_self(), name, &type)`.
     fn mach_port_type(&self, name: mach_port_name_t) -> KernResult<mach_port_type_t>;
+
+    /// `mach_port_kobject(mach_task_self(), name, &type, &addr)`: the kernel object type (`IKOT_*`) of the
+    /// port a send or receive right names. Release kernels answer an ordinary task from xnu-8792.41.9
+    /// (macOS 13; osfmk/ipc/mach_debug.c:421-533 there); before, `KERN_FAILURE` (`#if !MACH_IPC_DEBUG`).
+    fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32>;
 
     /// `mach_port_names(mach_task_self(), ...)`: every name in the task's space with its type.
     fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>>;

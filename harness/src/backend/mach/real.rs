@@ -275,6 +275,13 @@ impl Mach for Real {
         Ok(t)
     }
 
+    fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32> {
+        let (mut kind, mut addr) = (0, 0);
+        // SAFETY: both out-pointers are valid for writing.
+        kr(unsafe { ffi::mach_port_kobject(task(), name, &mut kind, &mut addr) })?;
+        Ok(kind)
+    }
+
     fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>> {
         let (mut names, mut types) = (ptr::null_mut::<mach_port_name_t>(), ptr::null_mut::<mach_port_type_t>());
         let (mut names_count, mut types_count) = (0, 0);

@@ -59,7 +59,9 @@ use std::sync::{Mutex, MutexGuard};
 use super::exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t, EXC_TYPES_COUNT};
 use super::kern_return::*;
 use super::port::*;
-use super::{ExceptionHandler, KernResult, Mach};
+use super::{
+    ExceptionHandler, KernResult, Mach, IKOT_HOST, IKOT_NONE, IKOT_SEMAPHORE, IKOT_TASK_CONTROL, IKOT_THREAD_CONTROL,
+};
 
 /// Whose rules the model follows: the OS-dependent rules are data, chosen here (`Profile::rules`). Each
 /// profile is one macOS release's kernel and thread library, named by its kernel; the tags are those of
@@ -198,6 +200,10 @@ struct Rules {
     exception_flags: exception_behavior_t,
     /// The C library's semaphores for joiners.
     join_semaphores: JoinSemaphores,
+    /// `mach_port_kobject` answers an ordinary task with the kernel object type (from xnu-8792.41.9,
+    /// osfmk/ipc/mach_debug.c:421-533 there); before, it is `KERN_FAILURE` on release kernels (`#if
+    /// !MACH_IPC_DEBUG`, mach_debug.c:514-522 in xnu-8020.140.41).
+    kobject_types: bool,
     /// A thread that is terminating (its port not yet dead) comes back from `task_threads` as
     /// `MACH_PORT_NULL` (from xnu-7195.101.1, `thread->ipc_active`: osfmk/kern/ipc_tt.c:4000-4020 in
     /// xnu-11417.121.6); before, as a send right to its port (`convert_thread_to_port`, ipc_tt.c:2145 in
@@ -252,8 +258,10 @@ impl Profile {
             exception_flags: CODES | 1 << 30 | 1 << 29,
             join_semaphores: JoinSemaphores::None,
             terminating_threads_null: true,
+            kobject_types: true,
         };
         let mojave = Rules {
+            kobject_types: false,
             guards: Guards::Undelivered,
             max_behavior: 3,
             exception_flags: CODES,
@@ -286,6 +294,9 @@ type ThreadId = usize;
 #[derive(Clone, Debug)]
 struct Port {
     active: bool,
+    /// The kernel object it stands for (`IKOT_*`, osfmk/kern/ipc_kobject.h: the same numbers from
+    /// xnu-8792.41.9 to xnu-11417.121.6), `IKOT_NONE` for a port of the task's own.
+    kobject: u32,
 }
 
 /// A name's entry in the space.
@@ -406,7 +417,7 @@ impl Sim {
             ignored: 0,
         };
         // mach_task_self(): a send right to the task's own port.
-        let task = state.new_port();
+        let task = state.new_port(IKOT_TASK_CONTROL);
         state.copyout_send(task);
         // The main thread, as libpthread records it.
         state.new_thread(false);
@@ -479,8 +490,8 @@ impl Sim {
 }
 
 impl State {
-    fn new_port(&mut self) -> PortId {
-        self.ports.push(Port { active: true });
+    fn new_port(&mut self, kobject: u32) -> PortId {
+        self.ports.push(Port { active: true, kobject });
         self.ports.len() - 1
     }
 
@@ -509,7 +520,7 @@ impl State {
     }
 
     fn new_thread(&mut self, detached: bool) -> ThreadId {
-        let port = self.new_port();
+        let port = self.new_port(IKOT_THREAD_CONTROL);
         // _bsdthread_create: ipc_port_copyout_send of the new thread's port into the task's space.
         let kport = self.copyout_send(port);
         self.threads.push(Thread {
@@ -585,7 +596,7 @@ impl State {
     /// (`convert_semaphore_to_port`, osfmk/kern/ipc_sync.c:134-176 in xnu-3248.60.10).
     fn semaphore_create(&mut self) -> mach_port_name_t {
         self.semaphores += 1;
-        let semaphore = self.new_port();
+        let semaphore = self.new_port(IKOT_SEMAPHORE);
         self.copyout_send(semaphore)
     }
 
@@ -961,7 +972,7 @@ impl Mach for Sim {
         let host = match state.host {
             Some(port) => port,
             None => {
-                let port = state.new_port();
+                let port = state.new_port(IKOT_HOST);
                 state.host = Some(port);
                 port
             }
@@ -995,7 +1006,7 @@ impl Mach for Sim {
         let mut state = self.enter()?;
         match right {
             MACH_PORT_RIGHT_RECEIVE => {
-                let port = state.new_port();
+                let port = state.new_port(IKOT_NONE);
                 let name = state.new_name();
                 state.entries.insert(name, Entry { port, bits: MACH_PORT_TYPE_RECEIVE, urefs: 0 });
                 state.by_port.insert(port, name);
@@ -1004,13 +1015,13 @@ impl Mach for Sim {
             // A port set (mach_port_allocate_full, osfmk/ipc/mach_port.c:591; ipc_pset_alloc): a name with
             // the set right and no user references. Membership is not modelled.
             MACH_PORT_RIGHT_PORT_SET => {
-                let set = state.new_port();
+                let set = state.new_port(IKOT_NONE);
                 let name = state.new_name();
                 state.entries.insert(name, Entry { port: set, bits: MACH_PORT_TYPE_PORT_SET, urefs: 0 });
                 Ok(name)
             }
             MACH_PORT_RIGHT_DEAD_NAME => {
-                let port = state.new_port();
+                let port = state.new_port(IKOT_NONE);
                 state.ports[port].active = false;
                 let name = state.new_name();
                 state.entries.insert(name, Entry { port, bits: MACH_PORT_TYPE_DEAD_NAME, urefs: 1 });
@@ -1101,6 +1112,24 @@ impl Mach for Sim {
         }
         state.check(name);
         Ok(state.entries[&name].bits)
+    }
+
+    /// `mach_port_kobject_description` (osfmk/ipc/mach_debug.c in xnu-11417.121.6): `KERN_INVALID_NAME` for
+    /// no entry, `KERN_INVALID_RIGHT` for a name without a send or receive right (a dead name).
+    fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32> {
+        let mut state = self.enter()?;
+        if !state.rules.kobject_types {
+            return Err(KERN_FAILURE);
+        }
+        if !state.entries.contains_key(&name) {
+            return Err(KERN_INVALID_NAME);
+        }
+        state.check(name);
+        let e = &state.entries[&name];
+        if e.bits & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_RECEIVE) == 0 {
+            return Err(KERN_INVALID_RIGHT);
+        }
+        Ok(state.ports[e.port].kobject)
     }
 
     fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>> {
@@ -1603,6 +1632,24 @@ mod tests {
         assert_eq!((today.len(), today[1]), (2, MACH_PORT_NULL), "xnu-11417: ipc_active is false");
         let mojave = terminating(Profile::Xnu4903);
         assert!(mojave.len() == 2 && mojave[1] != MACH_PORT_NULL, "xnu-4903: a live right ({mojave:?})");
+    }
+
+    #[test]
+    fn kernel_object_types_are_told_from_xnu_8792_only() {
+        let sim = Sim::new(Profile::Xnu11417, 0);
+        let me = sim.pthread_mach_thread_np_self();
+        let host = sim.mach_host_self();
+        let port = sim.mach_port_allocate(MACH_PORT_RIGHT_RECEIVE).unwrap();
+        let dead = sim.mach_port_allocate(MACH_PORT_RIGHT_DEAD_NAME).unwrap();
+        assert_eq!(sim.mach_port_kobject(me), Ok(IKOT_THREAD_CONTROL));
+        assert_eq!(sim.mach_port_kobject(host), Ok(IKOT_HOST));
+        assert_eq!(sim.mach_port_kobject(port), Ok(IKOT_NONE));
+        assert_eq!(sim.mach_port_kobject(dead), Err(KERN_INVALID_RIGHT));
+        assert_eq!(sim.mach_port_kobject(0x7777_7703), Err(KERN_INVALID_NAME));
+        for profile in [Profile::Xnu1504, Profile::Xnu4903] {
+            let sim = Sim::new(profile, 0);
+            assert_eq!(sim.mach_port_kobject(sim.pthread_mach_thread_np_self()), Err(KERN_FAILURE), "{profile:?}");
+        }
     }
 
     #[test]

@@ -272,8 +272,9 @@ thread_local! {
     static MIG_REPLY_PORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// What a name holds, as the inventory names it: its rights, or a dead name.
-fn right_kind(t: mach_port_type_t) -> String {
+/// What a name holds, as the inventory names it: its rights, or a dead name; `to` says what the port
+/// stands for, where the kernel tells it.
+fn right_kind(t: mach_port_type_t, to: Option<(&str, &str)>) -> String {
     let rights: Vec<&str> = [
         (MACH_PORT_TYPE_RECEIVE, "receive"),
         (MACH_PORT_TYPE_SEND, "send"),
@@ -284,32 +285,51 @@ fn right_kind(t: mach_port_type_t) -> String {
     .filter(|&(bit, _)| t & bit != 0)
     .map(|(_, name)| name)
     .collect();
+    let to = to.map_or(String::new(), |(one, _)| format!(" to {one}"));
     match rights.as_slice() {
         _ if t & MACH_PORT_TYPE_DEAD_NAME != 0 => "dead name".to_owned(),
         [] => format!("name of type {t:#x}"),
         [one] if *one == "port set" => "port set".to_owned(),
-        [one] => format!("name with a {one} right"),
-        many => format!("name with {} rights", many.join(" and ")),
+        [one] => format!("name with a {one} right{to}"),
+        many => format!("name with {} rights{to}", many.join(" and ")),
+    }
+}
+
+/// What a kernel object type (`IKOT_*`, osfmk/kern/ipc_kobject.h) is, once and many times over; `None`
+/// for a port of the task's own (`IKOT_NONE`).
+fn kobject_words(kind: u32) -> Option<(&'static str, &'static str)> {
+    use super::{IKOT_HOST, IKOT_NONE, IKOT_SEMAPHORE, IKOT_TASK_CONTROL, IKOT_THREAD_CONTROL};
+    match kind {
+        IKOT_NONE => None,
+        IKOT_THREAD_CONTROL => Some(("a thread", "threads")),
+        IKOT_TASK_CONTROL => Some(("the task", "the task")),
+        IKOT_HOST => Some(("the host", "the host")),
+        IKOT_SEMAPHORE => Some(("a semaphore", "semaphores")),
+        _ => Some(("a kernel object", "kernel objects")),
     }
 }
 
 /// The task's names by what they hold (`names`, `dead name`), and the user references on send rights and
-/// on dead names (`urefs`, `on dead names`): what a census counts, told apart. No kernel object type: up
-/// to xnu-8020 `mach_port_kobject` answers an ordinary task `KERN_FAILURE` on release kernels
-/// (osfmk/ipc/mach_debug.c, `#if !MACH_IPC_DEBUG`); it gives the type from xnu-8792.41.9 only.
+/// on dead names (`urefs`, `on dead names`): what a census counts, told apart. What a port stands for (a
+/// thread, the host) is said where `mach_port_kobject` tells it: from xnu-8792.41.9 (macOS 13) on.
 pub fn inventory<M: Mach>(api: &M) -> Result<Inventory, CallError> {
     let mut out = Inventory::new();
     for (name, t) in kr("mach_port_names (inventory)", api.mach_port_names())? {
-        *out.entry(("names".to_owned(), right_kind(t))).or_insert(0) += 1;
+        let live = t & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_RECEIVE) != 0;
+        let to = if live { api.mach_port_kobject(name).ok().and_then(kobject_words) } else { None };
+        *out.entry(("names".to_owned(), right_kind(t, to))).or_insert(0) += 1;
         let (right, on) = if t & MACH_PORT_TYPE_SEND != 0 {
-            (MACH_PORT_RIGHT_SEND, "on send rights")
+            (
+                MACH_PORT_RIGHT_SEND,
+                to.map_or("on send rights".to_owned(), |(_, many)| format!("on send rights to {many}")),
+            )
         } else if t & MACH_PORT_TYPE_DEAD_NAME != 0 {
-            (MACH_PORT_RIGHT_DEAD_NAME, "on dead names")
+            (MACH_PORT_RIGHT_DEAD_NAME, "on dead names".to_owned())
         } else {
             continue;
         };
         match api.mach_port_get_refs(name, right) {
-            Ok(refs) => *out.entry(("urefs".to_owned(), on.to_owned())).or_insert(0) += i64::from(refs),
+            Ok(refs) => *out.entry(("urefs".to_owned(), on)).or_insert(0) += i64::from(refs),
             Err(KERN_INVALID_NAME) => {}
             Err(code) => return Err(CallError::kern("mach_port_get_refs (inventory)", code)),
         }
