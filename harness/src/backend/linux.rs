@@ -439,8 +439,10 @@ pub fn inventory() -> Result<Inventory, CallError> {
     let mut out = Inventory::new();
     // Descriptors, by the target of each link, read into a stack buffer; a link is read once per kind where
     // the device (or the device and inode) says the kind, and a kind's name is made once.
-    let mut fds: std::collections::HashMap<String, i64> = std::collections::HashMap::new();
-    let mut seen: std::collections::HashMap<(u64, u64), String> = std::collections::HashMap::new();
+    // Kinds and their counts, by index; `index` finds a kind's, `seen` a device's or file's.
+    let mut kinds: Vec<(String, i64)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<(u64, u64), usize> = std::collections::HashMap::new();
     let mut uniform: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
     let mut target = [0u8; 4096];
     for_each_dir_entry(c"/proc/self/fd", |dir, name| {
@@ -477,8 +479,8 @@ pub fn inventory() -> Result<Inventory, CallError> {
                 matches!(mode, libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK).then_some((dev, ino))
             })
         });
-        let kind = match key.and_then(|k| seen.get(&k)) {
-            Some(kind) => kind.clone(),
+        let at = match key.and_then(|k| seen.get(&k)) {
+            Some(&at) => at,
             None => {
                 // SAFETY: `name` is NUL-terminated, `target` valid for its length; a descriptor closed
                 // meanwhile fails and is not counted.
@@ -487,20 +489,19 @@ pub fn inventory() -> Result<Inventory, CallError> {
                     return;
                 }
                 let kind = fd_kind(&String::from_utf8_lossy(&target[..n as usize]));
+                let at = *index.entry(kind).or_insert_with_key(|kind| {
+                    kinds.push((kind.clone(), 0));
+                    kinds.len() - 1
+                });
                 if let Some(k) = key {
-                    seen.insert(k, kind.clone());
+                    seen.insert(k, at);
                 }
-                kind
+                at
             }
         };
-        match fds.get_mut(&kind) {
-            Some(count) => *count += 1,
-            None => {
-                fds.insert(kind, 1);
-            }
-        }
+        kinds[at].1 += 1;
     })?;
-    for (kind, count) in fds {
+    for (kind, count) in kinds {
         out.insert(("fds".to_owned(), kind), count);
     }
     let mut add = |counter: &str, kind: String| *out.entry((counter.to_owned(), kind)).or_insert(0) += 1;
