@@ -52,22 +52,19 @@ impl<M: Mach> Workload for ScenarioWorkload<M> {
                     }
                 }
             }
-            MachWork::HostSelf => {
-                let host = api.mach_host_self();
-                if host == MACH_PORT_NULL {
-                    return Err(CallError::kern("mach_host_self", super::kern_return::KERN_FAILURE));
-                }
-                if fixed {
-                    kr("mach_port_deallocate (mach_host_self)", api.mach_port_deallocate(host))?;
-                }
-            }
-            MachWork::SampleThreadSelf => {
-                let name = api.mach_thread_self();
+            // One call that adds a reference to one name; the fix releases it.
+            MachWork::HostSelf | MachWork::SampleThreadSelf => {
+                let (call, release, name) = match self.work {
+                    MachWork::HostSelf => {
+                        ("mach_host_self", "mach_port_deallocate (mach_host_self)", api.mach_host_self())
+                    }
+                    _ => ("mach_thread_self", "mach_port_deallocate (mach_thread_self)", api.mach_thread_self()),
+                };
                 if name == MACH_PORT_NULL {
-                    return Err(CallError::kern("mach_thread_self", super::kern_return::KERN_FAILURE));
+                    return Err(CallError::kern(call, super::kern_return::KERN_FAILURE));
                 }
                 if fixed {
-                    kr("mach_port_deallocate (mach_thread_self)", api.mach_port_deallocate(name))?;
+                    kr(release, api.mach_port_deallocate(name))?;
                 }
             }
         }
