@@ -14,17 +14,7 @@ use threadleak::exit::ExitCode;
 use threadleak::record::{Record, Verdict};
 
 fn tt(dir: &Path) -> PathBuf {
-    let exe = dir.join("tt program");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tt.c");
-    let out = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()))
-        .args(["-O2", "-pthread"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    common::build_fixture("tt.c", &dir.join("tt program"), &["-O2"])
 }
 
 /// What one call of the step left: its exit code, its outputs, the summary, and the record.

@@ -20,15 +20,7 @@ use threadleak::record::{Failure, Record, Status, Verdict};
 fn build(dir: &Path, source: &str, static_link: bool) -> PathBuf {
     let stem = source.trim_end_matches(".c");
     let exe = dir.join(if static_link { format!("{stem}-static") } else { stem.to_owned() });
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(source);
-    let mut cc = Command::new(std::env::var("CC").unwrap_or_else(|_| "cc".into()));
-    cc.args(["-O2", "-pthread"]).arg(&source).arg("-o").arg(&exe);
-    if static_link {
-        cc.arg("-static");
-    }
-    let out = cc.output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    common::build_fixture(source, &exe, if static_link { &["-O2", "-static"] } else { &["-O2"] })
 }
 
 fn tt(dir: &Path, static_link: bool) -> PathBuf {
@@ -63,6 +55,14 @@ fn exec(flags: &[&str], program: &[&str]) -> (i32, Record, Output) {
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("no record ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
     (out.status.code().unwrap_or(-1), Record::from_json(&text).unwrap(), out)
+}
+
+/// `threadleak exec [flags] -- program...` as a user sees it: the exit code, stderr and stdout.
+fn exec_text(flags: &[&str], program: &[&str]) -> (i32, String, String) {
+    let _alone = alone();
+    let out = Command::new(common::bin()).arg("exec").args(flags).arg("--").args(program).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stderr), text(&out.stdout))
 }
 
 /// Runs the program five times and asserts the same verdict every time; returns the records.
@@ -686,4 +686,160 @@ fn an_explicit_probe_replaces_the_carried_one() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// The line of `fixtures/NAME` that holds `needle` (1-based), read from the source, so that a test of
+/// where a call was made does not break when the fixture gains a line.
+fn line_of(fixture: &str, needle: &str) -> u32 {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(fixture)).unwrap();
+    let lines: Vec<usize> =
+        source.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
+    assert_eq!(lines.len(), 1, "`{needle}` must be on one line of {fixture}: {lines:?}");
+    lines[0] as u32
+}
+
+/// A fixture built with debug information, as a developer hunting a leak builds it.
+fn build_with_debug_info(dir: &Path, source: &str) -> PathBuf {
+    common::build_fixture(source, &dir.join(source.trim_end_matches(".c")), &["-g", "-O2"])
+}
+
+fn frame_names(site: &threadleak::record::SiteRecord) -> Vec<String> {
+    site.frames.iter().map(threadleak::sites::frame_text).collect()
+}
+
+#[test]
+fn the_site_of_tts_leak_is_the_function_and_line_that_opened_the_pidfd() {
+    let dir = tempfile::tempdir().unwrap();
+    let tt = build_with_debug_info(dir.path(), "tt.c");
+    let (code, record, _) = exec(&[], &[tt.to_str().unwrap(), "leak", "2000"]);
+    assert_eq!(code, ExitCode::OK);
+    let cell = &record.cells[0];
+    assert_eq!(cell.verdict, Verdict::Leak);
+    let [site] = &cell.sites[..] else { panic!("one site expected: {:#?}", cell.sites) };
+    assert_eq!((site.counter.as_str(), site.per_thread), ("fds", 1.0));
+    // tt takes a pidfd where the kernel has PIDFD_THREAD (6.9), and opens /proc/thread-self elsewhere.
+    let (call, kind, needle) = if site.call == "syscall(pidfd_open)" {
+        ("syscall(pidfd_open)", "anon_inode:[pidfd]", "syscall(SYS_pidfd_open")
+    } else {
+        ("open", "/proc/PID/task/TID", "open(\"/proc/thread-self\"")
+    };
+    assert_eq!((site.call.as_str(), site.kind.as_deref()), (call, Some(kind)), "{site:#?}");
+    // The function that made it (inlined into the thread's body, which is the next frame), at its line.
+    let top = &site.frames[0];
+    assert_eq!(top.function.as_deref(), Some("self_take"), "{:?}", frame_names(site));
+    assert!(top.file.as_deref().is_some_and(|f| f.ends_with("tt.c")), "{top:?}");
+    assert_eq!(top.line, Some(line_of("tt.c", needle)));
+    assert_eq!(site.frames[1].function.as_deref(), Some("worker"), "{:?}", frame_names(site));
+    // Counted at the last census (1,792 threads ended): every one outlived the thread that opened it.
+    assert!(site.live >= 1700 && site.outlived == site.live, "{site:#?}");
+}
+
+#[test]
+fn two_leaks_from_two_functions_are_each_reported_with_their_own_rate_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = build_with_debug_info(dir.path(), "two_sites.c");
+    let (code, record, _) = exec(&[], &[two.to_str().unwrap(), "3000"]);
+    assert_eq!(code, ExitCode::OK);
+    let cell = &record.cells[0];
+    assert_eq!(cell.per_thread.get("fds"), Some(1.5), "{:?}", cell.note);
+    /// A site as asserted: call, rate, kind, and the function and line of its first frame.
+    type Summary = (String, f64, Option<String>, Option<String>, Option<u32>);
+    let summary: Vec<Summary> = cell
+        .sites
+        .iter()
+        .map(|s| (s.call.clone(), s.per_thread, s.kind.clone(), s.frames[0].function.clone(), s.frames[0].line))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (
+                "fopen".into(),
+                1.0,
+                Some("/dev/null".into()),
+                Some("keep_log".into()),
+                Some(line_of("two_sites.c", "fopen(\"/dev/null\""))
+            ),
+            (
+                "eventfd".into(),
+                0.5,
+                Some("anon_inode:[eventfd]".into()),
+                Some("arm_wakeup".into()),
+                Some(line_of("two_sites.c", "eventfd(0, EFD_CLOEXEC)"))
+            ),
+        ],
+        "{:#?}",
+        cell.sites
+    );
+    // Both are called from the thread's body, each from its own line.
+    for (site, needle) in cell.sites.iter().zip(["    keep_log();", "        arm_wakeup();"]) {
+        assert_eq!(site.frames[1].function.as_deref(), Some("worker"));
+        assert_eq!(site.frames[1].line, Some(line_of("two_sites.c", needle)));
+    }
+    // The pipe each thread opens and closes is nobody's leak.
+    assert!(cell.sites.iter().all(|s| s.call != "pipe"));
+
+    // The table shows them under the program, the JUnit failure leads with the first.
+    let (_, _, table) = exec_text(&[], &[two.to_str().unwrap(), "300"]);
+    assert!(table.contains("+1 per thread ended: fd /dev/null (fopen) ← keep_log (two_sites.c:"), "{table}");
+    let (_, _, junit) = exec_text(&["--format", "junit"], &[two.to_str().unwrap(), "300"]);
+    assert!(
+        junit.contains("message=\"made at: +1 per thread: fd /dev/null (fopen) ← keep_log (two_sites.c:"),
+        "{junit}"
+    );
+}
+
+#[test]
+fn without_sites_nothing_is_recorded_and_the_verdict_is_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let two = build_with_debug_info(dir.path(), "two_sites.c");
+    let (_, record, _) = exec(&["--no-sites"], &[two.to_str().unwrap(), "1000"]);
+    let cell = &record.cells[0];
+    assert_eq!((cell.verdict, cell.per_thread.get("fds")), (Verdict::Leak, Some(1.5)));
+    assert!(cell.sites.is_empty(), "{:#?}", cell.sites);
+}
+
+#[test]
+fn cpython_keeping_a_file_per_thread_is_reported_with_its_path_and_a_stack_through_the_interpreter() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("kept.txt");
+    std::fs::write(&file, "x").unwrap();
+    let program = format!(
+        "import threading\nkept = []\ndef work():\n    kept.append(open({:?}))\n\
+         for _ in range(3000):\n    t = threading.Thread(target=work)\n    t.start()\n    t.join()\n",
+        file.to_str().unwrap()
+    );
+    let (code, record, _) = exec(&[], &[&python(), "-c", &program]);
+    assert_eq!(code, ExitCode::OK);
+    let cell = &record.cells[0];
+    assert_eq!(cell.per_thread.get("fds"), Some(1.0), "{:?}", cell.note);
+    let [site] = &cell.sites[..] else { panic!("one site expected: {:#?}", cell.sites) };
+    assert_eq!((site.per_thread, site.kind.as_deref()), (1.0, Some(file.to_str().unwrap())));
+    assert!(site.call.starts_with("open"), "{site:#?}");
+    // Made by the interpreter's own code (libpython, or the executable it is linked into), in the thread's
+    // body: CPython's thread entry is on the stack unless it is past the frames kept.
+    let interpreter = |f: &threadleak::record::Frame| f.module.contains("python");
+    assert!(interpreter(&site.frames[0]), "{:?}", frame_names(site));
+    assert!(site.frames.iter().filter(|f| interpreter(f)).count() >= 8, "{:?}", frame_names(site));
+}
+
+#[test]
+fn a_program_started_by_a_relative_path_is_symbolized_all_the_same() {
+    // The loader names the main program as it was invoked (`./tt`): its frames must still be found.
+    let dir = tempfile::tempdir().unwrap();
+    build_with_debug_info(dir.path(), "tt.c");
+    let _alone = alone();
+    let path = dir.path().join("exec.json");
+    let out = Command::new(common::bin())
+        .args(["exec", "--format", "json", "--out"])
+        .arg(&path)
+        .args(["--", "./tt", "leak", "500"])
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(ExitCode::OK), "{}", String::from_utf8_lossy(&out.stderr));
+    let record = Record::from_json(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let site = &record.cells[0].sites[0];
+    assert!(site.frames[0].module.starts_with('/'), "{site:#?}");
+    assert_eq!(site.frames[0].function.as_deref(), Some("self_take"), "{site:#?}");
 }

@@ -120,13 +120,16 @@ fn junit_has_a_test_case_per_cell_and_says_what_moved() {
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].0, "thread=joined,self=leaked,exc=none,fix=off");
     assert_eq!(failed[0].1.as_deref().map(|t| t.to_string()), Some("leak".to_owned()));
+    // The message leads with where the leak was made (the frames' lines are the model's code, so only
+    // the first function is asserted), then what was left and how much moved.
+    let message = failed[0].2.as_deref().map(|m| m.to_string()).unwrap_or_default();
+    let (made, rest) = message.split_once("; ").unwrap();
+    assert!(made.starts_with("made at: +1 per thread: dead name (mach_thread_self) ← "), "{message}");
+    assert!(made.contains("take_self_references (workload.rs:"), "{message}");
     assert_eq!(
-        failed[0].2.as_deref().map(|m| m.to_string()),
-        Some(
-            "left behind per thread: +1 dead name, +1 uref on dead names; names moved by +1 per thread, dead moved \
-             by +1 per thread, urefs moved by +1 per thread (over 50 threads)"
-                .to_owned()
-        )
+        rest,
+        "left behind per thread: +1 dead name, +1 uref on dead names; names moved by +1 per thread, dead moved by +1 \
+         per thread, urefs moved by +1 per thread (over 50 threads)"
     );
     // With --expect, a failure is a difference from the baseline, not a leak.
     let out = run(sim(&["--cell", "thread=joined,exc=none", "--format", "junit", "--expect", &snapshots()]));

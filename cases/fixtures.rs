@@ -8,18 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 fn build_tt(dir: &Path) -> PathBuf {
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/tt.c");
-    let exe = dir.join("tt");
-    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".to_owned());
-    let out = Command::new(&cc)
-        .args(["-O2", "-Wall", "-Wextra", "-Werror", "-pthread"])
-        .arg(&source)
-        .arg("-o")
-        .arg(&exe)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    exe
+    common::build_fixture("tt.c", &dir.join("tt"), &["-O2", "-Wall", "-Wextra", "-Werror"])
 }
 
 /// Runs tt and parses its `key=value` line.

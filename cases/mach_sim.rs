@@ -5,7 +5,7 @@ mod common;
 
 use threadleak::backend::mach::sim::Profile;
 use threadleak::backend::{Backend, ModelOptions};
-use threadleak::matrix::{self, Cell};
+use threadleak::matrix::{self, Cell, Exc, Fix, SelfRef};
 use threadleak::record::{CellRecord, Params, Status, Verdict};
 use threadleak::runner::{run, run_cell};
 
@@ -160,4 +160,46 @@ fn the_record_says_which_task_was_modelled() {
     // A record from before the task was recorded modelled a hardened one.
     let old = r#"{"profile": "xnu-11417", "delay": 3}"#;
     assert_eq!(serde_json::from_str::<threadleak::record::Model>(old).unwrap().task, "hardened");
+}
+
+/// Where each Mach cell's leftovers were made, derived from its axes: a leaked `mach_thread_self` is
+/// `take_self_references`'s (K references per thread, on what becomes a dead name), a leaked exception
+/// port is `install_exception_port`'s (the name, and the send right made from it); the fix and the
+/// balanced and restored axes give everything back, so nothing is left of them.
+#[test]
+fn every_mach_cell_names_the_call_and_function_that_left_each_reference() {
+    let cells = matrix::select(&[]);
+    let mut config = common::config(sim(Profile::Xnu11417, 3));
+    config.jobs = 2;
+    config.params = Params { cycles: 100, warmup: 2, self_calls: 2 };
+    let record = run(&config, &cells, |_| {});
+    for cell in &record.cells {
+        let axes = cell.axes.as_ref().unwrap();
+        let mut expected: Vec<(&str, f64, &str)> = Vec::new();
+        if axes.self_ref == SelfRef::Leaked && axes.fix == Fix::Off {
+            expected.push(("mach_thread_self", 2.0, "take_self_references"));
+        }
+        if axes.exc == Exc::Leaked {
+            expected.push(("mach_port_allocate", 1.0, "install_exception_port"));
+            expected.push(("mach_port_insert_right", 1.0, "install_exception_port"));
+        }
+        // The function by its own name (a build without full debug information names inlined functions
+        // without their module).
+        let last = |f: Option<&str>| f.and_then(|f| f.rsplit("::").next()).unwrap_or("?").to_owned();
+        let mut found: Vec<(&str, f64, String)> =
+            cell.sites.iter().map(|s| (s.call.as_str(), s.per_thread, last(s.frames[0].function.as_deref()))).collect();
+        let mut expected: Vec<(&str, f64, String)> =
+            expected.into_iter().map(|(c, r, f)| (c, r, f.to_owned())).collect();
+        found.sort_by(|a, b| a.0.cmp(b.0));
+        expected.sort_by(|a, b| a.0.cmp(b.0));
+        assert_eq!(found, expected, "{}: {:#?}", cell.cell, cell.sites);
+        for site in &cell.sites {
+            let kind = site.kind.as_deref().unwrap_or("");
+            // What the reference is on: a thread's port, dead once the thread is gone; the exception port,
+            // a receive right with a send right made from it.
+            let want = if site.call == "mach_thread_self" { "dead name" } else { "name with receive and send rights" };
+            assert_eq!(kind, want, "{}: {site:#?}", cell.cell);
+            assert!(site.frames[0].file.as_deref().is_some_and(|f| f.ends_with("workload.rs")), "{site:#?}");
+        }
+    }
 }

@@ -1,7 +1,8 @@
 //! Helpers shared by the tests in `cases/`.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use threadleak::backend::Backend;
@@ -12,6 +13,22 @@ use threadleak::runner::RunConfig;
 /// The `threadleak` binary cargo built for these tests.
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_threadleak"))
+}
+
+/// Builds `fixtures/SOURCE` into `exe` with the C compiler (`$CC`, or `cc`), `-pthread` and `flags`.
+pub fn build_fixture(source: &str, exe: &Path, flags: &[&str]) -> PathBuf {
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(source);
+    let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
+    let out = Command::new(&cc)
+        .args(flags)
+        .arg("-pthread")
+        .arg(&source)
+        .arg("-o")
+        .arg(exe)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    exe.to_owned()
 }
 
 /// A runner configuration for one cell at a time, with the default parameters.

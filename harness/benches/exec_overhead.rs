@@ -7,27 +7,16 @@
 //! `cargo bench -p threadleak --bench exec_overhead` (the probe library must be built: `cargo build
 //! --release --workspace`).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::process::Command;
+
+use common::{build_fixture, median, time};
 
 const ROUNDS: usize = 9;
 const THREADS: &str = "20000";
 const TARGET: f64 = 1.2;
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Wall time of a command, seconds; it must succeed.
-fn time(command: &mut Command) -> f64 {
-    let started = Instant::now();
-    let status = command.stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
-    let elapsed = started.elapsed().as_secs_f64();
-    assert!(status.success(), "{command:?} failed: {status}");
-    elapsed
-}
 
 fn main() {
     if !cfg!(target_os = "linux") {
@@ -37,10 +26,7 @@ fn main() {
     let bin = Path::new(env!("CARGO_BIN_EXE_threadleak"));
     assert!(threadleak::exec::probe::embedded(), "this build carries no probe (THREADLEAK_EMBED_PROBE=0)");
     let dir = tempfile::tempdir().unwrap();
-    let program = dir.path().join("lifecycles");
-    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/lifecycles.c");
-    let built = Command::new("cc").args(["-O2", "-pthread"]).arg(&source).arg("-o").arg(&program).status().unwrap();
-    assert!(built.success());
+    let program = build_fixture(dir.path(), "lifecycles.c", &["-O2"]);
     let record = dir.path().join("record.json");
     println!("exec_overhead: lifecycles PATTERN {THREADS}, median wall time of {ROUNDS} alternating rounds");
     let mut missed = false;

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::Inventory;
 use crate::backend::{Backend, SettleFailure, Workload};
-use crate::record::{Checkpoint, Counters, Failure, KindDelta, Params};
+use crate::backend::{Inventory, SiteTally};
+use crate::record::{Checkpoint, Counters, Failure, KindDelta, Params, SiteRecord};
 use crate::scenario::Case;
 
 /// What a child reports: its checkpoints so far, and the failure that stopped it if one did.
@@ -29,6 +29,9 @@ pub struct ChildReport {
     /// no inventories were taken.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kinds: Option<Vec<KindDelta>>,
+    /// Where what was left was made, by site, from the tallies taken with the inventories.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteRecord>,
 }
 
 /// Create-to-exit latency of the threads of one window: from `pthread_create` to the thread's exit hook
@@ -101,6 +104,7 @@ impl ChildReport {
             failure,
             windows: Vec::new(),
             kinds: None,
+            sites: Vec::new(),
         }
     }
 }
@@ -151,6 +155,7 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     // taken mid-flight).
     let inventories = !timed && plan.len() > 1;
     let (mut first, mut last): (Option<Inventory>, Option<Inventory>) = (None, None);
+    let (mut first_sites, mut last_sites) = (None, None);
     let mut inventory_failed: Option<String> = None;
     for (slot, &target) in plan.iter().enumerate() {
         let started = Instant::now();
@@ -190,6 +195,11 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
                 Ok(inventory) => last = Some(inventory),
                 Err(e) => inventory_failed = Some(format!("no inventory of kinds: {e}")),
             }
+            if slot == 0 {
+                first_sites = workload.sites();
+            } else {
+                last_sites = workload.sites();
+            }
         }
     }
 
@@ -224,7 +234,34 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     if let (Some(first), Some(last)) = (&first, &last) {
         report.kinds = Some(kinds(first, last, cycle, names));
     }
+    if let (Some(first), Some(last)) = (&first_sites, &last_sites) {
+        report.sites = sites(&*workload, first, last, cycle);
+    }
     report
+}
+
+/// The sites whose count grew by at least [`crate::sites::SITE_THRESHOLD`] per cycle between two
+/// tallies, most per cycle first, resolved.
+fn sites(workload: &dyn Workload, first: &SiteTally, last: &SiteTally, cycles: u32) -> Vec<SiteRecord> {
+    if cycles == 0 {
+        return Vec::new();
+    }
+    let mut out: Vec<SiteRecord> = last
+        .iter()
+        .filter_map(|(&id, (count, kind))| {
+            let before = first.get(&id).map_or(0, |e| e.0);
+            let per_thread = (count - before) as f64 / f64::from(cycles);
+            if per_thread < crate::sites::SITE_THRESHOLD {
+                return None;
+            }
+            let site = workload.site(id)?;
+            let live = *count as u64;
+            Some(SiteRecord { per_thread, live, outlived: live, kind: Some(kind.clone()), ..site })
+        })
+        .collect();
+    out.sort_by(|a, b| b.per_thread.total_cmp(&a.per_thread).then_with(|| a.call.cmp(&b.call)));
+    out.truncate(crate::sites::MAX_SITES);
+    out
 }
 
 /// What moved by kind between two inventories, per cycle: the kinds that moved by more than a tenth, in

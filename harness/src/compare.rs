@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use crate::backend::mach::sim::Profile;
 use crate::matrix::Cell;
-use crate::record::{CellRecord, Record, RecordError};
+use crate::record::{CellRecord, Record, RecordError, SiteRecord};
 use crate::report::{delta, moved};
 use crate::scenario::{Case, ALL as SCENARIOS};
 use crate::text;
@@ -152,7 +152,13 @@ pub struct Outcome {
     /// What moved by kind (`fds`, `anon_inode:[pidfd]`, +1); `None` where no inventory was taken (a record
     /// made before kinds were recorded), which says nothing of them.
     pub kinds: Option<Vec<(String, String, f64)>>,
+    /// Where what was left was made: each site as its call and first functions (no lines, which move
+    /// with any edit), and its rate. Empty where none was recorded.
+    pub sites: Vec<(String, f64)>,
 }
+
+/// The functions of a site's stack that name it across versions.
+const SITE_FUNCTIONS: usize = 3;
 
 impl Outcome {
     fn of(cell: &CellRecord) -> Outcome {
@@ -160,7 +166,29 @@ impl Outcome {
             .kinds
             .as_ref()
             .map(|ks| ks.iter().map(|k| (k.counter.clone(), k.kind.clone(), k.per_thread)).collect());
-        Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone(), kinds }
+        let sites = cell.sites.iter().map(|s| (site_identity(s), s.per_thread)).collect();
+        Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone(), kinds, sites }
+    }
+
+    /// How the sites changed from `self` to `next`, where both records have some (a record without sites
+    /// was made with none recorded, or left nothing): `fd /dev/null (fopen) ← keep_log ← worker +1 → 0`.
+    fn sites_change(&self, next: &Outcome) -> Vec<String> {
+        if self.sites.is_empty() || next.sites.is_empty() {
+            return Vec::new();
+        }
+        let get = |list: &[(String, f64)], key: &str| list.iter().find(|(k, _)| k == key).map_or(0.0, |&(_, v)| v);
+        let mut keys: Vec<&str> = Vec::new();
+        for (k, _) in self.sites.iter().chain(&next.sites) {
+            if !keys.contains(&k.as_str()) {
+                keys.push(k);
+            }
+        }
+        keys.into_iter()
+            .filter_map(|key| {
+                let (x, y) = (get(&self.sites, key), get(&next.sites, key));
+                (x != y).then(|| format!("{key} {} → {}", delta(x), delta(y)))
+            })
+            .collect()
     }
 
     /// How the kinds changed from `self` to `next`: `names +1 (name with a send right) → 0`.
@@ -222,11 +250,25 @@ impl Outcome {
         if !kinds.is_empty() {
             parts.push(format!("by kind: {}", kinds.join(", ")));
         }
+        let sites = self.sites_change(next);
+        if !sites.is_empty() {
+            parts.push(format!("made at: {}", sites.join(", ")));
+        }
         if parts.is_empty() {
             return None;
         }
         Some(parts.join(", "))
     }
+}
+
+/// A site as `compare` knows it across versions: its kind and call, and its first functions.
+fn site_identity(site: &SiteRecord) -> String {
+    let mut text = crate::sites::site_text(&SiteRecord { frames: Vec::new(), ..site.clone() }, 0);
+    for f in site.frames.iter().filter_map(|f| f.function.as_deref()).take(SITE_FUNCTIONS) {
+        text.push_str(" ← ");
+        text.push_str(f);
+    }
+    text
 }
 
 /// One column of a group: one version, from one or more agreeing records.
@@ -476,11 +518,13 @@ mod tests {
             verdict: "leak".into(),
             per_thread: vec![("names".into(), 1.0), ("send".into(), 0.0), ("dead".into(), 1.0)],
             kinds: None,
+            sites: Vec::new(),
         };
         let b = Outcome {
             verdict: "clean".into(),
             per_thread: vec![("names".into(), 0.0), ("dead".into(), 0.0)],
             kinds: None,
+            sites: Vec::new(),
         };
         assert_eq!(a.change_to(&b).unwrap(), "names +1 → 0, dead +1 → 0, leak → clean");
         assert_eq!(a.text(), "leak: names +1, dead +1");
@@ -492,5 +536,15 @@ mod tests {
         assert_eq!(x.change_to(&y).unwrap(), "by kind: names +1 → 0 (dead name), names 0 → +1 (port set)");
         // A record made before kinds were recorded says nothing of them.
         assert_eq!(a.change_to(&x), None);
+        // The same leak made somewhere else: a runtime's patch moved it, or fixed one site of two.
+        let sites = |list: &[(&str, f64)]| list.iter().map(|&(k, v)| (k.to_owned(), v)).collect::<Vec<_>>();
+        let before = Outcome { sites: sites(&[("fd /dev/null (fopen) ← keep_log ← worker", 1.0)]), ..a.clone() };
+        let after = Outcome { sites: sites(&[("fd /dev/null (open) ← open_log ← worker", 1.0)]), ..a.clone() };
+        assert_eq!(
+            before.change_to(&after).unwrap(),
+            "made at: fd /dev/null (fopen) ← keep_log ← worker +1 → 0, fd /dev/null (open) ← open_log ← worker 0 → +1"
+        );
+        // A record without sites (made with none recorded) says nothing of them.
+        assert_eq!(a.change_to(&before), None);
     }
 }

@@ -252,6 +252,7 @@ mod tests {
             per_thread: Counters::default(),
             slope: Counters::default(),
             kinds: None,
+            sites: Vec::new(),
             verdict: Verdict::Leak,
             checkpoints: vec![cp(0, 5), cp(1000, 1005), cp(2000, 2005)],
             elapsed_ms: 0,

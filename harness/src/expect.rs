@@ -299,6 +299,7 @@ mod tests {
                     per_thread: Counters(deltas.iter().map(|&(n, v)| (n.to_owned(), v)).collect()),
                     slope: Counters::default(),
                     kinds: None,
+                    sites: Vec::new(),
                     verdict,
                     checkpoints: Vec::new(),
                     elapsed_ms: 0,

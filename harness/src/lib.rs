@@ -4,7 +4,7 @@
 //! process per cell or scenario variant ([`runner`], [`child`]); a
 //! backend ([`backend`]) realizes each scenario and counts the process's resources; [`analysis`] turns
 //! checkpoints into per-thread deltas and a verdict; [`record`] is the versioned result; [`report`]
-//! renders it; [`compare`] sets records side by side; [`exec`] measures any program through the
+//! renders it; [`sites`] says where what was left behind was made; [`compare`] sets records side by side; [`exec`] measures any program through the
 //! probe library; [`check()`] measures a closure from a crate's own tests; `cli` (feature `cli`, the
 //! default) is the command line.
 
@@ -25,6 +25,7 @@ pub mod record;
 pub mod report;
 pub mod runner;
 pub mod scenario;
+pub mod sites;
 pub mod sys;
 pub mod text;
 

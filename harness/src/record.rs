@@ -274,6 +274,43 @@ pub struct KindDelta {
     pub per_thread: f64,
 }
 
+/// Where resources left behind were made: one call stack, and how many of what it made stayed, per thread
+/// ended (`threadleak exec --sites`; in the model, each call that adds a reference).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SiteRecord {
+    /// The counter its resources move (`fds`; `urefs`).
+    pub counter: String,
+    /// What they are, as the inventory names kinds (`anon_inode:[pidfd]`, a path; `dead name`), where
+    /// the run could tell (`exec`: one of them, at the last census that had one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// The call that made them (`open`, `syscall(pidfd_open)`, `mach_thread_self`).
+    pub call: String,
+    /// Its resources still alive, per thread ended, over the run.
+    pub per_thread: f64,
+    /// Its resources alive at the last census, and how many of them the thread that made them outlived.
+    pub live: u64,
+    pub outlived: u64,
+    /// The stack, innermost first (inlined functions each a frame of their own).
+    pub frames: Vec<Frame>,
+}
+
+/// One frame of a site's stack: where the code is (module and offset), and what it is where the
+/// module's symbols (and debug information) tell.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Frame {
+    /// The module's path (`?` when no loaded module held the address; `offset` is then the address).
+    pub module: String,
+    /// From where the module is loaded.
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+}
+
 /// One cell's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {
@@ -300,6 +337,10 @@ pub struct CellRecord {
     /// nothing moved.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kinds: Option<Vec<KindDelta>>,
+    /// Where what was left behind was made, by call stack, most per thread first (`exec --sites`; the
+    /// model's cells). Empty when no site was recorded or none left anything.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteRecord>,
     pub verdict: Verdict,
     pub checkpoints: Vec<Checkpoint>,
     /// Wall time of the child, spawn to exit.
@@ -345,6 +386,9 @@ pub struct ProcessRecord {
     pub interval: Counters<[f64; 2]>,
     pub verdict: Verdict,
     pub checkpoints: Vec<Checkpoint>,
+    /// Where what it left behind was made (`--sites`), most per thread first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sites: Vec<SiteRecord>,
     /// Why it could not be judged, and what a reader needs to interpret it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
@@ -369,6 +413,7 @@ impl CellRecord {
             per_thread: Counters::default(),
             slope: Counters::default(),
             kinds: None,
+            sites: Vec::new(),
             verdict: Verdict::Inconclusive,
             checkpoints: Vec::new(),
             elapsed_ms: 0,
@@ -494,6 +539,7 @@ mod tests {
                 per_thread: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 slope: Counters(vec![("fds".into(), 1.0), ("maps".into(), 2.0)]),
                 kinds: None,
+                sites: Vec::new(),
                 verdict: Verdict::Leak,
                 checkpoints: vec![
                     Checkpoint { cycle: 0, counters: counters(0), live: None },

@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 
 use crate::expect;
-use crate::record::{CellRecord, Counters, ProcessRecord, Record, Verdict};
+use crate::record::{CellRecord, Counters, ProcessRecord, Record, SiteRecord, Verdict};
 use crate::text;
 
 /// Output formats of `threadleak run`.
@@ -217,6 +217,12 @@ pub fn markdown(record: &Record) -> String {
             let _ = writeln!(out, "- {}: {}", text::markdown_code(cell), text::markdown(what));
         }
     }
+    for (who, lines) in made_at_sections(record) {
+        let _ = writeln!(out, "\nWhere {} left it behind was made:\n", text::markdown_code(&who));
+        for line in lines {
+            let _ = writeln!(out, "- {}", text::markdown(&line));
+        }
+    }
     for row in rows.iter().filter(|r| r.note.is_some()) {
         let _ = writeln!(out, "\n- {}: {}", row.markdown_label(), text::markdown(row.note.unwrap_or_default()));
     }
@@ -257,6 +263,51 @@ fn left_behind_lines(record: &Record) -> Vec<(String, String)> {
     record.cells.iter().filter_map(|c| left_behind(c).map(|what| (c.cell.clone(), what))).collect()
 }
 
+/// The frames a site shows in a table; the record has them all.
+const SITE_FRAMES: usize = 6;
+
+/// Where a cell's (or an `exec` process's) leftovers were made, a line a site, most first:
+/// `+1.00 per thread: fds (syscall(pidfd_open)) ← self_take (tt.c:309) ← worker (tt.c:401)`; then, for a
+/// counter its sites explain less than four fifths of, how much they explain.
+pub fn made_at(sites: &[SiteRecord], per_thread: &Counters<f64>, per: &str) -> Vec<String> {
+    let mut lines: Vec<String> = sites
+        .iter()
+        .map(|s| format!("{} per {per}: {}", delta(s.per_thread), crate::sites::site_text(s, SITE_FRAMES)))
+        .collect();
+    // Descriptors are each made by one call; a Mach name's rights and references by several, each its own
+    // site, so only descriptors are summed against their counter.
+    let mut counters: Vec<&str> = sites.iter().map(|s| s.counter.as_str()).filter(|&c| c == "fds").collect();
+    counters.dedup();
+    for counter in counters {
+        let explained: f64 = sites.iter().filter(|s| s.counter == counter).map(|s| s.per_thread).sum();
+        if let Some(total) = per_thread.get(counter).filter(|&t| t > 0.0 && explained < 0.8 * t) {
+            lines.push(format!(
+                "these sites explain {} of {counter} {} per {per}: the rest was made by calls not followed",
+                delta(explained),
+                delta(total)
+            ));
+        }
+    }
+    lines
+}
+
+/// The sites section of a report: a heading per cell or process with sites, and its lines.
+fn made_at_sections(record: &Record) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for cell in &record.cells {
+        let per = if cell.command.is_some() { "thread ended" } else { "thread" };
+        let several = cell.processes.len() > 1;
+        if several {
+            for p in cell.processes.iter().filter(|p| !p.sites.is_empty()) {
+                out.push((format!("{} pid {}", cell.cell, p.pid), made_at(&p.sites, &p.per_thread, per)));
+            }
+        } else if !cell.sites.is_empty() {
+            out.push((cell.cell.clone(), made_at(&cell.sites, &cell.per_thread, per)));
+        }
+    }
+    out
+}
+
 /// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
 /// for `exec`, per thread ended.
 fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
@@ -292,10 +343,17 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
             failure(NonSuccessKind::Failure, "differs", line)
         } else if judged.is_none() && cell.verdict != Verdict::Clean {
             let moved = moved_per_thread(cell, record.params.cycles);
-            let message = match left_behind(cell) {
+            let mut message = match left_behind(cell) {
                 Some(what) => format!("left behind per thread: {what}; {moved}"),
                 None => moved,
             };
+            if let Some(top) = cell.sites.first() {
+                message = format!(
+                    "made at: {} per thread: {}; {message}",
+                    delta(top.per_thread),
+                    crate::sites::site_text(top, SITE_FRAMES)
+                );
+            }
             failure(NonSuccessKind::Failure, cell.verdict.as_str(), &message)
         } else {
             TestCaseStatus::success()
@@ -363,6 +421,12 @@ pub fn table(record: &Record) -> String {
         out.push_str("\nleft behind, by kind, per thread (per unit of a scenario):\n");
         for (cell, what) in &left {
             let _ = writeln!(out, "  {}: {}", text::terminal(cell), text::terminal(what));
+        }
+    }
+    for (who, lines) in made_at_sections(record) {
+        let _ = writeln!(out, "\nmade at ({}):", text::terminal(&who));
+        for line in lines {
+            let _ = writeln!(out, "  {}", text::terminal(&line));
         }
     }
     let noted: Vec<&Row<'_>> = rows.iter().filter(|r| r.note.is_some()).collect();

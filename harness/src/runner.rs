@@ -158,6 +158,26 @@ pub fn run<C: Copy + Into<Case> + Sync>(
     }
 }
 
+/// The frames a site of a cell keeps.
+const SITE_DEPTH: usize = 6;
+
+/// A child's sites with their frames resolved here, in the runner, after the child ended (one
+/// symbolizer for the whole run, so that this executable's debug information is read once), without
+/// the frames of the recording layer (`backend/mach/tracked.rs`).
+fn resolved(mut sites: Vec<crate::record::SiteRecord>) -> Vec<crate::record::SiteRecord> {
+    static SYMBOLIZER: std::sync::Mutex<Option<crate::sites::Symbolizer>> = std::sync::Mutex::new(None);
+    if sites.is_empty() {
+        return sites;
+    }
+    let mut symbolizer = SYMBOLIZER.lock().unwrap_or_else(|p| p.into_inner());
+    let symbolizer = symbolizer.get_or_insert_with(Default::default);
+    for site in &mut sites {
+        let raw: Vec<(String, u64)> = site.frames.iter().map(|f| (f.module.clone(), f.offset)).collect();
+        site.frames = crate::sites::past_recording(symbolizer.frames(&raw), "tracked.rs", SITE_DEPTH);
+    }
+    sites
+}
+
 /// What came back from a supervised process.
 pub struct Outcome {
     /// How the process ended, when that could be learnt.
@@ -242,6 +262,7 @@ pub(crate) fn conclude(
     notes.extend(report.notes);
     record.cycles_per_sec = report.cycles_per_sec;
     record.kinds = report.kinds;
+    record.sites = resolved(report.sites);
     record.checkpoints = report.checkpoints;
     match &report.failure {
         Some(Failure::Call { call, errno_name, errno, cycle }) => {

@@ -34,7 +34,9 @@ use std::time::{Duration, Instant};
 use threadleak::backend::{native_census_setting_apart, native_thread_gone, Backend, StackQuery};
 
 mod books;
+mod sites;
 mod unix;
+mod unwind;
 
 #[cfg(target_os = "linux")]
 #[path = "linux.rs"]
@@ -97,6 +99,9 @@ fn on_load() {
         return;
     }
     unix::claim_counts(std::process::id(), unix::parent_pid(), unix::ORIGIN_EXEC);
+    if std::env::var_os("THREADLEAK_PROBE_SITES").is_some_and(|v| v == "1") {
+        sites::enable(imp::own_code());
+    }
     OUT.store(fd, Ordering::Release);
     NEXT_CENSUS.store(next_census(0, EVERY.load(Ordering::Relaxed)), Ordering::Relaxed);
     let command = unix::command_line();
@@ -160,6 +165,7 @@ fn on_thread_start(slot: usize) {
 
 /// Called from a thread-specific-data destructor as a created thread ends.
 fn on_thread_end(slot: Option<usize>) {
+    sites::thread_ended();
     if let Some(slot) = slot {
         // The state word orders this against a concurrent join or detach (see `release`).
         if BOOKS.slot(slot).mark(ENDED) & (DETACHED | JOINED) == 0 {
@@ -214,6 +220,7 @@ fn forked(parent: u32) {
         return;
     }
     BOOKS.after_fork(unix::current_slot());
+    sites::after_fork();
     UNJOINED_NOW.store(0, Ordering::Relaxed);
     unix::claim_counts(std::process::id(), parent, unix::ORIGIN_FORK);
     CENSUSES.store(0, Ordering::Relaxed);
@@ -226,7 +233,8 @@ fn census_if_due() {
     if ended < NEXT_CENSUS.load(Ordering::Relaxed) {
         return;
     }
-    take_census();
+    // The census's own calls (it opens /proc) are not the program's.
+    sites::quietly(take_census);
     let ended = unix::counts().ended.load(Ordering::Acquire);
     NEXT_CENSUS.store(next_census(ended, EVERY.load(Ordering::Relaxed)), Ordering::Relaxed);
 }
@@ -328,7 +336,9 @@ fn take_census() {
         now[t] -= live as i64;
     }
     // The samples file is the probe's own descriptor, not the program's.
-    if let Some(f) = names.iter().position(|&n| n == "fds") {
+    let fds = names.iter().position(|&n| n == "fds");
+    let open_fds = fds.map(|f| now[f]);
+    if let Some(f) = fds {
         now[f] -= 1;
     }
     now[names.len()] = unjoined;
@@ -352,6 +362,7 @@ fn take_census() {
     let _ = w.write_all(b"}}\n");
     let len = w.position() as usize;
     unix::write_all(fd, &buf[..len]);
+    sites::census(fd, std::process::id(), c.ended.load(Ordering::Acquire), imp::CALLS, imp::held, open_fds);
     CENSUSES.fetch_add(1, Ordering::Relaxed);
 }
 

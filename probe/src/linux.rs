@@ -38,7 +38,7 @@ extern "C" fn init() {
 }
 
 /// The next definition of `name` after this library, typed as `F`.
-fn next<F: Copy>(name: &'static [u8]) -> Option<F> {
+pub(crate) fn next<F: Copy>(name: &'static [u8]) -> Option<F> {
     debug_assert_eq!(name.last(), Some(&0));
     // SAFETY: RTLD_NEXT with a NUL-terminated name.
     let sym = unsafe { libc::dlsym(libc::RTLD_NEXT, name.as_ptr().cast::<c_char>()) };
@@ -46,12 +46,21 @@ fn next<F: Copy>(name: &'static [u8]) -> Option<F> {
     (!sym.is_null()).then(|| unsafe { std::mem::transmute_copy::<*mut c_void, F>(&sym) })
 }
 
+/// The real function `$name` (a string, or `fn name` for an identifier), looked up once.
 macro_rules! real {
     ($name:literal, $ty:ty) => {{
         static REAL: OnceLock<Option<$ty>> = OnceLock::new();
         *REAL.get_or_init(|| next::<$ty>(concat!($name, "\0").as_bytes()))
     }};
+    (fn $name:ident, $ty:ty) => {{
+        static REAL: OnceLock<Option<$ty>> = OnceLock::new();
+        *REAL.get_or_init(|| next::<$ty>(concat!(stringify!($name), "\0").as_bytes()))
+    }};
 }
+
+#[path = "linux_calls.rs"]
+mod calls;
+pub use calls::{describe, held, own_code, with_module_of, CALLS};
 
 /// Installs the probe's hooks; false when it cannot work.
 pub fn install() -> bool {

@@ -21,10 +21,20 @@ extern "C" fn init() {
 
 /// One entry of the interposing table: (replacement, replaced), as dyld reads it.
 #[repr(C)]
-struct Interpose {
+pub(crate) struct Interpose {
     replacement: *const c_void,
     replaced: *const c_void,
 }
+
+impl Interpose {
+    pub(crate) const fn of(replacement: *const c_void, replaced: *const c_void) -> Interpose {
+        Interpose { replacement, replaced }
+    }
+}
+
+#[path = "macos_calls.rs"]
+mod calls;
+pub use calls::{describe, held, own_code, with_module_of, CALLS};
 
 // SAFETY: the table is immutable data that only dyld reads.
 unsafe impl Sync for Interpose {}

@@ -488,7 +488,7 @@ pub fn inventory() -> Result<Inventory, CallError> {
                 if n <= 0 {
                     return;
                 }
-                let kind = fd_kind(&String::from_utf8_lossy(&target[..n as usize]));
+                let kind = crate::sites::fd_kind(&String::from_utf8_lossy(&target[..n as usize]));
                 let at = *index.entry(kind).or_insert_with_key(|kind| {
                     kinds.push((kind.clone(), 0));
                     kinds.len() - 1
@@ -530,32 +530,6 @@ pub fn inventory() -> Result<Inventory, CallError> {
 /// Filesystems whose every file is of one kind, by `statfs` magic (include/uapi/linux/magic.h): pipefs
 /// (anonymous pipes), sockfs (sockets), pidfs (pidfds, Linux 6.9).
 const ONE_KIND_FILESYSTEMS: [u64; 3] = [0x5049_5045, 0x534f_434b, 0x5049_4446];
-
-/// A descriptor's kind from its `/proc/self/fd` link: `anon_inode:[pidfd]` and paths as they are, a
-/// socket, pipe or namespace without its inode number, `/proc` paths without their pids.
-fn fd_kind(target: &str) -> String {
-    if let Some((kind, rest)) = target.split_once(":[") {
-        if rest.ends_with(']') && rest[..rest.len() - 1].bytes().all(|b| b.is_ascii_digit()) {
-            return kind.to_owned();
-        }
-    }
-    if let Some(rest) = target.strip_prefix("/proc/") {
-        let parts: Vec<&str> = rest.split('/').collect();
-        let numbered = |i: usize| parts.get(i).is_some_and(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        let mut out = String::from("/proc");
-        for (i, part) in parts.iter().enumerate() {
-            let generic = match i {
-                0 if numbered(0) => "PID",
-                2 if numbered(2) && parts[1] == "task" => "TID",
-                _ => part,
-            };
-            out.push('/');
-            out.push_str(generic);
-        }
-        return out;
-    }
-    target.to_owned()
-}
 
 /// A size as `8 MiB` or `68 KiB`.
 fn size_text(bytes: usize) -> String {
@@ -1162,13 +1136,13 @@ mod tests {
 
     #[test]
     fn descriptors_are_told_apart_by_what_they_point_at() {
-        assert_eq!(fd_kind("anon_inode:[pidfd]"), "anon_inode:[pidfd]");
-        assert_eq!(fd_kind("socket:[123456]"), "socket");
-        assert_eq!(fd_kind("pipe:[99]"), "pipe");
-        assert_eq!(fd_kind("/dev/null"), "/dev/null");
-        assert_eq!(fd_kind("/proc/4242/task/4243"), "/proc/PID/task/TID");
-        assert_eq!(fd_kind("/proc/4242/fd"), "/proc/PID/fd");
-        assert_eq!(fd_kind("/tmp/x (deleted)"), "/tmp/x (deleted)");
+        assert_eq!(crate::sites::fd_kind("anon_inode:[pidfd]"), "anon_inode:[pidfd]");
+        assert_eq!(crate::sites::fd_kind("socket:[123456]"), "socket");
+        assert_eq!(crate::sites::fd_kind("pipe:[99]"), "pipe");
+        assert_eq!(crate::sites::fd_kind("/dev/null"), "/dev/null");
+        assert_eq!(crate::sites::fd_kind("/proc/4242/task/4243"), "/proc/PID/task/TID");
+        assert_eq!(crate::sites::fd_kind("/proc/4242/fd"), "/proc/PID/fd");
+        assert_eq!(crate::sites::fd_kind("/tmp/x (deleted)"), "/tmp/x (deleted)");
     }
 
     #[test]

@@ -131,12 +131,16 @@ impl Backend {
                 Err(CallError::errno("the linux backend (this is not Linux)", libc::ENOSYS))
             }
             Backend::MachSim(model) => Ok(Box::new(mach::MachWorkload::new(
-                mach::sim::Sim::with_task(model.profile, model.delay, model.task),
+                mach::tracked::Tracked::new(mach::sim::Sim::with_task(model.profile, model.delay, model.task)),
                 cell,
                 params,
             )?)),
             #[cfg(target_os = "macos")]
-            Backend::Macos => Ok(Box::new(mach::MachWorkload::new(mach::real::Real::new()?, cell, params)?)),
+            Backend::Macos => Ok(Box::new(mach::MachWorkload::new(
+                mach::tracked::Tracked::new(mach::real::Real::new()?),
+                cell,
+                params,
+            )?)),
             #[cfg(not(target_os = "macos"))]
             Backend::Macos => {
                 let _ = (cell, params);
@@ -158,14 +162,15 @@ impl Backend {
                 Err(CallError::errno("the scenario's Mach calls (it has no Linux analog)", libc::ENOSYS))
             }
             Backend::MachSim(model) => Ok(Box::new(mach::ScenarioWorkload::new(
-                mach::sim::Sim::with_task(model.profile, model.delay, model.task),
+                mach::tracked::Tracked::new(mach::sim::Sim::with_task(model.profile, model.delay, model.task)),
                 work,
                 variant,
                 params,
             )?)),
             #[cfg(target_os = "macos")]
             Backend::Macos => {
-                Ok(Box::new(mach::ScenarioWorkload::new(mach::real::Real::new()?, work, variant, params)?))
+                let api = mach::tracked::Tracked::new(mach::real::Real::new()?);
+                Ok(Box::new(mach::ScenarioWorkload::new(api, work, variant, params)?))
             }
             #[cfg(not(target_os = "macos"))]
             Backend::Macos => {
@@ -498,7 +503,22 @@ pub trait Workload {
     fn inventory(&mut self) -> Result<Inventory, CallError> {
         Ok(Inventory::new())
     }
+
+    /// What the workload's own calls made that the process still holds, by the site (call stack) that
+    /// made it; taken with the inventories. `None` where the backend records no sites.
+    fn sites(&mut self) -> Option<SiteTally> {
+        None
+    }
+
+    /// Site `id` of a tally: its call, counter and resolved frames (its figures left at zero).
+    fn site(&self, id: u32) -> Option<crate::record::SiteRecord> {
+        let _ = id;
+        None
+    }
 }
+
+/// How many resources each site made that are still held, and what one of them is, by site id.
+pub type SiteTally = std::collections::BTreeMap<u32, (i64, String)>;
 
 /// How many of each kind of resource a process holds, by (counter, kind): (`fds`, `anon_inode:[pidfd]`),
 /// (`maps`, `8 MiB rw-p anonymous, guard page below (a stack)`), (`names`, `dead name`), (`urefs`, `of dead names`).

@@ -51,6 +51,8 @@ pub struct ExecConfig {
     pub term_grace: Duration,
     /// The probe library to preload; `None`: the one this binary carries.
     pub probe: Option<PathBuf>,
+    /// Record where each descriptor was made (the call stack), and report the sites of what is left.
+    pub sites: bool,
 }
 
 /// Why the program could not be run at all (its own failures are in the record instead).
@@ -282,6 +284,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         .env(SAMPLES_ENV, &files.samples)
         .env("THREADLEAK_PROBE_COUNTS", &files.counts)
         .env("THREADLEAK_PROBE_EVERY", config.every.to_string())
+        .env("THREADLEAK_PROBE_SITES", if config.sites { "1" } else { "0" })
         // The program runs in a process group of its own, which a terminal would stop (SIGTTIN) when it
         // reads: it reads nothing instead.
         .stdin(Stdio::null());
@@ -358,7 +361,14 @@ fn measure(
     cell: &mut CellRecord,
     notes: &mut Vec<String>,
 ) -> u64 {
-    let reading = samples::read(text, counts);
+    let mut reading = samples::read(text, counts);
+    let mut symbolizer = crate::sites::Symbolizer::default();
+    for p in &mut reading.processes {
+        for site in &mut p.sites {
+            let raw: Vec<(String, u64)> = site.frames.iter().map(|f| (f.module.clone(), f.offset)).collect();
+            site.frames = symbolizer.frames(&raw);
+        }
+    }
     notes.extend(reading.notes.iter().cloned());
     let fail = |cell: &mut CellRecord, notes: &mut Vec<String>, note: String| {
         if cell.status == Status::Ok {
@@ -398,6 +408,7 @@ fn measure(
             cell.per_thread = decider.per_thread.clone();
             cell.interval = decider.interval.clone();
             cell.checkpoints = decider.checkpoints.clone();
+            cell.sites = decider.sites.clone();
             cell.resolution = analysis::resolution(&decider.checkpoints);
             cell.verdict = decider.verdict;
             if let Ok(e) = analysis::estimate(&decider.checkpoints) {

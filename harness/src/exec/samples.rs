@@ -11,7 +11,7 @@ use serde::Deserialize;
 
 use super::counts::{Counts, ORIGIN_FORK};
 use crate::analysis::{self, MIN_CENSUSES};
-use crate::record::{Checkpoint, Counters, ProcessRecord, Verdict};
+use crate::record::{Checkpoint, Counters, Frame, ProcessRecord, SiteRecord, Verdict};
 
 /// The longest line read; a census line is a few hundred bytes.
 const MAX_LINE: usize = 64 << 10;
@@ -45,7 +45,33 @@ struct Line {
     untracked: u64,
     #[serde(default)]
     counters: Option<Counters<i64>>,
+    /// A site's definition (`kind` `site`).
+    #[serde(default)]
+    id: Option<usize>,
+    #[serde(default)]
+    call: Option<String>,
+    #[serde(default)]
+    counter: Option<String>,
+    #[serde(default)]
+    frames: Option<Vec<(String, u64)>>,
+    /// A census's resources alive by site (`kind` `sites`): (site, alive, of which the maker ended, what
+    /// one of them is).
+    #[serde(default)]
+    tally: Option<Vec<(usize, u64, u64, String)>>,
+    #[serde(default)]
+    unrecorded: u64,
 }
+
+/// A site as the probe defined it: its call, counter and unsymbolized frames.
+#[derive(Debug)]
+struct SiteDefinition {
+    call: String,
+    counter: String,
+    frames: Vec<(String, u64)>,
+}
+
+/// The most site tallies kept per process (a site at a census is one).
+const MAX_TALLIES: usize = 1 << 20;
 
 /// What the probe said of one process.
 #[derive(Debug, Default)]
@@ -61,6 +87,14 @@ struct Series {
     untracked: u64,
     /// The most threads the probe did not create (but the main thread) running at a census.
     foreign: i64,
+    /// Sites, by the probe's id, and their tallies by threads ended (several lines of one census add up).
+    sites: BTreeMap<usize, SiteDefinition>,
+    tallies: BTreeMap<u64, BTreeMap<usize, (u64, u64)>>,
+    /// What one resource of each site was, at the last census that had one.
+    what: BTreeMap<usize, String>,
+    tallied: usize,
+    /// Calls the probe could not record (its tables full).
+    unrecorded: u64,
 }
 
 /// The program's processes, read from the samples text and the counts.
@@ -104,6 +138,28 @@ pub fn read(text: &str, counts: &[Counts]) -> Reading {
                     series.foreign = series.foreign.max(tasks - 1 - line.pending as i64);
                 }
                 series.censuses.push(line);
+            }
+            "site" => match (line.id, line.call, line.counter, line.frames) {
+                (Some(id), Some(call), Some(counter), Some(frames)) if frames.len() <= 64 => {
+                    series.sites.insert(id, SiteDefinition { call, counter, frames });
+                }
+                _ => malformed += 1,
+            },
+            "sites" if line.tally.is_some() => {
+                series.unrecorded = series.unrecorded.max(line.unrecorded);
+                let tally = line.tally.unwrap_or_default();
+                if series.tallied + tally.len() > MAX_TALLIES {
+                    continue;
+                }
+                series.tallied += tally.len();
+                let at = series.tallies.entry(line.ended).or_default();
+                for (id, alive, outlived, what) in tally {
+                    let e = at.entry(id).or_default();
+                    (e.0, e.1) = (e.0 + alive, e.1 + outlived);
+                    if !what.is_empty() && what.len() <= 4096 {
+                        series.what.insert(id, crate::sites::fd_kind(&what));
+                    }
+                }
             }
             _ => malformed += 1,
         }
@@ -164,6 +220,7 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
         interval: Counters::default(),
         verdict: Verdict::Inconclusive,
         checkpoints: Vec::new(),
+        sites: Vec::new(),
         note: None,
     };
     if checkpoints.is_empty() && series.ended == 0 {
@@ -214,11 +271,62 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
             series.untracked, 65536
         ));
     }
+    // Sites explain what was left: of a counter that did not grow, a site's records can only be
+    // descriptors closed where the probe could not see it.
+    record.sites = sites(&series);
+    record.sites.retain(|s| record.per_thread.get(&s.counter).is_some_and(|v| v >= crate::sites::SITE_THRESHOLD));
+    if series.unrecorded > 0 {
+        notes.push(format!(
+            "{} calls that made a descriptor were not recorded (the probe's tables of stacks and descriptors are \
+             full): the sites may explain less than the count",
+            series.unrecorded
+        ));
+    }
     record.checkpoints = checkpoints;
     if !notes.is_empty() {
         record.note = Some(notes.join("; "));
     }
     record
+}
+
+/// The sites whose resources alive grew with the threads ended, most per thread first, their frames not
+/// yet symbolized (the runner does that once, for every process: [`crate::sites::Symbolizer`]).
+fn sites(series: &Series) -> Vec<SiteRecord> {
+    let ids: std::collections::BTreeSet<usize> = series.tallies.values().flat_map(|t| t.keys().copied()).collect();
+    let mut out: Vec<SiteRecord> = Vec::new();
+    for id in ids {
+        let Some(def) = series.sites.get(&id) else { continue };
+        let points: Vec<(f64, f64)> =
+            series.tallies.iter().map(|(&ended, t)| (ended as f64, t.get(&id).map_or(0, |e| e.0) as f64)).collect();
+        let per_thread = crate::sites::rate(&points);
+        if per_thread < crate::sites::SITE_THRESHOLD {
+            continue;
+        }
+        let (live, outlived) = series.tallies.values().last().and_then(|t| t.get(&id)).copied().unwrap_or_default();
+        let frames = def
+            .frames
+            .iter()
+            .map(|(module, offset)| Frame {
+                module: module.clone(),
+                offset: *offset,
+                function: None,
+                file: None,
+                line: None,
+            })
+            .collect();
+        out.push(SiteRecord {
+            counter: def.counter.clone(),
+            kind: series.what.get(&id).cloned(),
+            call: def.call.clone(),
+            per_thread,
+            live,
+            outlived,
+            frames,
+        });
+    }
+    out.sort_by(|a, b| b.per_thread.total_cmp(&a.per_thread));
+    out.truncate(crate::sites::MAX_SITES);
+    out
 }
 
 /// What threads in flight were found to hold and set apart, as a sentence.
@@ -317,5 +425,33 @@ mod tests {
         let reading = read(&(long + "{\"pid\":0,\"kind\":\"census\"}\n"), &[]);
         assert_eq!(reading.loaded, 0);
         assert_eq!(reading.notes, ["2 lines of the samples file were not the probe's and were ignored"]);
+    }
+
+    #[test]
+    fn sites_are_rated_per_thread_from_their_tallies_and_bad_lines_are_counted_not_trusted() {
+        let mut text = load(9, 1, "prog");
+        text += "{\"pid\":9,\"kind\":\"site\",\"id\":4,\"call\":\"open\",\"counter\":\"fds\",\"frames\":[[\"/bin/prog\",100],[\"?\",7]]}\n";
+        text += "{\"pid\":9,\"kind\":\"site\",\"id\":5,\"call\":\"socket\",\"counter\":\"fds\",\"frames\":[]}\n";
+        // Not a site: no call.
+        text += "{\"pid\":9,\"kind\":\"site\",\"id\":6,\"frames\":[]}\n";
+        for k in [16u64, 32, 64, 128, 256, 512, 1000] {
+            text += &census(9, k, 3 + k as i64);
+            // Site 4 leaks one per thread, in two lines of one census; site 5 holds 2 whatever happens;
+            // site 7 was never defined.
+            let half = k / 2;
+            text += &format!("{{\"pid\":9,\"kind\":\"sites\",\"ended\":{k},\"tally\":[[4,{half},{half},\"/tmp/x\"],[5,2,0,\"socket:[88]\"]]}}\n");
+            text += &format!(
+                "{{\"pid\":9,\"kind\":\"sites\",\"ended\":{k},\"tally\":[[4,{},0,\"\"],[7,{k},{k},\"\"]]}}\n",
+                k - half
+            );
+        }
+        let reading = read(&text, &[]);
+        assert_eq!(reading.notes, ["1 lines of the samples file were not the probe's and were ignored"]);
+        let p = &reading.processes[0];
+        let [site] = &p.sites[..] else { panic!("{:#?}", p.sites) };
+        assert_eq!((site.call.as_str(), site.per_thread, site.live, site.outlived), ("open", 1.0, 1000, 500));
+        assert_eq!(site.kind.as_deref(), Some("/tmp/x"));
+        let frames: Vec<(&str, u64)> = site.frames.iter().map(|f| (f.module.as_str(), f.offset)).collect();
+        assert_eq!(frames, [("/bin/prog", 100), ("?", 7)]);
     }
 }

@@ -30,6 +30,12 @@ mach_types! {
     pub type mach_vm_address_t = u64;
     /// mach_debug/ipc_info.h: an `IKOT_*` kernel object type
     pub type ipc_info_object_type_t = natural_t;
+    /// mach/mach_types.h
+    pub type semaphore_t = mach_port_t;
+    /// mach/sync_policy.h
+    pub type sync_policy_t = i32;
+    /// mach/task_special_ports.h
+    pub type task_special_port_t = i32;
 }
 
 mach_structs! {
@@ -122,6 +128,19 @@ borrowed_fns! {
         target_task: mach_port_t,
         act_list: *mut *mut thread_act_t,
         act_listCnt: *mut mach_msg_type_number_t,
+    ) -> kern_return_t;
+    /// mach/task.h: a new semaphore, a send right in the caller's space.
+    mach2::semaphore::semaphore_create => fn semaphore_create(
+        task: mach_port_t,
+        semaphore: *mut semaphore_t,
+        policy: sync_policy_t,
+        value: i32,
+    ) -> kern_return_t;
+    /// mach/task.h: a send right to one of the task's special ports.
+    mach2::task::task_get_special_port => fn task_get_special_port(
+        task: mach_port_t,
+        which_port: task_special_port_t,
+        special_port: *mut mach_port_t,
     ) -> kern_return_t;
     /// pthread.h
     libc::pthread_mach_thread_np => fn pthread_mach_thread_np(thread: pthread_t) -> mach_port_t;

@@ -4,6 +4,7 @@
 //! - `workload.rs`: every axis realized with Mach calls, the census and the settle step (portable);
 //! - `scenarios.rs`: the corpus's workloads that are not matrix cells (portable);
 //! - `sim.rs`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
+//! - `tracked.rs`: either of them, with the stack of every call that adds a reference recorded (sites);
 //! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`);
 //! - `kern_return.rs`, `port.rs`, `exception.rs`, `ffi.rs`: the C types, constants and functions declared
 //!   by hand, one module per header family, recorded for the ABI check (`abi.rs`).
@@ -21,6 +22,7 @@ pub mod port;
 pub mod real;
 mod scenarios;
 pub mod sim;
+pub mod tracked;
 mod workload;
 
 pub use scenarios::ScenarioWorkload;
@@ -153,5 +155,17 @@ pub trait Mach: Sync {
     /// Facts about how the calls were realized that a reader of the record needs.
     fn notes(&self) -> Vec<String> {
         Vec::new()
+    }
+
+    /// What the calls made that the space still holds, by the site that made it ([`tracked::Tracked`]);
+    /// `None` where calls are not tracked.
+    fn site_tally(&self) -> Option<crate::backend::SiteTally> {
+        None
+    }
+
+    /// Site `id` of [`Mach::site_tally`]: its call, counter and frames.
+    fn site(&self, id: u32) -> Option<crate::record::SiteRecord> {
+        let _ = id;
+        None
     }
 }

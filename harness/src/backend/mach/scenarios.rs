@@ -84,6 +84,14 @@ impl<M: Mach> Workload for ScenarioWorkload<M> {
         super::workload::inventory(&self.api)
     }
 
+    fn sites(&mut self) -> Option<crate::backend::SiteTally> {
+        self.api.site_tally()
+    }
+
+    fn site(&self, id: u32) -> Option<crate::record::SiteRecord> {
+        self.api.site(id)
+    }
+
     fn notes(&self) -> Vec<String> {
         self.api.notes()
     }

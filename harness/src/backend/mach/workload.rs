@@ -227,6 +227,14 @@ impl<M: Mach> Workload for MachWorkload<M> {
         inventory(&self.api)
     }
 
+    fn sites(&mut self) -> Option<crate::backend::SiteTally> {
+        self.api.site_tally()
+    }
+
+    fn site(&self, id: u32) -> Option<crate::record::SiteRecord> {
+        self.api.site(id)
+    }
+
     fn notes(&self) -> Vec<String> {
         let mut notes = self.api.notes();
         for (&code, &count) in &self.fix_failures {
@@ -309,14 +317,29 @@ fn kobject_words(kind: u32) -> Option<(&'static str, &'static str)> {
     }
 }
 
+/// What the port a name of type `t` holds a right to stands for, where the kernel tells it.
+fn stands_for<M: Mach>(api: &M, name: mach_port_name_t, t: mach_port_type_t) -> Option<(&'static str, &'static str)> {
+    let live = t & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_RECEIVE) != 0;
+    if live {
+        api.mach_port_kobject(name).ok().and_then(kobject_words)
+    } else {
+        None
+    }
+}
+
+/// What a name of type `t` is, as the inventory names it (`dead name`, `name with a send right to a
+/// thread`).
+pub(crate) fn name_kind<M: Mach>(api: &M, name: mach_port_name_t, t: mach_port_type_t) -> String {
+    right_kind(t, stands_for(api, name, t))
+}
+
 /// The task's names by what they hold (`names`, `dead name`), and the user references on send rights and
 /// on dead names (`urefs`, `on dead names`): what a census counts, told apart. What a port stands for (a
 /// thread, the host) is said where `mach_port_kobject` tells it: from xnu-8792.41.9 (macOS 13) on.
 pub fn inventory<M: Mach>(api: &M) -> Result<Inventory, CallError> {
     let mut out = Inventory::new();
     for (name, t) in kr("mach_port_names (inventory)", api.mach_port_names())? {
-        let live = t & (MACH_PORT_TYPE_SEND | MACH_PORT_TYPE_RECEIVE) != 0;
-        let to = if live { api.mach_port_kobject(name).ok().and_then(kobject_words) } else { None };
+        let to = stands_for(api, name, t);
         *out.entry(("names".to_owned(), right_kind(t, to))).or_insert(0) += 1;
         let (right, on) = if t & MACH_PORT_TYPE_SEND != 0 {
             (
