@@ -784,7 +784,7 @@ fn two_leaks_from_two_functions_are_each_reported_with_their_own_rate_and_line()
     assert!(table.contains("+1 per thread ended: fd /dev/null (fopen) ← keep_log (two_sites.c:"), "{table}");
     let (_, _, junit) = exec_text(&["--format", "junit"], &[two.to_str().unwrap(), "300"]);
     assert!(
-        junit.contains("message=\"made at: +1 per thread: fd /dev/null (fopen) ← keep_log (two_sites.c:"),
+        junit.contains("message=\"made at: +1 per thread ended: fd /dev/null (fopen) ← keep_log (two_sites.c:"),
         "{junit}"
     );
 }

@@ -348,8 +348,9 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
                 None => moved,
             };
             if let Some(top) = cell.sites.first() {
+                let per = if cell.command.is_some() { "thread ended" } else { "thread" };
                 message = format!(
-                    "made at: {} per thread: {}; {message}",
+                    "made at: {} per {per}: {}; {message}",
                     delta(top.per_thread),
                     crate::sites::site_text(top, SITE_FRAMES)
                 );
