@@ -16,7 +16,7 @@ fn sim(profile: Profile, delay: u32) -> Backend {
 /// 70,000 `mach_thread_self()` calls in each of 10 measured threads (and one warm-up thread).
 fn overrun(profile: Profile, fix: &str) -> CellRecord {
     let mut config = common::config(sim(profile, 3));
-    config.params = Params { cycles: 10, warmup: 1, self_calls: 70_000 };
+    config.params = Params { cycles: 10, warmup: 1, self_calls: 70_000, memory: false };
     let cell: Cell = format!("thread=detached,self=leaked,exc=none,fix={fix}").parse().unwrap();
     let record = run_cell(&config, cell);
     assert_eq!(record.status, Status::Ok, "{:?}", record.note);
@@ -171,7 +171,7 @@ fn every_mach_cell_names_the_call_and_function_that_left_each_reference() {
     let cells = matrix::select(&[]);
     let mut config = common::config(sim(Profile::Xnu11417, 3));
     config.jobs = 2;
-    config.params = Params { cycles: 100, warmup: 2, self_calls: 2 };
+    config.params = Params { cycles: 100, warmup: 2, self_calls: 2, memory: false };
     let record = run(&config, &cells, |_| {});
     for cell in &record.cells {
         let axes = cell.axes.as_ref().unwrap();

@@ -17,14 +17,14 @@ fn main() {
         };
         let Some(cell) = record.cells.first() else { continue };
         for p in cell.processes.iter().filter(|p| p.checkpoints.len() >= threadleak::analysis::MIN_CENSUSES) {
-            match threadleak::analysis::estimate(&p.checkpoints) {
+            match threadleak::analysis::estimate(&p.checkpoints, threadleak::analysis::Judging::default()) {
                 Ok(e) => println!(
                     "{path}: written {}, now {} (pid {}): vm_kib median {:+.2}; {}",
                     cell.verdict.as_str(),
                     e.verdict.as_str(),
                     p.pid,
                     e.per_thread.get("vm_kib").unwrap_or(0.0),
-                    e.reasons.first().map_or("no reason given", String::as_str)
+                    e.notes.first().map_or("no reason given", String::as_str)
                 ),
                 Err(e) => println!("{path}: pid {}: {e}", p.pid),
             }

@@ -55,7 +55,7 @@ thread_local! {
 
 /// Measures `f` per call in a child process; see [`Check`] for the settings and the assertions.
 pub fn check<F: FnMut()>(f: F) -> Check<F> {
-    Check { f, cycles: 1000, warmup: 100, censuses: 9, timeout: Duration::from_secs(300), test: None }
+    Check { f, cycles: 1000, warmup: 100, censuses: 9, timeout: Duration::from_secs(300), test: None, memory: false }
 }
 
 /// A closure to measure, and how.
@@ -67,6 +67,7 @@ pub struct Check<F> {
     censuses: u32,
     timeout: Duration,
     test: Option<String>,
+    memory: bool,
 }
 
 /// Why a check could not measure at all (a child that fails is a record with its status instead).
@@ -108,6 +109,14 @@ impl<F: FnMut()> Check<F> {
     /// Wall time the child may take (default 5 minutes); past it its process group is killed.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Let memory count (default: no): `vm_kib` that grows steadily over the calls fails
+    /// [`assert_clean`](Check::assert_clean). By default memory is reported with its rate and decides
+    /// nothing: a heap, an arena or a runtime's caches drift while no item is left behind.
+    pub fn memory(mut self, counts: bool) -> Self {
+        self.memory = counts;
         self
     }
 
@@ -169,7 +178,7 @@ impl<F: FnMut()> Check<F> {
             Some(name) if name != "main" => name,
             other => return Err(CheckError::NoTest(other)),
         };
-        let params = Params { cycles: self.cycles, warmup: self.warmup, self_calls: 0 };
+        let params = Params { cycles: self.cycles, warmup: self.warmup, self_calls: 0, memory: self.memory };
         match std::env::var(CHECK_ENV) {
             Ok(wanted) if wanted == format!("{index}:{test}") => self.measure_here(backend, &params),
             Ok(_) => Ok(None),
@@ -235,7 +244,13 @@ impl<F: FnMut()> Check<F> {
                 });
             match report {
                 Ok(report) => {
-                    runner::conclude(&mut cell, &mut notes, report, Mode::Series { censuses: self.censuses });
+                    runner::conclude(
+                        &mut cell,
+                        &mut notes,
+                        report,
+                        Mode::Series { censuses: self.censuses },
+                        analysis::Judging { memory: self.memory },
+                    );
                 }
                 Err(why) => {
                     cell.status = Status::Crashed;

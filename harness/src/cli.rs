@@ -118,7 +118,7 @@ struct CellParams {
 
 impl CellParams {
     fn params(&self) -> Params {
-        Params { cycles: self.cycles, warmup: self.warmup, self_calls: self.self_calls }
+        Params { cycles: self.cycles, warmup: self.warmup, self_calls: self.self_calls, memory: false }
     }
 }
 
@@ -267,6 +267,11 @@ struct ExecArgs {
     /// where the program has debug information); this costs well under a microsecond a call.
     #[arg(long)]
     no_sites: bool,
+    /// Let memory count: `vm_kib` that grows steadily over the run makes a leak. By default memory (a heap,
+    /// an arena, garbage not yet collected) is reported with its rate and decides nothing; whole items
+    /// (descriptors, mappings, timers, threads) decide.
+    #[arg(long)]
+    memory: bool,
     #[command(flatten)]
     output: OutputArgs,
     /// The program and its arguments, after `--`.
@@ -530,6 +535,7 @@ fn exec(args: ExecArgs) -> i32 {
         term_grace: Duration::from_secs(2),
         probe: args.probe,
         sites: !args.no_sites,
+        memory: args.memory,
     };
     let record = match crate::exec::exec(backend, &config) {
         Ok(record) => record,
@@ -805,7 +811,7 @@ fn degrade(args: DegradeArgs) -> i32 {
     };
     kill_children_on_interrupt();
     let mut config = RunConfig::new(exe, backend);
-    config.params = Params { cycles: args.threads, warmup: args.warmup, self_calls: args.self_calls };
+    config.params = Params { cycles: args.threads, warmup: args.warmup, self_calls: args.self_calls, memory: false };
     config.timeout = args.timeout;
     let (record, windows) = runner::run_cell_in(&config, args.cell.into(), Mode::Degrade { window: args.window });
     let result =

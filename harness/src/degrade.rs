@@ -261,6 +261,7 @@ mod tests {
             failure: None,
             interval: Counters::default(),
             resolution: Counters::default(),
+            limits: Counters::default(),
             processes: Vec::new(),
         }
     }

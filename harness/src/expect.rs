@@ -308,6 +308,7 @@ mod tests {
                     failure: None,
                     interval: Counters::default(),
                     resolution: Counters::default(),
+                    limits: Counters::default(),
                     processes: Vec::new(),
                 })
                 .collect(),

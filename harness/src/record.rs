@@ -151,11 +151,14 @@ pub struct Params {
     pub warmup: u32,
     /// K: extra self references a thread takes when the `self` axis is not `none`.
     pub self_calls: u32,
+    /// Memory counts (`exec --memory`, check's `.memory(true)`): `vm_kib` that grows steadily makes a leak.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub memory: bool,
 }
 
 impl Default for Params {
     fn default() -> Params {
-        Params { cycles: 1000, warmup: 10, self_calls: 1 }
+        Params { cycles: 1000, warmup: 10, self_calls: 1, memory: false }
     }
 }
 
@@ -291,6 +294,9 @@ pub struct SiteRecord {
     /// Its resources alive at the last census, and how many of them the thread that made them outlived.
     pub live: u64,
     pub outlived: u64,
+    /// It grew and then stopped (a cache filled): shown apart from what keeps growing, and no leak.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stopped: bool,
     /// The stack, innermost first (inlined functions each a frame of their own).
     pub frames: Vec<Frame>,
 }
@@ -360,6 +366,10 @@ pub struct CellRecord {
     /// measurement can show (`--expect` allows for it).
     #[serde(default, skip_serializing_if = "Counters::is_empty")]
     pub resolution: Counters<f64>,
+    /// `exec` and `threadleak::check`: for each countable counter, the smallest steady change per thread
+    /// (per call) its censuses could have shown: what a `clean` verdict rules out.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub limits: Counters<f64>,
     /// `exec`: each process of the program that created threads, measured on its own. The cell's own
     /// figures are those of the process that decides the verdict.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -384,6 +394,10 @@ pub struct ProcessRecord {
     pub per_thread: Counters<f64>,
     #[serde(default, skip_serializing_if = "Counters::is_empty")]
     pub interval: Counters<[f64; 2]>,
+    /// For each countable counter, the smallest steady change per thread ended its censuses could have
+    /// shown.
+    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    pub limits: Counters<f64>,
     pub verdict: Verdict,
     pub checkpoints: Vec<Checkpoint>,
     /// Where what it left behind was made (`--sites`), most per thread first.
@@ -422,6 +436,7 @@ impl CellRecord {
             failure: None,
             interval: Counters::default(),
             resolution: Counters::default(),
+            limits: Counters::default(),
             processes: Vec::new(),
         }
     }
@@ -556,6 +571,7 @@ mod tests {
                 }),
                 interval: Counters::default(),
                 resolution: Counters::default(),
+                limits: Counters::default(),
                 processes: Vec::new(),
             }],
         }

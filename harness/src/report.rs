@@ -95,7 +95,23 @@ struct Row<'a> {
     label: String,
     outcome: String,
     per_thread: &'a Counters<f64>,
-    note: Option<&'a str>,
+    note: Option<String>,
+}
+
+/// A row's note: the record's, and for a clean verdict what it rules out (its limits).
+fn row_note(
+    note: Option<&str>,
+    verdict: Verdict,
+    judged: bool,
+    limits: &Counters<f64>,
+    per: (&str, &str),
+) -> Option<String> {
+    let seen = (verdict == Verdict::Clean && judged).then(|| sensitivity(limits, per)).flatten();
+    match (note.filter(|n| !n.is_empty()), seen) {
+        (Some(note), Some(seen)) => Some(format!("{note}; clean: {seen}")),
+        (None, Some(seen)) => Some(format!("clean: {seen}")),
+        (note, None) => note.map(str::to_owned),
+    }
 }
 
 impl Row<'_> {
@@ -124,7 +140,8 @@ fn rows(record: &Record) -> Vec<Row<'_>> {
             } else {
                 cell.outcome().to_owned()
             };
-        rows.push(Row { label: cell.cell.clone(), outcome, per_thread: &cell.per_thread, note: cell.note.as_deref() });
+        let note = row_note(cell.note.as_deref(), cell.verdict, cell.judgeable(), &cell.limits, unit(cell));
+        rows.push(Row { label: cell.cell.clone(), outcome, per_thread: &cell.per_thread, note });
         if cell.processes.len() > 1 {
             for p in &cell.processes {
                 let judged = p.checkpoints.len() >= crate::analysis::MIN_CENSUSES;
@@ -133,7 +150,7 @@ fn rows(record: &Record) -> Vec<Row<'_>> {
                     label: format!("  {}", process_label(p)),
                     outcome,
                     per_thread: &p.per_thread,
-                    note: p.note.as_deref(),
+                    note: row_note(p.note.as_deref(), p.verdict, judged, &p.limits, unit(cell)),
                 });
             }
         }
@@ -147,14 +164,66 @@ fn is_check(cell: &CellRecord) -> bool {
     cell.axes.is_none() && cell.command.is_none() && cell.scenario.is_none()
 }
 
+/// What a cell's figures are per, singular and plural: a thread created (a matrix cell), a thread ended (a
+/// program under `exec`), a call (a check), or a scenario's unit.
+pub fn unit(cell: &CellRecord) -> (&'static str, &'static str) {
+    if cell.command.is_some() {
+        ("thread ended", "threads ended")
+    } else if is_check(cell) {
+        ("call", "calls")
+    } else {
+        let unit = cell.scenario.as_ref().map_or(crate::scenario::Unit::Thread, |s| s.unit);
+        (unit.as_str(), unit.plural())
+    }
+}
+
+/// What a clean verdict rules out, from the record's limits: `a steady leak of one item in 8,300 threads
+/// ended or more would have shown (maps: one in 640)`. `None` without limits.
+pub fn sensitivity(limits: &Counters<f64>, per: (&str, &str)) -> Option<String> {
+    let finite: Vec<(&str, f64)> = limits.iter().filter(|(_, l)| l.is_finite() && *l > 0.0).collect();
+    let best = finite.iter().map(|&(_, l)| l).fold(f64::INFINITY, f64::min);
+    if !best.is_finite() {
+        return None;
+    }
+    let one_in = |limit: f64| {
+        let n = (1.0 / limit).floor().max(1.0) as u64;
+        if n == 1 {
+            format!("one item a {} or more", per.0)
+        } else {
+            format!("one item in {} {}", thousands(n), per.1)
+        }
+    };
+    // Counters whose noise hides much more than the best one can see, named apart.
+    let worse: Vec<String> =
+        finite.iter().filter(|&&(_, l)| l > 2.0 * best).map(|&(name, l)| format!("{name}: {}", one_in(l))).collect();
+    let apart = if worse.is_empty() { String::new() } else { format!(" ({})", worse.join("; ")) };
+    Some(format!("a steady leak of {} would have shown{apart}", one_in(best)))
+}
+
+/// `8300` as `8,300`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// What the columns say, under the table.
 fn footer(record: &Record) -> &'static str {
     if record.cells.iter().any(is_check) {
-        "columns are the typical change per call, over the middle two thirds of the calls, each census taken \
-         once the process's threads were back at rest"
+        "columns are the change per call: the typical stretch's between censuses, or the slope of a counter that \
+         kept growing; each census taken once the threads the calls started had ended; whole items that keep \
+         growing across the censuses are a leak however slowly, memory decides nothing unless asked to"
     } else if record.cells.iter().any(|c| c.command.is_some()) {
-        "columns are the typical change per thread ended (threads the program created through pthread_create), \
-         over the middle two thirds of the run; what threads still in flight held at each census is set apart"
+        "columns are the change per thread ended (threads the program created through pthread_create): the \
+         typical stretch's between censuses, or the slope of a counter that kept growing; what threads still in \
+         flight held at each census is set apart; whole items that keep growing across the censuses are a leak \
+         however slowly, memory decides nothing unless asked to"
     } else if record.cells.iter().any(|c| c.scenario.is_some()) {
         "columns are the change per unit of work, from the warmed-up baseline to the last checkpoint: per thread \
          created for a cell, per the scenario's unit for a scenario (threadleak scenarios lists them)"
@@ -212,7 +281,7 @@ pub fn markdown(record: &Record) -> String {
     }
     let left = left_behind_lines(record);
     if !left.is_empty() {
-        let _ = writeln!(out, "\nLeft behind, by kind, per thread (per unit of a scenario):\n");
+        let _ = writeln!(out, "\nLeft behind, by kind, per {}:\n", left_behind_unit(record));
         for (cell, what) in &left {
             let _ = writeln!(out, "- {}: {}", text::markdown_code(cell), text::markdown(what));
         }
@@ -224,7 +293,8 @@ pub fn markdown(record: &Record) -> String {
         }
     }
     for row in rows.iter().filter(|r| r.note.is_some()) {
-        let _ = writeln!(out, "\n- {}: {}", row.markdown_label(), text::markdown(row.note.unwrap_or_default()));
+        let _ =
+            writeln!(out, "\n- {}: {}", row.markdown_label(), text::markdown(row.note.as_deref().unwrap_or_default()));
     }
     let _ = writeln!(out, "\n_{}_", footer(record));
     out
@@ -258,6 +328,17 @@ pub fn left_behind(cell: &CellRecord) -> Option<String> {
     Some(parts.join(", "))
 }
 
+/// What the kinds left behind are per: a call for a check, a thread (a scenario's unit) otherwise.
+fn left_behind_unit(record: &Record) -> &'static str {
+    if record.cells.iter().any(is_check) {
+        "call"
+    } else if record.cells.iter().any(|c| c.scenario.is_some()) {
+        "thread (per unit of a scenario)"
+    } else {
+        "thread"
+    }
+}
+
 /// The section under a table that says what each cell left behind, one line a cell.
 fn left_behind_lines(record: &Record) -> Vec<(String, String)> {
     record.cells.iter().filter_map(|c| left_behind(c).map(|what| (c.cell.clone(), what))).collect()
@@ -272,14 +353,24 @@ const SITE_FRAMES: usize = 6;
 pub fn made_at(sites: &[SiteRecord], per_thread: &Counters<f64>, per: &str) -> Vec<String> {
     let mut lines: Vec<String> = sites
         .iter()
-        .map(|s| format!("{} per {per}: {}", delta(s.per_thread), crate::sites::site_text(s, SITE_FRAMES)))
+        .map(|s| {
+            if s.stopped {
+                format!(
+                    "{} held, grew then stopped (a cache, not a leak): {}",
+                    s.live,
+                    crate::sites::site_text(s, SITE_FRAMES)
+                )
+            } else {
+                format!("{} per {per}: {}", delta(s.per_thread), crate::sites::site_text(s, SITE_FRAMES))
+            }
+        })
         .collect();
     // Descriptors are each made by one call; a Mach name's rights and references by several, each its own
     // site, so only descriptors are summed against their counter.
     let mut counters: Vec<&str> = sites.iter().map(|s| s.counter.as_str()).filter(|&c| c == "fds").collect();
     counters.dedup();
     for counter in counters {
-        let explained: f64 = sites.iter().filter(|s| s.counter == counter).map(|s| s.per_thread).sum();
+        let explained: f64 = sites.iter().filter(|s| s.counter == counter && !s.stopped).map(|s| s.per_thread).sum();
         if let Some(total) = per_thread.get(counter).filter(|&t| t > 0.0 && explained < 0.8 * t) {
             lines.push(format!(
                 "these sites explain {} of {counter} {} per {per}: the rest was made by calls not followed",
@@ -295,7 +386,7 @@ pub fn made_at(sites: &[SiteRecord], per_thread: &Counters<f64>, per: &str) -> V
 fn made_at_sections(record: &Record) -> Vec<(String, Vec<String>)> {
     let mut out = Vec::new();
     for cell in &record.cells {
-        let per = if cell.command.is_some() { "thread ended" } else { "thread" };
+        let per = unit(cell).0;
         let several = cell.processes.len() > 1;
         if several {
             for p in cell.processes.iter().filter(|p| !p.sites.is_empty()) {
@@ -309,15 +400,15 @@ fn made_at_sections(record: &Record) -> Vec<(String, Vec<String>)> {
 }
 
 /// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
-/// for `exec`, per thread ended.
+/// for `exec`, per thread ended; for a check, per call.
 fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
-    let unit = cell.scenario.as_ref().map_or(crate::scenario::Unit::Thread, |s| s.unit);
-    let per = if cell.command.is_some() { " per thread ended".to_owned() } else { format!(" per {}", unit.as_str()) };
+    let (one, many) = unit(cell);
+    let per = format!(" per {one}");
     let parts: Vec<String> =
         moved(&cell.per_thread.0).into_iter().map(|item| item.replacen(' ', " moved by ", 1) + &per).collect();
     let over = match cell.checkpoints.last() {
         Some(last) if cell.command.is_some() => format!("{} threads ended", last.cycle),
-        _ => format!("{threads} {}", unit.plural()),
+        _ => format!("{threads} {many}"),
     };
     format!("{} (over {over})", parts.join(", "))
 }
@@ -344,11 +435,11 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
         } else if judged.is_none() && cell.verdict != Verdict::Clean {
             let moved = moved_per_thread(cell, record.params.cycles);
             let mut message = match left_behind(cell) {
-                Some(what) => format!("left behind per thread: {what}; {moved}"),
+                Some(what) => format!("left behind per {}: {what}; {moved}", unit(cell).0),
                 None => moved,
             };
-            if let Some(top) = cell.sites.first() {
-                let per = if cell.command.is_some() { "thread ended" } else { "thread" };
+            if let Some(top) = cell.sites.first().filter(|s| !s.stopped) {
+                let per = unit(cell).0;
                 message = format!(
                     "made at: {} per {per}: {}; {message}",
                     delta(top.per_thread),
@@ -369,14 +460,19 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
     report.to_string().expect("a report of valid XML strings serializes")
 }
 
-/// A per-thread delta as the table shows it: `0`, `+1`, `-1`, `+8196`, `+0.50`.
+/// A per-thread delta as the table shows it: `0`, `+1`, `-1`, `+8196`, `+0.50`; under a hundredth, two
+/// significant digits (`+0.001`, `+0.00033`): a leak of one in a thousand threads is not `+0.00`.
 pub fn delta(value: f64) -> String {
     if value == 0.0 {
         "0".to_owned()
     } else if value.fract() == 0.0 && value.abs() < 1e15 {
         format!("{value:+.0}")
-    } else {
+    } else if value.abs() >= 0.01 || !value.is_finite() {
         format!("{value:+.2}")
+    } else {
+        let digits = (-value.abs().log10()).ceil().max(2.0) as usize + 1;
+        let text = format!("{value:+.digits$}");
+        text.trim_end_matches('0').trim_end_matches('.').to_owned()
     }
 }
 
@@ -419,7 +515,7 @@ pub fn table(record: &Record) -> String {
     }
     let left = left_behind_lines(record);
     if !left.is_empty() {
-        out.push_str("\nleft behind, by kind, per thread (per unit of a scenario):\n");
+        let _ = writeln!(out, "\nleft behind, by kind, per {}:", left_behind_unit(record));
         for (cell, what) in &left {
             let _ = writeln!(out, "  {}: {}", text::terminal(cell), text::terminal(what));
         }
@@ -438,7 +534,7 @@ pub fn table(record: &Record) -> String {
                 out,
                 "  {}: {}",
                 text::terminal(row.label.trim()),
-                text::terminal(row.note.unwrap_or_default())
+                text::terminal(row.note.as_deref().unwrap_or_default())
             );
         }
     }
@@ -466,6 +562,9 @@ mod tests {
         assert_eq!(delta(-2.0), "-2");
         assert_eq!(delta(8196.0), "+8196");
         assert_eq!(delta(0.5), "+0.50");
-        assert_eq!(delta(-0.001), "-0.00");
+        assert_eq!(delta(-0.001), "-0.001");
+        assert_eq!(delta(0.00033), "+0.00033");
+        assert_eq!(delta(0.005), "+0.005");
+        assert_eq!(delta(0.0099), "+0.0099");
     }
 }

@@ -242,7 +242,7 @@ pub fn run_cell_in(config: &RunConfig, cell: Case, mode: Mode) -> (CellRecord, V
                 let head = String::from_utf8_lossy(&outcome.stdout[..outcome.stdout.len().min(200)]).into_owned();
                 record.failure = Some(Failure::Garbage { detail, stdout_head: head, stderr_tail: outcome.stderr_tail });
             }
-            Ok(report) => windows = conclude(&mut record, &mut notes, report, mode),
+            Ok(report) => windows = conclude(&mut record, &mut notes, report, mode, analysis::Judging::default()),
         }
     }
     if !notes.is_empty() {
@@ -258,6 +258,7 @@ pub(crate) fn conclude(
     notes: &mut Vec<String>,
     report: ChildReport,
     mode: Mode,
+    judging: analysis::Judging,
 ) -> Vec<WindowStats> {
     notes.extend(report.notes);
     record.cycles_per_sec = report.cycles_per_sec;
@@ -281,9 +282,10 @@ pub(crate) fn conclude(
             let checkpoints = &record.checkpoints;
             let analysed = match mode {
                 // A series of censuses is estimated stretch by stretch, as exec's are.
-                Mode::Series { .. } => analysis::estimate(checkpoints).map(|e| {
-                    notes.extend(e.reasons);
+                Mode::Series { .. } => analysis::estimate(checkpoints, judging).map(|e| {
+                    notes.extend(e.notes);
                     record.interval = e.interval;
+                    record.limits = e.limits;
                     (e.per_thread, e.slope, e.verdict)
                 }),
                 Mode::Matrix => analysis::analyse(checkpoints).map(|a| {

@@ -409,6 +409,7 @@ mod tests {
             per_thread: 1.0,
             live: 3,
             outlived: 3,
+            stopped: false,
             frames: vec![f(Some("leak"), Some("two.c"), Some(12)), f(Some("worker"), Some("two.c"), Some(30))],
         };
         assert_eq!(site_text(&site, 1), "fds (open) ← leak (two.c:12) ← …");

@@ -53,6 +53,8 @@ pub struct ExecConfig {
     pub probe: Option<PathBuf>,
     /// Record where each descriptor was made (the call stack), and report the sites of what is left.
     pub sites: bool,
+    /// Memory counts: `vm_kib` that grows steadily makes a leak (by default it decides nothing).
+    pub memory: bool,
 }
 
 /// Why the program could not be run at all (its own failures are in the record instead).
@@ -258,7 +260,12 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         backend: backend.as_str().to_owned(),
         os: backend.os(),
         model: None,
-        params: Params { cycles: created.min(u64::from(u32::MAX)) as u32, warmup: config.every, self_calls: 0 },
+        params: Params {
+            cycles: created.min(u64::from(u32::MAX)) as u32,
+            warmup: config.every,
+            self_calls: 0,
+            memory: config.memory,
+        },
         cells: vec![cell],
     };
 
@@ -342,7 +349,8 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
     let counts = read_bounded(&files.counts, (counts::SLOTS * counts::SLOT_BYTES) as u64)
         .map(|(bytes, _)| counts::read(&bytes))
         .unwrap_or_default();
-    let created = if started { measure(&text, &counts, &entry, &mut cell, &mut notes) } else { 0 };
+    let judging = analysis::Judging { memory: config.memory };
+    let created = if started { measure(&text, &counts, judging, &entry, &mut cell, &mut notes) } else { 0 };
 
     if let Some(mut run) = active().take() {
         finish_watchdog(&mut run.watchdog);
@@ -357,11 +365,12 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
 fn measure(
     text: &str,
     counts: &[counts::Counts],
+    judging: analysis::Judging,
     entry: &preflight::Entry,
     cell: &mut CellRecord,
     notes: &mut Vec<String>,
 ) -> u64 {
-    let mut reading = samples::read(text, counts);
+    let mut reading = samples::read(text, counts, judging);
     let mut symbolizer = crate::sites::Symbolizer::default();
     for p in &mut reading.processes {
         for site in &mut p.sites {
@@ -407,11 +416,12 @@ fn measure(
         Some(decider) => {
             cell.per_thread = decider.per_thread.clone();
             cell.interval = decider.interval.clone();
+            cell.limits = decider.limits.clone();
             cell.checkpoints = decider.checkpoints.clone();
             cell.sites = decider.sites.clone();
             cell.resolution = analysis::resolution(&decider.checkpoints);
             cell.verdict = decider.verdict;
-            if let Ok(e) = analysis::estimate(&decider.checkpoints) {
+            if let Ok(e) = analysis::estimate(&decider.checkpoints, judging) {
                 cell.slope = e.slope;
             }
             if several {

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use super::counts::{Counts, ORIGIN_FORK};
-use crate::analysis::{self, MIN_CENSUSES};
+use crate::analysis::{self, evidence, Judging, MIN_CENSUSES};
 use crate::record::{Checkpoint, Counters, Frame, ProcessRecord, SiteRecord, Verdict};
 
 /// The longest line read; a census line is a few hundred bytes.
@@ -107,8 +107,8 @@ pub struct Reading {
     pub notes: Vec<String>,
 }
 
-/// Reads the samples (`text`, already bounded by the caller) and the counts.
-pub fn read(text: &str, counts: &[Counts]) -> Reading {
+/// Reads the samples (`text`, already bounded by the caller) and the counts, and judges each process.
+pub fn read(text: &str, counts: &[Counts], judging: Judging) -> Reading {
     let mut by_pid: BTreeMap<u32, Series> = BTreeMap::new();
     let (mut malformed, mut dropped_processes) = (0usize, 0usize);
     for line in text.lines() {
@@ -184,13 +184,17 @@ pub fn read(text: &str, counts: &[Counts]) -> Reading {
         if series.created == 0 {
             continue;
         }
-        reading.processes.push(process(pid, series));
+        reading.processes.push(process(pid, series, judging));
     }
     reading
 }
 
+/// The counter of the threads a process created that still run at a census (its `live`): threads that
+/// never end and keep piling up are a leak of their own ([`analysis::IN_FLIGHT_COUNTERS`]).
+pub const RUNNING: &str = "running";
+
 /// One process's record: its censuses as checkpoints, estimated.
-fn process(pid: u32, mut series: Series) -> ProcessRecord {
+fn process(pid: u32, mut series: Series, judging: Judging) -> ProcessRecord {
     let mut notes = Vec::new();
     // A forked child has its parent's command line; its parent is named instead.
     let command = if series.forked { None } else { series.command.take() };
@@ -198,7 +202,10 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
     let mut checkpoints: Vec<Checkpoint> = Vec::new();
     for census in std::mem::take(&mut series.censuses) {
         let cycle = census.ended.min(u64::from(u32::MAX)) as u32;
-        let counters = census.counters.unwrap_or_default();
+        let mut counters = census.counters.unwrap_or_default();
+        if counters.get(RUNNING).is_none() {
+            counters.0.push((RUNNING.to_owned(), census.live.min(i64::MAX as u64) as i64));
+        }
         let point = Checkpoint { cycle, counters, live: Some(census.live) };
         match checkpoints.last_mut() {
             Some(last) if last.cycle == cycle => *last = point,
@@ -218,6 +225,7 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
         ended: series.ended,
         per_thread: Counters::default(),
         interval: Counters::default(),
+        limits: Counters::default(),
         verdict: Verdict::Inconclusive,
         checkpoints: Vec::new(),
         sites: Vec::new(),
@@ -241,12 +249,13 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
             series.ended
         ));
     } else {
-        match analysis::estimate(&checkpoints) {
+        match analysis::estimate(&checkpoints, judging) {
             Ok(e) => {
-                notes.extend(e.reasons);
+                notes.extend(e.notes);
                 notes.extend(in_flight_note(&e.in_flight));
                 record.per_thread = e.per_thread;
                 record.interval = e.interval;
+                record.limits = e.limits;
                 record.verdict = e.verdict;
             }
             Err(e) => notes.push(format!("its censuses cannot be analysed: {e}")),
@@ -271,10 +280,36 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
             series.untracked, 65536
         ));
     }
-    // Sites explain what was left: of a counter that did not grow, a site's records can only be
-    // descriptors closed where the probe could not see it.
-    record.sites = sites(&series);
-    record.sites.retain(|s| record.per_thread.get(&s.counter).is_some_and(|v| v >= crate::sites::SITE_THRESHOLD));
+    // Sites are the same evidence per call stack: one that keeps growing is a leak, whatever its counter
+    // as a whole shows; one that grew and stopped is shown apart; others explain a counter that grew.
+    let found = sites(&series);
+    if checkpoints.len() >= MIN_CENSUSES && record.verdict != Verdict::Leak {
+        if let Some((site, _)) = found.iter().find(|(_, growth)| *growth == evidence::Growth::Steady) {
+            notes.push(format!(
+                "what {} made kept growing ({} per thread ended) though {} as a whole did not show it (others went \
+                 as these came): a leak",
+                site.call,
+                crate::report::delta(site.per_thread),
+                site.counter
+            ));
+            record.verdict = if record.verdict == Verdict::OverRelease { Verdict::Inconclusive } else { Verdict::Leak };
+        }
+    }
+    let grows = |counter: &str| record.per_thread.get(counter).is_some_and(|v| v >= crate::sites::SITE_THRESHOLD);
+    record.sites = found
+        .into_iter()
+        .filter_map(|(mut site, growth)| match growth {
+            evidence::Growth::Steady => Some(site),
+            evidence::Growth::Stopped { .. } => {
+                site.stopped = true;
+                Some(site)
+            }
+            _ => (grows(&site.counter) && site.per_thread >= crate::sites::SITE_THRESHOLD).then_some(site),
+        })
+        .collect();
+    // What keeps growing first, most per thread first; what stopped last.
+    record.sites.sort_by(|a, b| a.stopped.cmp(&b.stopped).then(b.per_thread.total_cmp(&a.per_thread)));
+    record.sites.truncate(crate::sites::MAX_SITES);
     if series.unrecorded > 0 {
         notes.push(format!(
             "{} calls that made a descriptor were not recorded (the probe's tables of stacks and descriptors are \
@@ -289,19 +324,21 @@ fn process(pid: u32, mut series: Series) -> ProcessRecord {
     record
 }
 
-/// The sites whose resources alive grew with the threads ended, most per thread first, their frames not
+/// Every site the censuses tallied, with what its count of resources alive did over the run (by threads
+/// ended) and its rate per thread ended (the Theil-Sen slope its evidence was judged on), its frames not
 /// yet symbolized (the runner does that once, for every process: [`crate::sites::Symbolizer`]).
-fn sites(series: &Series) -> Vec<SiteRecord> {
+fn sites(series: &Series) -> Vec<(SiteRecord, evidence::Growth)> {
     let ids: std::collections::BTreeSet<usize> = series.tallies.values().flat_map(|t| t.keys().copied()).collect();
-    let mut out: Vec<SiteRecord> = Vec::new();
+    let at: Vec<f64> = series.tallies.keys().map(|&ended| ended as f64).collect();
+    let mut out = Vec::new();
     for id in ids {
         let Some(def) = series.sites.get(&id) else { continue };
-        let points: Vec<(f64, f64)> =
-            series.tallies.iter().map(|(&ended, t)| (ended as f64, t.get(&id).map_or(0, |e| e.0) as f64)).collect();
-        let per_thread = crate::sites::rate(&points);
-        if per_thread < crate::sites::SITE_THRESHOLD {
-            continue;
-        }
+        let alive: Vec<f64> = series.tallies.values().map(|t| t.get(&id).map_or(0, |e| e.0) as f64).collect();
+        let judged = evidence::judge(&at, &alive);
+        let per_thread = match judged.growth {
+            evidence::Growth::Steady => judged.rate,
+            _ => crate::sites::rate(&at.iter().copied().zip(alive.iter().copied()).collect::<Vec<_>>()),
+        };
         let (live, outlived) = series.tallies.values().last().and_then(|t| t.get(&id)).copied().unwrap_or_default();
         let frames = def
             .frames
@@ -314,18 +351,18 @@ fn sites(series: &Series) -> Vec<SiteRecord> {
                 line: None,
             })
             .collect();
-        out.push(SiteRecord {
+        let site = SiteRecord {
             counter: def.counter.clone(),
             kind: series.what.get(&id).cloned(),
             call: def.call.clone(),
             per_thread,
             live,
             outlived,
+            stopped: false,
             frames,
-        });
+        };
+        out.push((site, judged.growth));
     }
-    out.sort_by(|a, b| b.per_thread.total_cmp(&a.per_thread));
-    out.truncate(crate::sites::MAX_SITES);
     out
 }
 
@@ -397,7 +434,7 @@ mod tests {
             Counts { pid: 11, parent: 9, origin: ORIGIN_FORK, created: 1001, ended: 1000 },
             Counts { pid: 7, parent: 1, origin: 1, created: 0, ended: 0 },
         ];
-        let reading = read(&text, &counts);
+        let reading = read(&text, &counts, Judging::default());
         assert_eq!(reading.loaded, 3);
         assert_eq!(reading.notes, ["1 lines of the samples file were not the probe's and were ignored"]);
         let pids: Vec<u32> = reading.processes.iter().map(|p| p.pid).collect();
@@ -412,7 +449,7 @@ mod tests {
     #[test]
     fn counts_stand_in_for_censuses_a_process_never_took() {
         let counts = [Counts { pid: 5, parent: 1, origin: 1, created: 9, ended: 9 }];
-        let reading = read(&load(5, 1, "tiny"), &counts);
+        let reading = read(&load(5, 1, "tiny"), &counts, Judging::default());
         let p = &reading.processes[0];
         assert_eq!((p.created, p.ended, p.verdict), (9, 9, Verdict::Inconclusive));
         assert!(p.note.as_deref().unwrap().starts_with("not measured: 9 of its threads ended, fewer than the 16"));
@@ -422,7 +459,7 @@ mod tests {
     #[test]
     fn a_long_line_or_a_foreign_one_is_ignored_not_trusted() {
         let long = format!("{{\"pid\":3,\"kind\":\"load\",\"command\":[\"{}\"]}}\n", "x".repeat(MAX_LINE));
-        let reading = read(&(long + "{\"pid\":0,\"kind\":\"census\"}\n"), &[]);
+        let reading = read(&(long + "{\"pid\":0,\"kind\":\"census\"}\n"), &[], Judging::default());
         assert_eq!(reading.loaded, 0);
         assert_eq!(reading.notes, ["2 lines of the samples file were not the probe's and were ignored"]);
     }
@@ -445,7 +482,7 @@ mod tests {
                 k - half
             );
         }
-        let reading = read(&text, &[]);
+        let reading = read(&text, &[], Judging::default());
         assert_eq!(reading.notes, ["1 lines of the samples file were not the probe's and were ignored"]);
         let p = &reading.processes[0];
         let [site] = &p.sites[..] else { panic!("{:#?}", p.sites) };

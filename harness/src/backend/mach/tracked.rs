@@ -274,6 +274,7 @@ impl<M: Mach> Mach for Tracked<M> {
             per_thread: 0.0,
             live: 0,
             outlived: 0,
+            stopped: false,
             frames: self.recorder.frames(id),
         })
     }

@@ -418,7 +418,7 @@ mod tests {
     #[test]
     fn without_the_settle_step_the_census_would_count_a_live_thread() {
         let cell: Cell = "thread=joined,self=leaked,exc=none,fix=off".parse().unwrap();
-        let params = Params { cycles: 2, warmup: 1, self_calls: 1 };
+        let params = Params { cycles: 2, warmup: 1, self_calls: 1, memory: false };
         let mut w = MachWorkload::new(Sim::new(Profile::Xnu11417, 50), cell, &params).unwrap();
         w.settle().unwrap();
         let base = census(&mut w);
@@ -434,7 +434,7 @@ mod tests {
     #[test]
     fn a_settle_that_never_ends_names_the_port_it_waited_on() {
         let cell: Cell = "thread=detached,self=none,exc=none,fix=off".parse().unwrap();
-        let params = Params { cycles: 2, warmup: 1, self_calls: 1 };
+        let params = Params { cycles: 2, warmup: 1, self_calls: 1, memory: false };
         // The model's delay is beyond the settle step's patience (each poll is two clock steps).
         let mut w = MachWorkload::new(Sim::new(Profile::Xnu11417, 3 * SETTLE_POLLS), cell, &params).unwrap();
         w.cycle().unwrap();
