@@ -21,10 +21,20 @@
 //! hangs past the timeout (its process group is killed) or writes no report fails the test with why and
 //! the tail of its stderr.
 //!
-//! Settling: before each census the child waits until the process has no more threads than at the
-//! baseline (threads the closure started have ended and been reaped), or until no thread has ended for
-//! [`QUIET`] (what still runs then is counted: a thread the closure leaves running is a leak too), at
-//! most [`SETTLE_LIMIT`].
+//! Which test: libtest runs each test on a thread named after it, and the child is started with that name.
+//! A check on the main thread (a doc test, an example, a program of one's own) measures in a child that
+//! is this program started again with its own arguments. A check on another thread (a runtime's worker, a
+//! pool's) cannot be traced to its test: it is named with [`Check::test_name`], or the child, finding no
+//! such test, says so and what to do.
+//!
+//! Settling: the warm-up goes on, a round of `warmup` calls at a time, until two rounds in a row have
+//! started no thread that stayed (a pool that grows as it is used, like tokio's blocking pool, has grown),
+//! at most [`MAX_WARMUP_ROUNDS`] rounds; the baseline census is taken once the count of threads has stood
+//! still for [`QUIET`]; before each later census the child waits until the process
+//! has no more threads than at the census before: threads the calls started and that end soon after (a
+//! helper that finishes its work) are waited for, up to [`Check::settle`] (1 s by default), and no longer
+//! once more than a few are left and none has ended for a second (threads left running by the calls: a
+//! leak). What still runs then is counted.
 
 use std::cell::Cell as Slot;
 use std::path::PathBuf;
@@ -32,7 +42,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::analysis;
-use crate::backend::{self, Backend, CallError, SettleError, SettleFailure, Workload};
+use crate::backend::{self, Backend, CallError, SettleFailure, Workload};
 use crate::child::{self, ChildReport, Mode};
 use crate::record::{CellRecord, Params, Record, Status, Tool, Verdict, SCHEMA};
 use crate::runner::{self, Capture};
@@ -42,10 +52,22 @@ const CHECK_ENV: &str = "THREADLEAK_CHECK";
 /// In a child: the file its report goes to.
 const REPORT_ENV: &str = "THREADLEAK_CHECK_REPORT";
 
-/// A settle ends when no thread has ended for this long.
+/// How long a census waits, by default, for threads the calls started to end.
+pub const SETTLE: Duration = Duration::from_secs(1);
+
+/// The baseline census is taken once the count of threads has not changed for this long.
 pub const QUIET: Duration = Duration::from_millis(100);
-/// A settle gives up after this long, and the census is taken with a note.
-pub const SETTLE_LIMIT: Duration = Duration::from_secs(10);
+
+/// The most rounds of warm-up calls made while the process's threads keep growing.
+pub const MAX_WARMUP_ROUNDS: u32 = 10;
+
+/// Threads beyond the census before from which a census stops waiting when none has ended for [`GIVE_UP`]:
+/// they are the calls' own, left running.
+const MANY_LEFT: u64 = 4;
+const GIVE_UP: Duration = Duration::from_secs(1);
+
+/// The name a check made on the main thread goes by: the program is started again whole.
+const MAIN: &str = "main";
 
 thread_local! {
     /// Checks made so far on this thread: libtest runs each test on a thread of its own, so this numbers
@@ -53,9 +75,31 @@ thread_local! {
     static CHECKS: Slot<u32> = const { Slot::new(0) };
 }
 
-/// Measures `f` per call in a child process; see [`Check`] for the settings and the assertions.
-pub fn check<F: FnMut()>(f: F) -> Check<F> {
-    Check { f, cycles: 1000, warmup: 100, censuses: 9, timeout: Duration::from_secs(300), test: None, memory: false }
+/// Measures `f` per call in a child process; see [`Check`] for the settings and the assertions. What `f`
+/// returns is dropped after each call.
+pub fn check<F: FnMut() -> R, R>(f: F) -> Check<F> {
+    Check {
+        f,
+        cycles: 1000,
+        warmup: 100,
+        censuses: 9,
+        timeout: Duration::from_secs(300),
+        settle: SETTLE,
+        test: None,
+        memory: false,
+    }
+}
+
+/// A closure a check calls: any `FnMut()` whatever it returns (the value is dropped after the call).
+pub trait Calls {
+    /// Calls it once and drops what it returned.
+    fn call(&mut self);
+}
+
+impl<F: FnMut() -> R, R> Calls for F {
+    fn call(&mut self) {
+        drop(self());
+    }
 }
 
 /// A closure to measure, and how.
@@ -66,6 +110,7 @@ pub struct Check<F> {
     warmup: u32,
     censuses: u32,
     timeout: Duration,
+    settle: Duration,
     test: Option<String>,
     memory: bool,
 }
@@ -75,18 +120,13 @@ pub struct Check<F> {
 pub enum CheckError {
     #[error("threadleak::check measures this machine's own kernel, and this OS has no backend (Linux or macOS)")]
     NoBackend,
-    #[error(
-        "threadleak::check cannot tell which test it runs in (this thread is {0:?}; libtest names a test's \
-         thread after the test): call it from the test's own thread, or name the test with .test_name(\"path::to::test\")"
-    )]
-    NoTest(Option<String>),
     #[error("cannot start the test binary as the measuring child")]
     Start(#[source] std::io::Error),
     #[error("this process is the measuring child of another check of this test; only that one is measured here")]
     NotMeasuredHere,
 }
 
-impl<F: FnMut()> Check<F> {
+impl<F: Calls> Check<F> {
     /// Calls measured (default 1000), after the warm-up.
     pub fn cycles(mut self, cycles: u32) -> Self {
         self.cycles = cycles.max(2);
@@ -103,6 +143,13 @@ impl<F: FnMut()> Check<F> {
     /// after the last call, the others evenly between.
     pub fn censuses(mut self, censuses: u32) -> Self {
         self.censuses = censuses.max(analysis::MIN_CENSUSES as u32);
+        self
+    }
+
+    /// How long each census waits for threads the calls started to end (default 1 s): a thread that ends
+    /// shortly after its call is not counted mid-flight. What still runs then is counted.
+    pub fn settle(mut self, settle: Duration) -> Self {
+        self.settle = settle;
         self
     }
 
@@ -174,10 +221,8 @@ impl<F: FnMut()> Check<F> {
             index
         });
         let thread = std::thread::current();
-        let test = match self.test.clone().or_else(|| thread.name().map(str::to_owned)) {
-            Some(name) if name != "main" => name,
-            other => return Err(CheckError::NoTest(other)),
-        };
+        // The main thread's check (a doc test, a program) is measured by starting the program again.
+        let test = self.test.clone().or_else(|| thread.name().map(str::to_owned)).unwrap_or_else(|| MAIN.to_owned());
         let params = Params { cycles: self.cycles, warmup: self.warmup, self_calls: 0, memory: self.memory };
         match std::env::var(CHECK_ENV) {
             Ok(wanted) if wanted == format!("{index}:{test}") => self.measure_here(backend, &params),
@@ -189,7 +234,7 @@ impl<F: FnMut()> Check<F> {
     /// In the child: the measurement, its report written, and the end of the process.
     fn measure_here(&mut self, backend: Backend, params: &Params) -> ! {
         let report = child::die_with_runner(params).unwrap_or_else(|| {
-            let mut workload = Closure { f: &mut self.f, floor: None, notes: Vec::new() };
+            let mut workload = Closure::new(&mut self.f, self.warmup, self.settle);
             child::measure(&mut workload, backend.counters(), params, Mode::Series { censuses: self.censuses })
         });
         let path = std::env::var_os(REPORT_ENV).map(PathBuf::from);
@@ -216,19 +261,21 @@ impl<F: FnMut()> Check<F> {
         let dir = tempfile::Builder::new().prefix("threadleak-check-").tempdir().map_err(CheckError::Start)?;
         let report_path = dir.path().join("report.json");
         let mut command = Command::new(&exe);
-        command
-            .args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "--include-ignored"])
-            .env(CHECK_ENV, format!("{index}:{test}"))
-            .env(REPORT_ENV, &report_path)
-            .stdin(Stdio::null());
+        if test == MAIN {
+            command.args(std::env::args_os().skip(1));
+        } else {
+            command.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "--include-ignored"]);
+        }
+        command.env(CHECK_ENV, format!("{index}:{test}")).env(REPORT_ENV, &report_path).stdin(Stdio::null());
         for (name, value) in backend.child_env() {
             command.env(name, value);
         }
         let outcome = runner::supervise(command, self.timeout, Duration::from_secs(2), Capture::Output, |_| {})
             .map_err(CheckError::Start)?;
+        let ran_no_test = String::from_utf8_lossy(&outcome.stdout).lines().any(|l| l.trim() == "running 0 tests");
 
         // Neither axes nor a command: a check's cell (`report` titles it so).
-        let mut cell = CellRecord::unmeasured(test, None, None);
+        let mut cell = CellRecord::unmeasured(test.clone(), None, None);
         cell.elapsed_ms = outcome.elapsed.as_millis() as u64;
         let mut notes = Vec::new();
         let timeout_ms = self.timeout.as_millis() as u64;
@@ -238,7 +285,22 @@ impl<F: FnMut()> Check<F> {
             notes.push(note);
         } else {
             let report = std::fs::read(&report_path)
-                .map_err(|e| format!("it wrote no report ({e}): the check was not reached in it"))
+                .map_err(|e| {
+                    if ran_no_test {
+                        format!(
+                            "the test binary has no test named `{test}`: the check ran on a thread that is not the \
+                             test's own (libtest names each test's thread after the test; a runtime's worker or a \
+                             pool's thread is another). Call threadleak::check on the test's thread (outside \
+                             tokio::spawn or the pool's closure), or name the test: .test_name(\"module::test\"), \
+                             as `cargo test -- --list` lists it"
+                        )
+                    } else {
+                        format!(
+                            "it ended well but wrote no report ({e}): the check was not reached in it (the test \
+                             must make the same checks, in the same order, every time it runs)"
+                        )
+                    }
+                })
                 .and_then(|bytes| {
                     serde_json::from_slice::<ChildReport>(&bytes).map_err(|e| format!("its report is not one: {e}"))
                 });
@@ -253,8 +315,9 @@ impl<F: FnMut()> Check<F> {
                     );
                 }
                 Err(why) => {
-                    cell.status = Status::Crashed;
-                    notes.push(format!("the test child ended well but {why}"));
+                    // It ended well: not a crash, but nothing measured.
+                    cell.status = Status::Error;
+                    notes.push(format!("the test child: {why}"));
                     cell.failure = Some(crate::record::Failure::Exit { code: 0, stderr_tail: outcome.stderr_tail });
                 }
             }
@@ -307,20 +370,54 @@ fn moved(cell: &CellRecord) -> String {
 
 /// The closure as a workload: a cycle is a call; a census is the native backend's.
 struct Closure<'a> {
-    f: &'a mut dyn FnMut(),
-    /// The fewest threads seen at a settle: the process at rest.
-    floor: Option<u64>,
+    f: &'a mut dyn Calls,
+    /// Calls in a round of warm-up.
+    warmup: u32,
+    /// Rounds of warm-up made beyond the first while threads kept growing, and whether they still were.
+    rounds: (u32, bool),
+    /// The threads the process had at the census before: a census waits until it has no more.
+    rest: Option<u64>,
+    /// How long a census waits for that.
+    settle: Duration,
+    /// Censuses at which threads were still running when the census stopped waiting.
+    unsettled: u32,
     notes: Vec<String>,
+}
+
+impl<'a> Closure<'a> {
+    fn new(f: &'a mut dyn Calls, warmup: u32, settle: Duration) -> Closure<'a> {
+        Closure { f, warmup, rounds: (0, false), rest: None, settle, unsettled: 0, notes: Vec::new() }
+    }
+
+    /// More rounds of warm-up calls, until two in a row leave the process with no more threads than it
+    /// had before them (at most [`MAX_WARMUP_ROUNDS`]).
+    fn warm_up_pools(&mut self, pid: u32) {
+        let Some(mut before) = backend::thread_count(pid) else { return };
+        let mut still = 0;
+        while still < 2 && self.rounds.0 < MAX_WARMUP_ROUNDS && self.warmup > 0 {
+            for _ in 0..self.warmup {
+                self.f.call();
+            }
+            self.rounds.0 += 1;
+            let after = backend::thread_count(pid).unwrap_or(before);
+            still = if after > before { 0 } else { still + 1 };
+            before = before.max(after);
+        }
+        self.rounds.1 = still < 2;
+    }
 }
 
 impl Workload for Closure<'_> {
     fn cycle(&mut self) -> Result<(), CallError> {
-        (self.f)();
+        self.f.call();
         Ok(())
     }
 
     fn settle(&mut self) -> Result<(), SettleFailure> {
         let pid = std::process::id();
+        if self.rest.is_none() {
+            self.warm_up_pools(pid);
+        }
         let Some(mut count) = backend::thread_count(pid) else {
             if self.notes.is_empty() {
                 self.notes.push("this process's threads cannot be counted: censuses were not settled".to_owned());
@@ -328,27 +425,24 @@ impl Workload for Closure<'_> {
             return Ok(());
         };
         let started = Instant::now();
-        let mut unchanged_since = started;
+        let mut changed = started;
         loop {
-            if self.floor.is_some_and(|floor| count <= floor) || unchanged_since.elapsed() >= QUIET {
+            let done = match self.rest {
+                // The baseline: once the count stands still.
+                None => changed.elapsed() >= QUIET,
+                Some(rest) => count <= rest || (count >= rest + MANY_LEFT && changed.elapsed() >= GIVE_UP),
+            };
+            if done || started.elapsed() >= self.settle {
                 break;
             }
-            if started.elapsed() >= SETTLE_LIMIT {
-                return Err(SettleFailure::TimedOut(SettleError {
-                    waited_ms: started.elapsed().as_millis() as u64,
-                    detail: format!("threads {count}, at rest {}", self.floor.unwrap_or(0)),
-                }));
-            }
             std::thread::sleep(Duration::from_millis(1));
-            match backend::thread_count(pid) {
-                Some(now) if now != count => {
-                    count = now;
-                    unchanged_since = Instant::now();
-                }
-                _ => {}
+            let now = backend::thread_count(pid).unwrap_or(count);
+            if now != count {
+                (count, changed) = (now, Instant::now());
             }
         }
-        self.floor = Some(self.floor.map_or(count, |floor| floor.min(count)));
+        self.unsettled += u32::from(self.rest.is_some_and(|rest| count > rest));
+        self.rest = Some(count);
         Ok(())
     }
 
@@ -357,7 +451,24 @@ impl Workload for Closure<'_> {
     }
 
     fn notes(&self) -> Vec<String> {
-        self.notes.clone()
+        let mut notes = self.notes.clone();
+        if self.rounds.1 {
+            notes.push(format!(
+                "the process's threads still grew after {} rounds of {} warm-up calls",
+                self.rounds.0 + 1,
+                self.warmup
+            ));
+        }
+        if self.unsettled > 0 {
+            notes.push(format!(
+                "at {} censuses, the process still had more threads than at the census before when it stopped \
+                 waiting (after {} s, or a second after the last thread ended with {MANY_LEFT} or more left): they \
+                 were counted",
+                self.unsettled,
+                self.settle.as_secs_f64()
+            ));
+        }
+        notes
     }
 
     fn inventory(&mut self) -> Result<backend::Inventory, CallError> {

@@ -199,6 +199,7 @@ pub fn noun(counter: &str) -> &str {
         "timers" => "timer",
         "urefs" => "uref",
         "names" => "name",
+        "running" => "thread",
         other => other,
     }
 }

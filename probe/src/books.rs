@@ -42,11 +42,19 @@ pub struct Slot {
     /// The kernel's id for the thread (Linux: its tid; macOS: its port name), 0 until it has started.
     id: AtomicI64,
     state: AtomicU32,
+    /// Where it was created: a site's index plus one ([`crate::sites`]), 0 when none was recorded.
+    site: AtomicU32,
 }
 
 impl Slot {
     const fn new() -> Slot {
-        Slot { tcb: AtomicUsize::new(0), block: AtomicUsize::new(0), id: AtomicI64::new(0), state: AtomicU32::new(0) }
+        Slot {
+            tcb: AtomicUsize::new(0),
+            block: AtomicUsize::new(0),
+            id: AtomicI64::new(0),
+            state: AtomicU32::new(0),
+            site: AtomicU32::new(0),
+        }
     }
 
     pub fn state(&self) -> u32 {
@@ -72,6 +80,11 @@ impl Slot {
 
     pub fn set_id(&self, id: i64) {
         self.id.store(id, Ordering::Release);
+    }
+
+    /// Where the thread was created: a site's index plus one, 0 when none was recorded.
+    pub fn site(&self) -> u32 {
+        self.site.load(Ordering::Relaxed)
     }
 }
 
@@ -106,8 +119,9 @@ impl Books {
         &self.slots[index]
     }
 
-    /// Takes a free slot for a thread about to be created; `None` when the table is full.
-    pub fn take(&self, block: usize, bits: u32) -> Option<usize> {
+    /// Takes a free slot for a thread about to be created at `site` (a site's index plus one, or 0);
+    /// `None` when the table is full.
+    pub fn take(&self, block: usize, bits: u32, site: u32) -> Option<usize> {
         let start = self.cursor.load(Ordering::Relaxed);
         for k in 0..CAPACITY {
             let i = (start + k) % CAPACITY;
@@ -116,6 +130,7 @@ impl Books {
                 slot.tcb.store(0, Ordering::Relaxed);
                 slot.id.store(0, Ordering::Relaxed);
                 slot.block.store(block, Ordering::Relaxed);
+                slot.site.store(site, Ordering::Relaxed);
                 slot.state.store(USED | bits, Ordering::Release);
                 self.cursor.store((i + 1) % CAPACITY, Ordering::Relaxed);
                 self.high.fetch_max(i + 1, Ordering::Relaxed);
@@ -265,7 +280,7 @@ mod tests {
         let slots: Vec<usize> = tcbs
             .iter()
             .map(|&t| {
-                let s = BOOKS.take(8 << 20, 0).unwrap();
+                let s = BOOKS.take(8 << 20, 0, 0).unwrap();
                 BOOKS.name(s, t);
                 s
             })
@@ -287,10 +302,10 @@ mod tests {
     fn a_reused_stack_block_replaces_the_old_thread() {
         let _serial = SERIAL.lock().unwrap();
         clear();
-        let first = BOOKS.take(1 << 20, DETACHED).unwrap();
+        let first = BOOKS.take(1 << 20, DETACHED, 0).unwrap();
         BOOKS.name(first, 0x7f12_3456_7000);
         BOOKS.slot(first).mark(ENDED);
-        let second = BOOKS.take(1 << 20, 0).unwrap();
+        let second = BOOKS.take(1 << 20, 0, 0).unwrap();
         BOOKS.name(second, 0x7f12_3456_7000);
         assert_eq!(BOOKS.find(0x7f12_3456_7000), Some(second));
         assert_eq!(BOOKS.slot(first).state(), 0);
@@ -302,9 +317,9 @@ mod tests {
     fn after_a_fork_the_parents_threads_are_parked() {
         let _serial = SERIAL.lock().unwrap();
         clear();
-        let running = BOOKS.take(1 << 20, 0).unwrap();
+        let running = BOOKS.take(1 << 20, 0, 0).unwrap();
         BOOKS.name(running, 0x7f00_0010_0000);
-        let forking = BOOKS.take(1 << 20, 0).unwrap();
+        let forking = BOOKS.take(1 << 20, 0, 0).unwrap();
         BOOKS.name(forking, 0x7f00_0020_0000);
         BOOKS.after_fork(Some(forking));
         assert!(parked(BOOKS.slot(running).state()));

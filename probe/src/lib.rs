@@ -141,8 +141,9 @@ fn creating(how: Creation, create: impl FnOnce(Option<usize>) -> (libc::c_int, u
     if how.own_stack {
         bits |= OWN_STACK;
     }
-    // Books are only written under the lock.
-    let slot = held.as_ref().and_then(|_| BOOKS.take(how.block, bits));
+    // Books are only written under the lock. Where the thread is made is recorded with it: threads that
+    // never end and pile up are a leak of their own, reported where they were created.
+    let slot = held.as_ref().and_then(|_| BOOKS.take(how.block, bits, sites::thread_made()));
     unix::counts().created.fetch_add(1, Ordering::AcqRel);
     let (ret, tcb) = create(slot);
     match (ret, slot) {
@@ -362,7 +363,8 @@ fn take_census() {
     let _ = w.write_all(b"}}\n");
     let len = w.position() as usize;
     unix::write_all(fd, &buf[..len]);
-    sites::census(fd, std::process::id(), c.ended.load(Ordering::Acquire), imp::CALLS, imp::held, open_fds);
+    let running = BOOKS.used().filter(|(_, slot)| slot.state() & ENDED == 0).map(|(_, slot)| slot.site());
+    sites::census(fd, std::process::id(), c.ended.load(Ordering::Acquire), imp::CALLS, imp::held, open_fds, running);
     CENSUSES.fetch_add(1, Ordering::Relaxed);
 }
 

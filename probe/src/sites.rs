@@ -40,21 +40,27 @@ pub enum Counter {
     Fds = 0,
     /// A name in the task's IPC space, by the latest call that added a right or reference to it (macOS).
     Names = 1,
+    /// A thread the program created through `pthread_create` and that still runs.
+    Running = 2,
 }
+
+/// The call a thread's site names (beyond the platform's calls, which name what makes a resource).
+pub const THREAD_CALL: u32 = u32::MAX;
 
 impl Counter {
     fn name(self) -> &'static str {
         match self {
             Counter::Fds => "fds",
             Counter::Names => "names",
+            Counter::Running => "running",
         }
     }
 
     fn from_index(i: u32) -> Counter {
-        if i == Counter::Names as u32 {
-            Counter::Names
-        } else {
-            Counter::Fds
+        match i {
+            1 => Counter::Names,
+            2 => Counter::Running,
+            _ => Counter::Fds,
         }
     }
 }
@@ -249,6 +255,24 @@ pub fn made(call: u32, counter: Counter, key: usize, id: u32) {
     HIGH.fetch_max(key + 1, Ordering::Relaxed);
 }
 
+/// Records where the calling thread is creating a thread (its `pthread_create`): the site's index plus
+/// one, to keep in the thread's slot of the books, or 0 when nothing was recorded.
+pub fn thread_made() -> u32 {
+    if !enabled() {
+        return 0;
+    }
+    let Some(_busy) = Busy::enter() else { return 0 };
+    let mut frames = [0usize; DEPTH];
+    let n = capture(&mut frames);
+    match intern(THREAD_CALL, Counter::Running, &frames[..n]) {
+        Some(site) => site as u32 + 1,
+        None => {
+            UNRECORDED.fetch_add(1, Ordering::Relaxed);
+            0
+        }
+    }
+}
+
 /// [`made`] for a descriptor a call returned (nothing for -1).
 #[cfg(target_os = "linux")]
 pub fn made_fd(call: u32, fd: i64) {
@@ -307,7 +331,17 @@ static LINE: Mutex<[u8; 8192]> = Mutex::new([0; 8192]);
 /// recorded but given back behind the probe's back (by a call it does not see) is forgotten here:
 /// `held` says whether a resource (by id) is still there, asked of each when more are recorded than
 /// `open_now` (what the census counted of their kind, the samples file included), or always without it.
-pub fn census(fd: i32, pid: u32, ended: u64, calls: &[&str], held: impl Fn(u32) -> bool, open_now: Option<i64>) {
+/// `running` gives, for each thread the books have still running, where it was created (a site's index
+/// plus one, 0 for none).
+pub fn census(
+    fd: i32,
+    pid: u32,
+    ended: u64,
+    calls: &[&str],
+    held: impl Fn(u32) -> bool,
+    open_now: Option<i64>,
+    running: impl Iterator<Item = u32>,
+) {
     if !enabled() {
         return;
     }
@@ -333,6 +367,9 @@ pub fn census(fd: i32, pid: u32, ended: u64, calls: &[&str], held: impl Fn(u32) 
         t.0 += 1;
         t.1 += u32::from(has_ended(v as u32));
         t.2 = id;
+    }
+    for site in running.filter(|&s| s > 0 && (s as usize) <= SITES) {
+        tally[site as usize - 1].0 += 1;
     }
     let mut line = LINE.lock().unwrap_or_else(|p| p.into_inner());
     for (i, site) in TABLE.iter().enumerate() {
@@ -366,7 +403,11 @@ pub fn census(fd: i32, pid: u32, ended: u64, calls: &[&str], held: impl Fn(u32) 
         }
         let _ = write!(w, "{}[{i},{live},{outlived},", if first { "" } else { "," });
         let mut what = [0u8; 512];
-        let what = crate::imp::describe(one, &mut what);
+        let what: &[u8] = if Counter::from_index(TABLE[i].counter.load(Ordering::Relaxed)) == Counter::Running {
+            b"still running"
+        } else {
+            crate::imp::describe(one, &mut what)
+        };
         let _ = serde_json::to_writer(&mut w, &*String::from_utf8_lossy(what));
         let _ = w.write_all(b"]");
         first = false;
@@ -381,7 +422,10 @@ pub fn census(fd: i32, pid: u32, ended: u64, calls: &[&str], held: impl Fn(u32) 
 /// Returns the length (a line, or 0 if it did not fit).
 fn define(buf: &mut [u8], pid: u32, i: usize, site: &Site, calls: &[&str]) -> usize {
     let depth = (site.depth.load(Ordering::Relaxed) as usize).min(DEPTH);
-    let call = calls.get(site.call.load(Ordering::Relaxed) as usize).copied().unwrap_or("?");
+    let call = match site.call.load(Ordering::Relaxed) {
+        THREAD_CALL => "pthread_create",
+        i => calls.get(i as usize).copied().unwrap_or("?"),
+    };
     let counter = Counter::from_index(site.counter.load(Ordering::Relaxed)).name();
     let mut w = std::io::Cursor::new(buf);
     let mut ok = write!(w, "{{\"pid\":{pid},\"kind\":\"site\",\"id\":{i},\"call\":").is_ok()
