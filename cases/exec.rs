@@ -9,8 +9,10 @@
 
 mod common;
 
+use common::{alone, build_with_debug_info, exec, exec_text, frame_names, line_of};
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use threadleak::exit::ExitCode;
@@ -29,40 +31,6 @@ fn tt(dir: &Path, static_link: bool) -> PathBuf {
 
 fn lifecycles(dir: &Path) -> PathBuf {
     build(dir, "lifecycles.c", false)
-}
-
-/// Each test's program has the machine to itself: measuring a program is measuring what runs beside it too.
-static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn alone() -> std::sync::MutexGuard<'static, ()> {
-    ALONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// `threadleak exec [flags] --format json --out FILE -- program...`: the exit code and the record.
-fn exec(flags: &[&str], program: &[&str]) -> (i32, Record, Output) {
-    let _alone = alone();
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("exec.json");
-    let out = Command::new(common::bin())
-        .arg("exec")
-        .args(flags)
-        .args(["--format", "json", "--out"])
-        .arg(&path)
-        .arg("--")
-        .args(program)
-        .output()
-        .unwrap();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("no record ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
-    (out.status.code().unwrap_or(-1), Record::from_json(&text).unwrap(), out)
-}
-
-/// `threadleak exec [flags] -- program...` as a user sees it: the exit code, stderr and stdout.
-fn exec_text(flags: &[&str], program: &[&str]) -> (i32, String, String) {
-    let _alone = alone();
-    let out = Command::new(common::bin()).arg("exec").args(flags).arg("--").args(program).output().unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
-    (out.status.code().unwrap_or(-1), text(&out.stderr), text(&out.stdout))
 }
 
 /// Runs the program five times and asserts the same verdict every time; returns the records.
@@ -690,24 +658,6 @@ fn an_explicit_probe_replaces_the_carried_one() {
 
 /// The line of `fixtures/NAME` that holds `needle` (1-based), read from the source, so that a test of
 /// where a call was made does not break when the fixture gains a line.
-fn line_of(fixture: &str, needle: &str) -> u32 {
-    let source =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(fixture)).unwrap();
-    let lines: Vec<usize> =
-        source.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
-    assert_eq!(lines.len(), 1, "`{needle}` must be on one line of {fixture}: {lines:?}");
-    lines[0] as u32
-}
-
-/// A fixture built with debug information, as a developer hunting a leak builds it.
-fn build_with_debug_info(dir: &Path, source: &str) -> PathBuf {
-    common::build_fixture(source, &dir.join(source.trim_end_matches(".c")), &["-g", "-O2"])
-}
-
-fn frame_names(site: &threadleak::record::SiteRecord) -> Vec<String> {
-    site.frames.iter().map(threadleak::sites::frame_text).collect()
-}
-
 #[test]
 fn the_site_of_tts_leak_is_the_function_and_line_that_opened_the_pidfd() {
     let dir = tempfile::tempdir().unwrap();

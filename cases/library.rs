@@ -1,8 +1,10 @@
 //! `threadleak::check` used as a crate author would, in tests that `cargo test` runs as threads of one
-//! process (in parallel with each other): thread-spawning code nobody here wrote (`threadpool`, the
-//! standard library's scoped threads) measured clean, a closure that leaks one descriptor (Linux) or one
-//! thread port (macOS) per call measured with its numbers, and the ways a check can fail (a panicking
-//! closure, a hang past the timeout, a check called off the test's thread), each with why.
+//! process (in parallel with each other): thread-spawning code nobody here wrote (`threadpool`, `rayon`,
+//! `tokio`'s blocking pool, the standard library's scoped threads) measured clean, a closure that leaks one
+//! descriptor (Linux) or one thread port (macOS) per call measured with its numbers, one that leaks in one
+//! call of 20 or of 200 failed at 1,000 calls and at 10,000, growth that stops and memory not counted as
+//! leaks, and the ways a check can fail (a panicking closure, a hang past the timeout, a check called off
+//! the test's thread), each with why.
 
 use std::time::Duration;
 
@@ -105,13 +107,156 @@ fn a_closure_that_hangs_is_killed_at_the_timeout() {
 
 #[test]
 fn a_check_off_the_tests_thread_says_how_to_name_the_test() {
-    let error = std::thread::Builder::new()
-        .name("main".into())
-        .spawn(|| threadleak::check(|| ()).record().unwrap_err().to_string())
+    // A thread of no name: no test to look for.
+    let error = std::thread::spawn(|| threadleak::check(|| ()).record().unwrap_err().to_string()).join().unwrap();
+    assert!(error.contains(".test_name("), "{error}");
+    // A thread named otherwise than the test: the child finds no such test, and says what to do; it did
+    // not crash.
+    let record = std::thread::Builder::new()
+        .name("worker-1".into())
+        .spawn(|| threadleak::check(|| ()).record().unwrap())
         .unwrap()
         .join()
         .unwrap();
-    assert!(error.contains(".test_name("), "{error}");
+    let cell = &record.cells[0];
+    let note = cell.note.as_deref().unwrap_or_default();
+    assert_eq!(cell.status, Status::Error, "{note}");
+    assert!(note.contains("no test named `worker-1`") && note.contains(".test_name("), "{note}");
+}
+
+/// A check inside `tokio::spawn` runs on one of the runtime's workers, not on the test's thread.
+#[test]
+fn a_check_on_a_runtime_worker_says_what_to_do() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    let record = runtime
+        .block_on(async { tokio::spawn(async { threadleak::check(|| ()).cycles(50).record().unwrap() }).await })
+        .unwrap();
+    let note = record.cells[0].note.clone().unwrap_or_default();
+    assert_eq!(record.cells[0].status, Status::Error, "{note}");
+    assert!(note.contains("no test named `tokio-rt-worker`") && note.contains("tokio::spawn"), "{note}");
+}
+
+#[test]
+fn a_check_on_a_runtime_worker_runs_when_named() {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).build().unwrap();
+    runtime
+        .block_on(async {
+            tokio::spawn(async {
+                threadleak::check(|| std::thread::spawn(|| ()).join().unwrap())
+                    .cycles(200)
+                    .test_name("a_check_on_a_runtime_worker_runs_when_named")
+                    .assert_clean()
+            })
+            .await
+        })
+        .unwrap();
+}
+
+#[test]
+fn tokio_spawn_blocking_on_a_long_lived_runtime_leaks_nothing() {
+    // The runtime outlives the calls; its blocking pool grows as it is used (a thread spawned whenever
+    // none is idle), which the warm-up waits out.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    threadleak::check(|| runtime.block_on(async { tokio::task::spawn_blocking(|| ()).await.unwrap() })).assert_clean();
+}
+
+#[test]
+fn rayon_leaks_nothing_per_call() {
+    use rayon::prelude::*;
+    threadleak::check(|| {
+        let (a, b) = rayon::join(|| 1, || 2);
+        (0..64u64).into_par_iter().map(|x| x * a * b).sum::<u64>()
+    })
+    .assert_clean();
+}
+
+#[test]
+fn a_closure_may_return_a_value() {
+    threadleak::check(|| std::thread::spawn(|| vec![1u8; 64]).join().unwrap()).cycles(200).assert_clean();
+}
+
+/// One handle leaked by every `every`-th call (a thread that keeps it), the others clean.
+fn rarely_leaking(every: u32) -> impl FnMut() {
+    let mut calls = 0u32;
+    move || {
+        calls += 1;
+        if calls % every == 0 {
+            std::thread::spawn(leak_one_handle).join().unwrap();
+        } else {
+            std::thread::spawn(|| ()).join().unwrap();
+        }
+    }
+}
+
+#[test]
+fn a_leak_in_one_call_of_20_or_200_fails_at_1000_calls_and_at_10000() {
+    for every in [20, 200] {
+        for cycles in [1000, 10_000] {
+            let record = threadleak::check(rarely_leaking(every)).cycles(cycles).record().unwrap();
+            let cell = &record.cells[0];
+            let rate = cell.per_thread.get(LEAKED).unwrap();
+            assert_eq!(
+                cell.verdict,
+                Verdict::Leak,
+                "1 in {every}, {cycles} calls: {:?} {:?}",
+                cell.per_thread,
+                cell.note
+            );
+            assert!(
+                (rate - 1.0 / f64::from(every)).abs() < 0.25 / f64::from(every),
+                "1 in {every}, {cycles} calls: {rate}"
+            );
+        }
+    }
+}
+
+#[test]
+#[should_panic(expected = "expected clean, got leak (")]
+fn assert_clean_fails_on_a_leak_in_one_call_of_200() {
+    threadleak::check(rarely_leaking(200)).cycles(1000).assert_clean();
+}
+
+#[test]
+fn growth_that_stops_is_not_a_leak() {
+    // A cache of handles filled by 64 calls early in the run (after the warm-up: 100 calls, then two rounds
+    // of 100 in which no thread stayed), then never again.
+    let mut calls = 0u32;
+    let record = threadleak::check(move || {
+        calls += 1;
+        if (501..=564).contains(&calls) {
+            std::thread::spawn(leak_one_handle).join().unwrap();
+        }
+    })
+    .cycles(2000)
+    .record()
+    .unwrap();
+    let cell = &record.cells[0];
+    let note = cell.note.as_deref().unwrap_or_default();
+    assert_eq!(cell.verdict, Verdict::Clean, "{}", threadleak::report::table(&record));
+    assert!(note.contains(&format!("{LEAKED} grew by ")) && note.contains("then stopped"), "{note}");
+}
+
+#[test]
+fn a_thread_that_ends_shortly_after_the_call_is_waited_for() {
+    threadleak::check(|| {
+        std::thread::spawn(|| std::thread::sleep(Duration::from_millis(300)));
+    })
+    .assert_clean();
+}
+
+/// Memory that grows while no item is left behind: reported, and no leak unless memory is asked to count.
+#[cfg(target_os = "linux")]
+#[test]
+fn memory_decides_nothing_unless_it_counts() {
+    // A MiB kept per call, mapped on its own by the allocator: mappings of memory, not items.
+    let keep = || std::mem::forget(vec![1u8; 1 << 20]);
+    let record = threadleak::check(keep).cycles(300).record().unwrap();
+    let cell = &record.cells[0];
+    assert_eq!(cell.verdict, Verdict::Clean, "{:?} {:?}", cell.per_thread, cell.note);
+    assert!(cell.note.as_deref().unwrap_or_default().contains("memory"), "{:?}", cell.note);
+    let record = threadleak::check(keep).cycles(300).memory(true).record().unwrap();
+    assert_eq!(record.cells[0].verdict, Verdict::Leak, "{:?}", record.cells[0].note);
+    assert!(record.params.memory);
 }
 
 #[test]

@@ -2,11 +2,11 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 use std::time::Duration;
 
 use threadleak::backend::Backend;
-use threadleak::record::CellRecord;
+use threadleak::record::{CellRecord, Record};
 use threadleak::report::delta;
 use threadleak::runner::RunConfig;
 
@@ -63,4 +63,56 @@ pub fn process_is_dead(pid: i32) -> bool {
     let stat = String::from_utf8_lossy(&out.stdout);
     let stat = stat.trim();
     stat.is_empty() || stat.starts_with('Z')
+}
+
+/// Each test's program has the machine to itself: measuring a program is measuring what runs beside it too.
+pub static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+pub fn alone() -> std::sync::MutexGuard<'static, ()> {
+    ALONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `threadleak exec [flags] --format json --out FILE -- program...`: the exit code and the record.
+pub fn exec(flags: &[&str], program: &[&str]) -> (i32, Record, Output) {
+    let _alone = alone();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("exec.json");
+    let out = Command::new(bin())
+        .arg("exec")
+        .args(flags)
+        .args(["--format", "json", "--out"])
+        .arg(&path)
+        .arg("--")
+        .args(program)
+        .output()
+        .unwrap();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("no record ({e}); stderr: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code().unwrap_or(-1), Record::from_json(&text).unwrap(), out)
+}
+
+/// `threadleak exec [flags] -- program...` as a user sees it: the exit code, stderr and stdout.
+pub fn exec_text(flags: &[&str], program: &[&str]) -> (i32, String, String) {
+    let _alone = alone();
+    let out = Command::new(bin()).arg("exec").args(flags).arg("--").args(program).output().unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code().unwrap_or(-1), text(&out.stderr), text(&out.stdout))
+}
+
+pub fn line_of(fixture: &str, needle: &str) -> u32 {
+    let source =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(fixture)).unwrap();
+    let lines: Vec<usize> =
+        source.lines().enumerate().filter(|(_, l)| l.contains(needle)).map(|(i, _)| i + 1).collect();
+    assert_eq!(lines.len(), 1, "`{needle}` must be on one line of {fixture}: {lines:?}");
+    lines[0] as u32
+}
+
+/// A fixture built with debug information, as a developer hunting a leak builds it.
+pub fn build_with_debug_info(dir: &Path, source: &str) -> PathBuf {
+    build_fixture(source, &dir.join(source.trim_end_matches(".c")), &["-g", "-O2"])
+}
+
+pub fn frame_names(site: &threadleak::record::SiteRecord) -> Vec<String> {
+    site.frames.iter().map(threadleak::sites::frame_text).collect()
 }

@@ -51,6 +51,9 @@ use crate::runner::{self, Capture};
 const CHECK_ENV: &str = "THREADLEAK_CHECK";
 /// In a child: the file its report goes to.
 const REPORT_ENV: &str = "THREADLEAK_CHECK_REPORT";
+/// In a child: the file holding the records of the test's checks before the one measured, which the
+/// child's run of the test gets back from them, as the parent's did.
+const EARLIER_ENV: &str = "THREADLEAK_CHECK_EARLIER";
 
 /// How long a census waits, by default, for threads the calls started to end.
 pub const SETTLE: Duration = Duration::from_secs(1);
@@ -73,6 +76,9 @@ thread_local! {
     /// Checks made so far on this thread: libtest runs each test on a thread of its own, so this numbers
     /// a test's checks the same way in the parent and in the child.
     static CHECKS: Slot<u32> = const { Slot::new(0) };
+    /// The records of the checks made so far on this thread, in order: a child measuring a later check
+    /// gets them back for the earlier ones.
+    static RECORDS: std::cell::RefCell<Vec<Record>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// Measures `f` per call in a child process; see [`Check`] for the settings and the assertions. What `f`
@@ -120,6 +126,12 @@ pub struct Check<F> {
 pub enum CheckError {
     #[error("threadleak::check measures this machine's own kernel, and this OS has no backend (Linux or macOS)")]
     NoBackend,
+    #[error(
+        "threadleak::check runs on a thread with no name, so it cannot tell which test it is in (libtest names a \
+         test's thread after the test): call it on the test's own thread, or name the test with \
+         .test_name(\"module::test\")"
+    )]
+    NoTest,
     #[error("cannot start the test binary as the measuring child")]
     Start(#[source] std::io::Error),
     #[error("this process is the measuring child of another check of this test; only that one is measured here")]
@@ -175,7 +187,8 @@ impl<F: Calls> Check<F> {
     }
 
     /// Measures and returns the record (one cell, named after the test). In the measuring child this
-    /// does not return: the child ends once its report is written.
+    /// does not return: the child ends once its report is written. A test may make several checks: the
+    /// child that measures one gets back, for each check before it, the record the parent got.
     pub fn record(self) -> Result<Record, CheckError> {
         self.measure()?.ok_or(CheckError::NotMeasuredHere)
     }
@@ -220,14 +233,23 @@ impl<F: Calls> Check<F> {
             n.set(index + 1);
             index
         });
-        let thread = std::thread::current();
-        // The main thread's check (a doc test, a program) is measured by starting the program again.
-        let test = self.test.clone().or_else(|| thread.name().map(str::to_owned)).unwrap_or_else(|| MAIN.to_owned());
+        // The main thread's check (a doc test, a program) is measured by starting the program again; a
+        // test's, by starting the test binary for that test, named after its thread unless named here.
+        let test = match (&self.test, std::thread::current().name()) {
+            (Some(test), _) => test.clone(),
+            (None, _) if backend::on_main_thread() => MAIN.to_owned(),
+            (None, Some(name)) => name.to_owned(),
+            (None, None) => return Err(CheckError::NoTest),
+        };
         let params = Params { cycles: self.cycles, warmup: self.warmup, self_calls: 0, memory: self.memory };
         match std::env::var(CHECK_ENV) {
             Ok(wanted) if wanted == format!("{index}:{test}") => self.measure_here(backend, &params),
-            Ok(_) => Ok(None),
-            Err(_) => self.measure_in_child(backend, &params, index, test).map(Some),
+            Ok(_) => Ok(earlier(index)),
+            Err(_) => {
+                let record = self.measure_in_child(backend, &params, index, test)?;
+                RECORDS.with(|r| r.borrow_mut().push(record.clone()));
+                Ok(Some(record))
+            }
         }
     }
 
@@ -266,7 +288,14 @@ impl<F: Calls> Check<F> {
         } else {
             command.args([test.as_str(), "--exact", "--nocapture", "--test-threads=1", "--include-ignored"]);
         }
-        command.env(CHECK_ENV, format!("{index}:{test}")).env(REPORT_ENV, &report_path).stdin(Stdio::null());
+        let earlier_path = dir.path().join("earlier.json");
+        let earlier = RECORDS.with(|r| serde_json::to_vec(&*r.borrow())).map_err(std::io::Error::other);
+        earlier.and_then(|json| std::fs::write(&earlier_path, json)).map_err(CheckError::Start)?;
+        command
+            .env(CHECK_ENV, format!("{index}:{test}"))
+            .env(REPORT_ENV, &report_path)
+            .env(EARLIER_ENV, &earlier_path)
+            .stdin(Stdio::null());
         for (name, value) in backend.child_env() {
             command.env(name, value);
         }
@@ -337,6 +366,14 @@ impl<F: Calls> Check<F> {
     }
 }
 
+/// In a child: the record the parent got for this test's check `index`, made before the one the child
+/// measures; `None` when it has none.
+fn earlier(index: u32) -> Option<Record> {
+    let path = std::env::var_os(EARLIER_ENV)?;
+    let records: Vec<Record> = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
+    records.into_iter().nth(index as usize)
+}
+
 /// The record's one cell, or a panic that says why it was not measured (with the child's stderr tail).
 #[track_caller]
 fn measured(record: &Record) -> &CellRecord {
@@ -375,6 +412,8 @@ struct Closure<'a> {
     warmup: u32,
     /// Rounds of warm-up made beyond the first while threads kept growing, and whether they still were.
     rounds: (u32, bool),
+    /// The threads the process had before the first call.
+    before: Option<u64>,
     /// The threads the process had at the census before: a census waits until it has no more.
     rest: Option<u64>,
     /// How long a census waits for that.
@@ -386,20 +425,36 @@ struct Closure<'a> {
 
 impl<'a> Closure<'a> {
     fn new(f: &'a mut dyn Calls, warmup: u32, settle: Duration) -> Closure<'a> {
-        Closure { f, warmup, rounds: (0, false), rest: None, settle, unsettled: 0, notes: Vec::new() }
+        let before = backend::thread_count(std::process::id());
+        Closure { f, warmup, rounds: (0, false), before, rest: None, settle, unsettled: 0, notes: Vec::new() }
     }
 
-    /// More rounds of warm-up calls, until two in a row leave the process with no more threads than it
-    /// had before them (at most [`MAX_WARMUP_ROUNDS`]).
+    /// Waits, up to the settle time, until the process has no more than `rest` threads; returns the count
+    /// then.
+    fn wait_for(&self, pid: u32, rest: u64) -> u64 {
+        let started = Instant::now();
+        let mut count = backend::thread_count(pid).unwrap_or(rest);
+        while count > rest && started.elapsed() < self.settle {
+            std::thread::sleep(Duration::from_millis(1));
+            count = backend::thread_count(pid).unwrap_or(count);
+        }
+        count
+    }
+
+    /// Settles the warm-up: waits (up to the settle time) for threads the warm-up calls started to end,
+    /// then makes more rounds of calls until two in a row leave the process, settled the same way, with
+    /// no more threads than before them (at most [`MAX_WARMUP_ROUNDS`]): a pool that grows as it is used
+    /// has grown.
     fn warm_up_pools(&mut self, pid: u32) {
-        let Some(mut before) = backend::thread_count(pid) else { return };
+        let Some(first) = self.before else { return };
+        let mut before = self.wait_for(pid, first);
         let mut still = 0;
         while still < 2 && self.rounds.0 < MAX_WARMUP_ROUNDS && self.warmup > 0 {
             for _ in 0..self.warmup {
                 self.f.call();
             }
             self.rounds.0 += 1;
-            let after = backend::thread_count(pid).unwrap_or(before);
+            let after = self.wait_for(pid, before);
             still = if after > before { 0 } else { still + 1 };
             before = before.max(after);
         }

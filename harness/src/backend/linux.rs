@@ -770,6 +770,13 @@ pub fn thread_count(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
 }
 
+/// Whether the calling thread is the main thread: the kernel gives the main thread the process's id as
+/// its own (clone(2), "the thread group leader").
+pub fn on_main_thread() -> bool {
+    // SAFETY: gettid and getpid have no preconditions.
+    unsafe { libc::gettid() == libc::getpid() }
+}
+
 /// Bytes of address space this process may still map: its `RLIMIT_AS` (`ulimit -v`) less what it maps
 /// now; `None` when there is no limit.
 pub fn address_space_left() -> Option<u64> {

@@ -313,6 +313,17 @@ pub fn sealed_file(
     }
 }
 
+/// Whether the calling thread is its process's main thread (the one `main` runs on); `false` where that
+/// cannot be told.
+pub fn on_main_thread() -> bool {
+    #[cfg(target_os = "linux")]
+    return linux::on_main_thread();
+    #[cfg(target_os = "macos")]
+    return mach::real::on_main_thread();
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
+    return false;
+}
+
 /// Makes this process the reaper of its orphaned descendants, where the OS offers that (Linux); false
 /// elsewhere, or when it failed.
 pub fn adopt_orphans() -> bool {

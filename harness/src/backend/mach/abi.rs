@@ -200,7 +200,11 @@ pub fn c_check(m: &Manifest) -> String {
     }
     c.push('\n');
     for f in &m.functions {
-        let args: Vec<String> = f.args.iter().map(|a| c_type(a)).collect();
+        let mut args: Vec<String> = f.args.iter().map(|a| c_type(a)).collect();
+        if args.is_empty() {
+            // `()` in C before C23 declares no prototype at all.
+            args.push("void".to_owned());
+        }
         let rust_args = f.args.join(", ");
         c += &format!(
             "_Static_assert(SAME_TYPE(__typeof__(&{name}), {ret} (*)({args})), \
@@ -283,6 +287,7 @@ mod tests {
             "mach_port_mod_refs",
             "mach_thread_self",
             "pthread_mach_thread_np",
+            "pthread_main_np",
             "proc_pidinfo",
         ] {
             assert!(names.contains(&f), "{f} missing from {names:?}");

@@ -144,6 +144,8 @@ borrowed_fns! {
     ) -> kern_return_t;
     /// pthread.h
     libc::pthread_mach_thread_np => fn pthread_mach_thread_np(thread: pthread_t) -> mach_port_t;
+    /// pthread.h: non-zero on the process's main thread.
+    libc::pthread_main_np => fn pthread_main_np() -> i32;
     /// libproc.h
     libc::proc_pidinfo => fn proc_pidinfo(pid: i32, flavor: i32, arg: u64, buffer: *mut c_void, buffersize: i32) -> i32;
 }

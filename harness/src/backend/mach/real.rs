@@ -62,6 +62,13 @@ pub fn thread_count(pid: u32) -> Option<u64> {
     u64::try_from(info.pti_threadnum).ok()
 }
 
+/// Whether the calling thread is the main thread: `pthread_main_np` (libpthread-539 `src/pthread.c`,
+/// `pthread_self() == main_thread()`).
+pub fn on_main_thread() -> bool {
+    // SAFETY: pthread_main_np has no preconditions.
+    unsafe { libc::pthread_main_np() != 0 }
+}
+
 /// Tells the creator that a thread has run its exit hook.
 #[derive(Default)]
 struct Handshake {
