@@ -8,10 +8,9 @@ same program from outside, with no probe: it runs it five times at each of two t
 /proc/PID/{fd,maps,status,timers} the way threadleak's census does (malloc's heaps left out of vm_kib),
 and divides the difference of the medians by the difference in threads; the spread of the five counts
 at each thread count, per thread, is that measurement's own uncertainty. It prints a markdown table, and exits 1
-when a runtime's verdict is not the same in every run, or disagrees with the outside measurement (an
-inconclusive exec verdict agrees with an outside measurement in which only memory moves: neither can tell
-leak from clean; and where the outside measurement's uncertainty in memory reaches past the threshold it
-cannot tell whether memory moves, so clean and inconclusive both agree with it).
+when a runtime's verdict is not the same in every run, or disagrees with the outside measurement (where
+only memory moves, or the outside measurement cannot tell whether it does, memory decides nothing: clean
+and inconclusive both agree with it).
 
 usage: ci/runtimes.py THREADLEAK [--runs N] [--only NAME]...
 """
@@ -28,10 +27,14 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROGRAMS = os.path.join(HERE, "runtimes")
 
-# A count moves when it changes by more than a tenth per thread; vm_kib by more than a tenth of a page
-# (harness/src/analysis.rs, RATE_THRESHOLD and unit()).
+# Whole items (descriptors, mappings, timers) move when they change by at least three items between the two
+# thread counts, beyond the measurement's own spread (harness/src/analysis/evidence.rs, MIN_ITEMS); mappings
+# that move with 128 KiB of memory or more each are a heap's chunks, memory (analysis.rs, HEAP_CHUNK_KIB);
+# vm_kib moves beyond a tenth of a page per thread (analysis.rs, RATE_THRESHOLD and unit()).
 COUNTS = ("fds", "maps", "timers")
-THRESHOLD = {"fds": 0.1, "maps": 0.1, "timers": 0.1, "vm_kib": 0.4}
+MIN_ITEMS = 3
+HEAP_CHUNK_KIB = 128
+VM_THRESHOLD = 0.4
 ARENA_HEAP = 64 << 20
 
 
@@ -123,28 +126,30 @@ def outside(template, n1, n2, repeats=5):
     return rate, noise
 
 
-def classify(per_thread, noise):
-    """A verdict from per-thread rates, by threadleak's rules (counts decide, memory can only withhold),
-    where a rate moves only beyond the threshold and the measurement's own uncertainty. Memory whose
-    uncertainty reaches past the threshold while its rate does not is "unresolved": this measurement
+def classify(per_thread, noise, threads):
+    """A verdict from per-thread rates, by threadleak's rules: whole items that moved (by MIN_ITEMS over
+    the `threads` between the two counts, beyond the measurement's own spread) decide, mappings that
+    brought a heap's chunks of memory are memory, and memory decides nothing. "memory" when only memory
+    moved; "unresolved" where the spread of memory reaches past the threshold, so that this measurement
     cannot tell whether it moves."""
-    moved = {k: v for k, v in per_thread.items() if abs(v) > THRESHOLD[k] + noise[k]}
-    if any(moved.get(k, 0) > 0 for k in COUNTS):
+    def items_moved(k):
+        return abs(per_thread[k]) * threads >= MIN_ITEMS and abs(per_thread[k]) > noise[k]
+    moved = [k for k in COUNTS if items_moved(k)]
+    if "maps" in moved and per_thread["maps"] != 0 and per_thread["vm_kib"] / per_thread["maps"] >= HEAP_CHUNK_KIB:
+        moved.remove("maps")
+    if any(per_thread[k] > 0 for k in moved):
         return "leak"
-    if any(moved.get(k, 0) < 0 for k in COUNTS):
+    if any(per_thread[k] < 0 for k in moved):
         return "over-release"
-    if "vm_kib" in moved:
+    if abs(per_thread["vm_kib"]) > VM_THRESHOLD + noise["vm_kib"]:
         return "memory"
-    return "unresolved" if abs(per_thread["vm_kib"]) + noise["vm_kib"] > THRESHOLD["vm_kib"] else "clean"
+    return "unresolved" if abs(per_thread["vm_kib"]) + noise["vm_kib"] > VM_THRESHOLD else "clean"
 
 
 def agrees(exec_class, truth):
-    """Whether exec's verdict agrees with the outside measurement: the same, or inconclusive where only
-    memory moves (neither can say leak or clean), or clean or inconclusive where the outside measurement
-    cannot tell whether memory moves."""
-    if truth == "memory":
-        return exec_class == "inconclusive"
-    if truth == "unresolved":
+    """Whether exec's verdict agrees with the outside measurement: the same; or, where only memory moves or
+    this measurement cannot tell whether it does, clean (memory decides nothing) or inconclusive."""
+    if truth in ("memory", "unresolved"):
         return exec_class in ("clean", "inconclusive")
     return exec_class == truth
 
@@ -182,7 +187,7 @@ def main():
         "python": [sys.executable, "--version"],
         "go": ["go", "version"],
     }
-    print("| runtime | threads ended | verdicts of", args.runs, "runs | exec: fds, maps, vm_kib, unjoined per thread | outside: fds, maps, vm_kib per thread | agree |")
+    print("| runtime | threads ended | verdicts of", args.runs, "runs | exec: fds, maps, vm_kib, unjoined, running per thread | outside: fds, maps, vm_kib per thread | agree |")
     print("|---|---:|---|---|---|---|")
     failed = False
     for name, template, n, (n1, n2) in programs(build):
@@ -200,10 +205,12 @@ def main():
         classes = [exec_class(c) for c in cells]
         seen = {c: classes.count(c) for c in dict.fromkeys(classes)}
         stable = len(seen) == 1
-        truth = classify(outside_rate, outside_noise)
+        truth = classify(outside_rate, outside_noise, n2 - n1)
         agree = stable and agrees(classes[0], truth)
         failed |= not agree
-        figures = ", ".join(figure([c["per_thread"].get(k, 0.0) for c in cells]) for k in ("fds", "maps", "vm_kib", "unjoined"))
+        figures = ", ".join(
+            figure([c["per_thread"].get(k, 0.0) for c in cells]) for k in ("fds", "maps", "vm_kib", "unjoined", "running")
+        )
         ended = sorted(max((p["ended"] for p in c.get("processes", [])), default=0) for c in cells)
         ended = f"{ended[0]}" if ended[0] == ended[-1] else f"{ended[0]}..{ended[-1]}"
         out_figures = ", ".join(f"{outside_rate[k]:+.3f} ± {outside_noise[k]:.3f}" for k in ("fds", "maps", "vm_kib"))

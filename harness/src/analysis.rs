@@ -305,9 +305,9 @@ pub fn estimate(checkpoints: &[Checkpoint], judging: Judging) -> Result<Estimate
         };
         let mut trend = by_stretches;
         if is_size(name) {
-            steady_rates.push(steady_rate(&at, &values));
+            steady_rates.push(steady_rate(&at, values));
         } else {
-            let ev = evidence::judge(&at, &values);
+            let ev = evidence::judge(&at, values);
             limits.push((name.clone(), ev.limit));
             trend = match (ev.growth, by_stretches) {
                 (_, Trend::Grows | Trend::Shrinks) => by_stretches,
@@ -536,9 +536,10 @@ fn set_apart_in_flight(at: &[f64], values: &mut [f64], covariates: &[(String, Ve
     readings.push(usable);
     // Steadier: a narrower middle of the stretches' rates, or as narrow and a narrower band around the
     // series' line (what whole items that come and go with the threads in flight leave).
-    let steadiness = |v: &[f64]| (roughness(at, v), evidence::judge(at, v).band);
-    let steadier = |a: (f64, f64), b: (f64, f64)| a.0 < b.0 - 1e-9 || (a.0 <= b.0 + 1e-9 && a.1 < b.1 - 1e-9);
-    let mut best: ((f64, f64), Vec<f64>, Vec<(String, f64)>) = (steadiness(values), values.to_vec(), Vec::new());
+    type Steadiness = (f64, f64);
+    let steadiness = |v: &[f64]| -> Steadiness { (roughness(at, v), evidence::judge(at, v).band) };
+    let steadier = |a: Steadiness, b: Steadiness| a.0 < b.0 - 1e-9 || (a.0 <= b.0 + 1e-9 && a.1 < b.1 - 1e-9);
+    let mut best: (Steadiness, Vec<f64>, Vec<(String, f64)>) = (steadiness(values), values.to_vec(), Vec::new());
     for reading in readings {
         let mut adjusted = values.to_vec();
         let costs = costs_in_flight(at, &mut adjusted, &reading);

@@ -8,6 +8,13 @@
 //! }
 //! ```
 //!
+//! A doc test (or any program) checks on its main thread, and the program is started again to measure:
+//!
+//! ```
+//! let joined = threadleak::check(|| std::thread::spawn(|| 7).join().unwrap()).cycles(200);
+//! joined.assert_clean();
+//! ```
+//!
 //! `cargo test` runs a binary's tests as threads of one process, so other tests' threads and files would
 //! move the counters. The measurement runs in a child instead: the test binary itself, re-executed
 //! filtered to this one test (`TEST --exact`, which libtest and nextest binaries both take), with

@@ -4,7 +4,7 @@
 //! A cell differs when its verdict differs, or when a per-thread delta moves by more than the analysis
 //! itself treats as motion ([`tolerance`]: a tenth of a unit per thread, a tenth of a page for `vm_kib`)
 //! or than the two measurements' own resolution (one unit over the run, per thread, which each record
-//! carries), whichever is larger. A run cell that timed out, crashed, failed or is inconclusive makes the
+//! carries), whichever is larger; a program's memory (`exec`) only when its run let memory count. A run cell that timed out, crashed, failed or is inconclusive makes the
 //! whole judgement "cannot tell": bisecting on it would blame the wrong commit. A baseline cell like that
 //! cannot judge anything: the baseline is unusable, and `git bisect run` stops.
 
@@ -244,9 +244,14 @@ pub fn judge(run: &Record, baseline: &Baseline) -> Result<Report, ExpectError> {
         }
         let got = &cell.per_thread.0;
         let value = |list: &[(String, f64)], name: &str| list.iter().find(|(n, _)| n == name).map_or(0.0, |&(_, v)| v);
+        // A program's memory decides nothing unless the run let it count (`exec --memory`): a heap that
+        // drifts between two commits is not a regression.
+        let weighed = |n: &str| !(analysis::is_size(n) && cell.command.is_some() && !run.params.memory);
         let counters_differ = matches!(baseline, Baseline::Record { .. } | Baseline::Snapshots(_))
             && got.iter().chain(&expected.per_thread).any(|(n, _)| {
-                (value(got, n) - value(&expected.per_thread, n)).abs() > tolerance(n, cell, expected.cell.as_ref())
+                weighed(n)
+                    && (value(got, n) - value(&expected.per_thread, n)).abs()
+                        > tolerance(n, cell, expected.cell.as_ref())
             });
         if cell.verdict.as_str() != expected.verdict || counters_differ {
             differs = true;
@@ -339,6 +344,26 @@ mod tests {
         assert_eq!(report.lines, [format!("{LEAKED}: expected leak (fds +1), got leak (fds +2)")]);
         let other = record(&[(FIXED, Verdict::Clean, &[])]);
         assert!(matches!(judge(&other, &baseline), Err(ExpectError::MissingCell { .. })));
+    }
+
+    #[test]
+    fn a_programs_memory_differs_only_when_it_counts() {
+        let program = |vm: f64, memory: bool| {
+            let mut r = record(&[(FIXED, Verdict::Clean, &[("fds", 0.0), ("vm_kib", vm)])]);
+            let cell = &mut r.cells[0];
+            (cell.cell, cell.axes, cell.command) = (EXEC_CELL.to_owned(), None, Some(vec!["prog".to_owned()]));
+            r.params.memory = memory;
+            r
+        };
+        let baseline = Baseline::Record { path: "good.json".into(), record: Box::new(program(4.0, false)) };
+        // A heap that drifts by 6 KiB per thread between two commits: not a regression of the program.
+        assert_eq!(judge(&program(10.0, false), &baseline).unwrap().judgement, Judgement::Matches);
+        // Unless the run let memory count.
+        assert_eq!(judge(&program(10.0, true), &baseline).unwrap().judgement, Judgement::Differs);
+        // A matrix cell's memory is exact, and always weighed.
+        let cell = |vm: f64| record(&[(FIXED, Verdict::Clean, &[("vm_kib", vm)])]);
+        let baseline = Baseline::Record { path: "good.json".into(), record: Box::new(cell(4.0)) };
+        assert_eq!(judge(&cell(10.0), &baseline).unwrap().judgement, Judgement::Differs);
     }
 
     #[test]
