@@ -316,19 +316,30 @@ fn an_interrupt_ends_with_130_no_output_and_nothing_left() {
 }
 
 #[test]
-fn what_the_program_writes_into_the_samples_file_is_bounded_and_never_trusted() {
+fn what_the_program_writes_into_the_probes_channel_is_never_trusted() {
     let dir = tempfile::tempdir().unwrap();
     let lc = lifecycles(dir.path());
-    // 70 MiB of zeros before the program's own threads.
-    let flood = format!(
-        "dd if=/dev/zero bs=1M count=70 status=none >> \"$THREADLEAK_PROBE_OUT\"; exec {} joined 400",
+    // The channel's cursor set past its end: every line after it is dropped, and said to be.
+    let full = format!(
+        "printf '\\377\\377\\377\\377\\0\\0\\0\\0' | dd of=\"$THREADLEAK_PROBE_OUT\" bs=1 seek=8 conv=notrunc \
+         status=none; exec {} joined 400",
         lc.display()
     );
-    let (_, record, _) = exec(&[], &["/bin/sh", "-c", &flood]);
-    let note = record.cells[0].note.as_deref().unwrap();
-    assert!(note.contains("the samples file grew past 64 MiB"), "{note}");
-    // The counts are kept apart from the samples: the threads are still counted.
+    let (_, record, _) = exec(&[], &["/bin/sh", "-c", &full]);
+    let cell = &record.cells[0];
+    let note = cell.note.as_deref().unwrap();
+    assert!(note.contains("the probe's channel (64 MiB) filled"), "{note}");
+    assert_ne!(cell.verdict, Verdict::Clean, "{note}");
+    // The counts are kept apart from the channel: the threads are still counted.
     assert_eq!(record.params.cycles, 400);
+    // Its header overwritten: nothing read, and said why.
+    let zeroed = format!(
+        "dd if=/dev/zero of=\"$THREADLEAK_PROBE_OUT\" bs=64 count=1 conv=notrunc status=none; exec {} joined 400",
+        lc.display()
+    );
+    let (_, record, _) = exec(&[], &["/bin/sh", "-c", &zeroed]);
+    let note = record.cells[0].note.as_deref().unwrap();
+    assert!(note.contains("the probe's channel was overwritten"), "{note}");
     // The file replaced by a link to /dev/zero: refused, not read for ever.
     let swap = format!(
         "ln -sf /dev/zero \"$THREADLEAK_PROBE_OUT.new\" && mv -f \"$THREADLEAK_PROBE_OUT.new\" \"$THREADLEAK_PROBE_OUT\"; exec {} joined 400",
@@ -336,7 +347,7 @@ fn what_the_program_writes_into_the_samples_file_is_bounded_and_never_trusted() 
     );
     let (_, record, _) = exec(&[], &["/bin/sh", "-c", &swap]);
     let note = record.cells[0].note.as_deref().unwrap();
-    assert!(note.contains("the samples file could not be read"), "{note}");
+    assert!(note.contains("the probe's channel could not be read"), "{note}");
 }
 
 #[test]

@@ -2,7 +2,8 @@
 //! macOS). It interposes `pthread_create`, `pthread_join` and `pthread_detach` to keep books on the threads
 //! the program creates ([`books`]), publishes each process's running counts of threads created and ended
 //! in a file the runner maps too, and takes censuses of the process with the native backend's counters,
-//! appending each as one JSON line to the file `THREADLEAK_PROBE_OUT` names.
+//! appending each as one JSON line to the channel `THREADLEAK_PROBE_OUT` names (a file it maps shared,
+//! holding no descriptor: `threadleak::exec::channel`).
 //!
 //! **When.** A census is taken in the program's `pthread_create` or after a `pthread_join` returns, once
 //! the count of ended threads reaches the next point of a schedule ([`next_census`]): about four censuses
@@ -27,7 +28,7 @@
 //! this file the bookkeeping. Without `THREADLEAK_PROBE_OUT` the probe passes every call through.
 
 use std::io::Write as _;
-use std::sync::atomic::{AtomicI32, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -47,8 +48,8 @@ mod imp;
 
 use books::{Slot, BOOKS, DETACHED, ENDED, GONE, JOINED, OWN_STACK};
 
-/// The samples file, or -1 while the probe is inactive.
-static OUT: AtomicI32 = AtomicI32::new(-1);
+/// Whether the probe is active: it has its channel, and its hooks are in.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
 static EVERY: AtomicU64 = AtomicU64::new(1000);
 /// Ended threads after which the next census is due.
 static NEXT_CENSUS: AtomicU64 = AtomicU64::new(u64::MAX);
@@ -91,7 +92,9 @@ fn on_load() {
     let Some(path) = std::env::var_os("THREADLEAK_PROBE_OUT") else { return };
     let every = std::env::var("THREADLEAK_PROBE_EVERY").ok().and_then(|v| v.parse().ok()).filter(|&k| k > 0);
     EVERY.store(every.unwrap_or(1000), Ordering::Relaxed);
-    let Some(fd) = unix::open_samples(&path) else { return };
+    if !unix::map_channel(&path) {
+        return;
+    }
     if let Some(counts) = std::env::var_os("THREADLEAK_PROBE_COUNTS") {
         unix::map_counts(&counts);
     }
@@ -102,7 +105,7 @@ fn on_load() {
     if std::env::var_os("THREADLEAK_PROBE_SITES").is_some_and(|v| v == "1") {
         sites::enable(imp::own_code());
     }
-    OUT.store(fd, Ordering::Release);
+    ACTIVE.store(true, Ordering::Release);
     NEXT_CENSUS.store(next_census(0, EVERY.load(Ordering::Relaxed)), Ordering::Relaxed);
     let command = unix::command_line();
     let line = serde_json::json!({
@@ -112,11 +115,11 @@ fn on_load() {
         "command": command,
         "names": Backend::native().map(|b| b.counters().iter().chain([&UNJOINED]).collect::<Vec<_>>()),
     });
-    unix::write_all(fd, format!("{line}\n").as_bytes());
+    unix::append(format!("{line}\n").as_bytes(), 0);
 }
 
 fn active() -> bool {
-    OUT.load(Ordering::Acquire) >= 0
+    ACTIVE.load(Ordering::Acquire)
 }
 
 /// How a thread is about to be created, as its attributes say.
@@ -302,10 +305,9 @@ const MAX_COUNTERS: usize = 12;
 /// Takes a census, settled and with threads in flight set apart, and appends it to the samples file.
 /// The caller holds the lock.
 fn take_census() {
-    let fd = OUT.load(Ordering::Acquire);
     let Some(backend) = Backend::native() else { return };
     let names = backend.counters();
-    if fd < 0 || names.len() >= MAX_COUNTERS {
+    if !active() || names.len() >= MAX_COUNTERS {
         return;
     }
     wait_for_quiet();
@@ -336,12 +338,7 @@ fn take_census() {
     if let Some(t) = names.iter().position(|&n| n == "tasks") {
         now[t] -= live as i64;
     }
-    // The samples file is the probe's own descriptor, not the program's.
-    let fds = names.iter().position(|&n| n == "fds");
-    let open_fds = fds.map(|f| now[f]);
-    if let Some(f) = fds {
-        now[f] -= 1;
-    }
+    let open_fds = names.iter().position(|&n| n == "fds").map(|f| now[f]);
     now[names.len()] = unjoined;
     let c = unix::counts();
     let mut buf = [0u8; 1024];
@@ -362,9 +359,10 @@ fn take_census() {
     }
     let _ = w.write_all(b"}}\n");
     let len = w.position() as usize;
-    unix::write_all(fd, &buf[..len]);
+    let ended = c.ended.load(Ordering::Acquire);
+    unix::append(&buf[..len], ended);
     let running = BOOKS.used().filter(|(_, slot)| slot.state() & ENDED == 0).map(|(_, slot)| slot.site());
-    sites::census(fd, std::process::id(), c.ended.load(Ordering::Acquire), imp::CALLS, imp::held, open_fds, running);
+    sites::census(std::process::id(), ended, imp::CALLS, imp::held, open_fds, running);
     CENSUSES.fetch_add(1, Ordering::Relaxed);
 }
 

@@ -305,36 +305,38 @@ pub fn released_range(first: u64, last: u64) {
     }
 }
 
-/// In a forked child: it has its parent's descriptors and stacks, and writes the stacks anew under its
-/// own pid.
+/// In a forked child: it has its parent's descriptors and stacks, and writes the stacks and their tallies
+/// anew under its own pid.
 pub fn after_fork() {
     for site in &TABLE {
         site.written.store(false, Ordering::Relaxed);
     }
-}
-
-/// The counter of the site a resource's entry names.
-fn counter_of(entry: u64) -> Counter {
-    let site = (entry >> 32) as usize - 1;
-    Counter::from_index(TABLE[site].counter.load(Ordering::Relaxed))
+    // The child is single-threaded here and holds the probe's lock: nothing else takes this one.
+    *WRITTEN.lock().unwrap_or_else(|p| p.into_inner()) = [(0, 0); SITES];
 }
 
 /// Per stack at a census: its resources alive, how many of them outlived the thread that made them, and
 /// one of them (the highest), to say what they are.
 static TALLY: Mutex<[(u32, u32, u32); SITES]> = Mutex::new([(0, 0, 0); SITES]);
 
+/// What the last census wrote of each stack (its resources alive, and of those, outliving their maker):
+/// a census writes only the stacks whose tally changed, so that a program with thousands of live stacks
+/// costs the channel what moves, not what is.
+static WRITTEN: Mutex<[(u32, u32); SITES]> = Mutex::new([(0, 0); SITES]);
+
 /// What a census writes: room for every stack's definition or every stack's tally, a line each.
 static LINE: Mutex<[u8; 8192]> = Mutex::new([0; 8192]);
 
-/// At a census (the caller holds the probe's lock): writes each stack not yet written, and a line of
-/// the live resources by stack, with what one of them is (a descriptor's target), to `fd`. A resource
+/// At a census (the caller holds the probe's lock): writes each stack not yet written, and the changes
+/// since the last census of the live resources by stack (a stack whose count changed, with its count and
+/// what one of them is, a descriptor's target; a count of 0 for a stack that has none left), to the
+/// channel. `ended` is this process's threads ended. A resource
 /// recorded but given back behind the probe's back (by a call it does not see) is forgotten here:
 /// `held` says whether a resource (by id) is still there, asked of each when more are recorded than
-/// `open_now` (what the census counted of their kind, the samples file included), or always without it.
+/// `open_now` (what the census counted of their kind), or always without it.
 /// `running` gives, for each thread the books have still running, where it was created (a site's index
 /// plus one, 0 for none).
 pub fn census(
-    fd: i32,
     pid: u32,
     ended: u64,
     calls: &[&str],
@@ -358,7 +360,7 @@ pub fn census(
             continue;
         }
         let id = IDS[n].load(Ordering::Relaxed);
-        if (counter_of(v) == Counter::Fds && id as i32 == fd) || (check && !held(id)) {
+        if check && !held(id) {
             let _ = entry.compare_exchange(v, 0, Ordering::AcqRel, Ordering::Relaxed);
             continue;
         }
@@ -375,10 +377,12 @@ pub fn census(
     for (i, site) in TABLE.iter().enumerate() {
         if tally[i].0 > 0 && site.ready.load(Ordering::Acquire) && !site.written.swap(true, Ordering::Relaxed) {
             let len = define(&mut line[..], pid, i, site, calls);
-            crate::unix::write_all(fd, &line[..len]);
+            crate::unix::append(&line[..len], ended);
         }
     }
-    // The tallies, as many lines as they take (the runner adds up lines of one census).
+    // The changes, as many lines as they take (the runner applies every line of a census in turn), and
+    // one line for a census with none, which tells that nothing changed.
+    let mut written = WRITTEN.lock().unwrap_or_else(|p| p.into_inner());
     let head = |w: &mut std::io::Cursor<&mut [u8]>| {
         let _ = write!(
             w,
@@ -390,20 +394,23 @@ pub fn census(
     head(&mut w);
     let mut first = true;
     for (i, &(live, outlived, one)) in tally.iter().enumerate() {
-        if live == 0 {
+        if written[i] == (live, outlived) {
             continue;
         }
+        written[i] = (live, outlived);
         if w.position() as usize > 8192 - 1024 {
             let _ = w.write_all(b"]}\n");
             let len = w.position() as usize;
-            crate::unix::write_all(fd, &w.get_ref()[..len]);
+            crate::unix::append(&w.get_ref()[..len], ended);
             w.set_position(0);
             head(&mut w);
             first = true;
         }
         let _ = write!(w, "{}[{i},{live},{outlived},", if first { "" } else { "," });
         let mut what = [0u8; 512];
-        let what: &[u8] = if Counter::from_index(TABLE[i].counter.load(Ordering::Relaxed)) == Counter::Running {
+        let what: &[u8] = if live == 0 {
+            b""
+        } else if Counter::from_index(TABLE[i].counter.load(Ordering::Relaxed)) == Counter::Running {
             b"still running"
         } else {
             crate::imp::describe(one, &mut what)
@@ -414,7 +421,7 @@ pub fn census(
     }
     let _ = w.write_all(b"]}\n");
     let len = w.position() as usize;
-    crate::unix::write_all(fd, &w.get_ref()[..len]);
+    crate::unix::append(&w.get_ref()[..len], ended);
 }
 
 /// Writes stack `i`'s definition into `buf`: its call, counter and frames, each frame as the module's

@@ -1,6 +1,6 @@
 //! What the Linux and macOS probes share: the probe's lock and fork handlers, the files it shares with the
-//! runner (the samples file, and the counts it maps), the thread-end hook, and the trampoline every
-//! created thread starts in. The platform files add only how the pthread calls are interposed.
+//! runner (the channel and the counts, both mapped, neither holding a descriptor), the thread-end hook,
+//! and the trampoline every created thread starts in. The platform files add only how the pthread calls are interposed.
 
 use std::cell::{Cell, UnsafeCell};
 use std::ffi::{c_int, c_void, OsStr};
@@ -8,6 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
+use threadleak::exec::channel;
 use threadleak::exec::counts::{ProcessCounts, SLOT_BYTES};
 
 /// The probe's one lock, held by a census, by `pthread_create` while it creates a thread, and by the
@@ -122,20 +123,66 @@ fn c_path(path: &OsStr) -> Vec<u8> {
     bytes
 }
 
-/// Opens the samples file the runner created, for appending; the descriptor is not inherited across exec.
-/// A symbolic link or a missing file is refused: the file is the runner's.
-pub fn open_samples(path: &OsStr) -> Option<c_int> {
+/// The channel the runner created, mapped shared (`threadleak::exec::channel`); null while the probe has
+/// none.
+static CHANNEL: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Maps a file the runner created, shared, whole, and closes its descriptor at once: the mapping stays,
+/// shared with the runner and with every process forked from this one, and the program's table of
+/// descriptors holds none of the probe's. `None` for a symbolic link, a file that is not regular, or
+/// one shorter than `min` bytes.
+fn map_shared(path: &OsStr, min: usize) -> Option<(*mut c_void, usize)> {
     let bytes = c_path(path);
-    let flags = libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC | libc::O_NOFOLLOW;
     // SAFETY: `bytes` is NUL-terminated.
-    let fd = unsafe { libc::open(bytes.as_ptr().cast(), flags) };
-    (fd >= 0).then_some(fd)
+    let fd = unsafe { libc::open(bytes.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `st` is plain data that fstat fills.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open; `st` is valid for writing.
+    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG;
+    let len = if ok && st.st_size as usize >= min { st.st_size as usize } else { 0 };
+    let map = if len > 0 {
+        // SAFETY: a shared mapping of the whole of a regular file opened read-write.
+        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) }
+    } else {
+        libc::MAP_FAILED
+    };
+    // SAFETY: closes the descriptor opened above; the mapping does not need it.
+    unsafe { libc::close(fd) };
+    (map != libc::MAP_FAILED).then_some((map, len))
 }
 
-/// Appends `bytes` with one `write` (O_APPEND keeps lines from several processes whole).
-pub fn write_all(fd: c_int, bytes: &[u8]) {
-    // SAFETY: `bytes` is valid for its length.
-    let _ = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+/// Maps the channel the runner created; false when there is none to use.
+pub fn map_channel(path: &OsStr) -> bool {
+    match map_shared(path, channel::BYTES) {
+        Some((map, _)) if channel_header(map.cast()).magic.load(Ordering::Acquire) == channel::MAGIC => {
+            CHANNEL.store(map.cast(), Ordering::Release);
+            true
+        }
+        _ => false,
+    }
+}
+
+fn channel_header(base: *mut u8) -> &'static channel::Header {
+    // SAFETY: `base` is the start of a mapping of at least `channel::BYTES` bytes, never unmapped, aligned
+    // to a page; the header is atomics only.
+    unsafe { &*base.cast::<channel::Header>() }
+}
+
+/// Appends `line` to the channel (nothing without one): its bytes reserved with one atomic add, then
+/// copied, so lines from every thread and process of the run stay whole. `ended` (this process's threads
+/// ended) is kept with the first line that does not fit.
+pub fn append(line: &[u8], ended: u64) {
+    let base = CHANNEL.load(Ordering::Acquire);
+    if base.is_null() {
+        return;
+    }
+    if let Some(at) = channel_header(base).reserve(line.len(), ended) {
+        // SAFETY: `reserve` gave this writer alone the bytes `at..at + line.len()`, within the mapping.
+        unsafe { std::ptr::copy_nonoverlapping(line.as_ptr(), base.add(at), line.len()) };
+    }
 }
 
 /// The counts file the runner created, mapped shared: one slot per process, claimed by pid.
@@ -148,29 +195,9 @@ static FALLBACK: ProcessCounts = ProcessCounts::new();
 pub const ORIGIN_EXEC: u32 = threadleak::exec::counts::ORIGIN_EXEC;
 pub const ORIGIN_FORK: u32 = threadleak::exec::counts::ORIGIN_FORK;
 
-/// Maps the counts file (its descriptor is closed at once: the mapping stays, shared with the runner and
-/// with every process forked from this one).
+/// Maps the counts file (see [`map_shared`]).
 pub fn map_counts(path: &OsStr) {
-    let bytes = c_path(path);
-    // SAFETY: `bytes` is NUL-terminated.
-    let fd = unsafe { libc::open(bytes.as_ptr().cast(), libc::O_RDWR | libc::O_CLOEXEC | libc::O_NOFOLLOW) };
-    if fd < 0 {
-        return;
-    }
-    // SAFETY: `st` is plain data that fstat fills.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `fd` is open; `st` is valid for writing.
-    let ok = unsafe { libc::fstat(fd, &mut st) } == 0 && (st.st_mode & libc::S_IFMT) == libc::S_IFREG;
-    let len = if ok { st.st_size as usize / SLOT_BYTES * SLOT_BYTES } else { 0 };
-    let map = if len > 0 {
-        // SAFETY: a shared mapping of the whole of a regular file opened read-write.
-        unsafe { libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_SHARED, fd, 0) }
-    } else {
-        libc::MAP_FAILED
-    };
-    // SAFETY: closes the descriptor opened above; the mapping does not need it.
-    unsafe { libc::close(fd) };
-    if map != libc::MAP_FAILED {
+    if let Some((map, len)) = map_shared(path, SLOT_BYTES) {
         COUNTS_SLOTS.store((len / SLOT_BYTES) as u32, Ordering::Relaxed);
         COUNTS.store(map.cast(), Ordering::Release);
     }

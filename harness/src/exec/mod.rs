@@ -11,6 +11,7 @@
 //!   shared counts file ([`counts`]); [`samples`] reads both back into one series per process, each
 //!   estimated on its own, and the program's verdict is the worst of theirs.
 
+pub mod channel;
 pub mod counts;
 pub mod preflight;
 pub mod probe;
@@ -33,12 +34,8 @@ use crate::runner::{abnormal_end, supervise, Capture};
 /// The hidden subcommand that makes the binary act as a run's watchdog.
 pub const WATCHDOG_SUBCOMMAND: &str = "__watchdog";
 
-/// The environment variable naming the samples file; its value marks every process of a run.
+/// The environment variable naming the channel; its value marks every process of a run.
 const SAMPLES_ENV: &str = "THREADLEAK_PROBE_OUT";
-
-/// The most of the samples file read: a census line is a few hundred bytes, so this holds the censuses
-/// of more than 100,000 processes. The program can write to the file; beyond this it is not read.
-const SAMPLES_LIMIT: u64 = 64 << 20;
 
 /// How to run the program.
 #[derive(Clone, Debug)]
@@ -87,7 +84,8 @@ fn prepended(var: &str, ours: &OsStr) -> OsString {
     }
 }
 
-/// The files a run shares with its probe, in a private folder (mode 0700) created for the run.
+/// The files a run shares with its probe, in a private folder (mode 0700) created for the run: the
+/// channel ([`channel`]) and the counts ([`counts`]), each mapped by the probe.
 struct RunFiles {
     dir: tempfile::TempDir,
     samples: PathBuf,
@@ -97,7 +95,7 @@ struct RunFiles {
 impl RunFiles {
     fn create() -> std::io::Result<RunFiles> {
         let dir = tempfile::Builder::new().prefix("threadleak-exec-").tempdir()?;
-        let samples = dir.path().join("samples.jsonl");
+        let samples = dir.path().join("channel");
         let counts = dir.path().join("counts");
         let new = |path: &Path| {
             std::fs::OpenOptions::new()
@@ -107,7 +105,9 @@ impl RunFiles {
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(path)
         };
-        new(&samples)?;
+        let mut channel = new(&samples)?;
+        channel.write_all(&channel::MAGIC.to_ne_bytes())?;
+        channel.set_len(channel::BYTES as u64)?;
         new(&counts)?.set_len((counts::SLOTS * counts::SLOT_BYTES) as u64)?;
         Ok(RunFiles { dir, samples, counts })
     }
@@ -118,18 +118,32 @@ impl RunFiles {
     }
 }
 
-/// Reads at most `limit` bytes of a regular file, refusing a symbolic link, a FIFO or a device (the
-/// program could have put one in the file's place). Returns the bytes and whether the file was longer.
-fn read_bounded(path: &Path, limit: u64) -> std::io::Result<(Vec<u8>, bool)> {
+/// Opens a regular file for reading, refusing a symbolic link, a FIFO or a device (the program could
+/// have put one in the file's place).
+fn open_regular(path: &Path) -> std::io::Result<std::fs::File> {
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK).open(path)?;
     if !file.metadata()?.is_file() {
         return Err(std::io::Error::other("not a regular file"));
     }
+    Ok(file)
+}
+
+/// Reads at most `limit` bytes of a regular file (see [`open_regular`]).
+fn read_bounded(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
-    file.take(limit + 1).read_to_end(&mut bytes)?;
-    let longer = bytes.len() as u64 > limit;
-    bytes.truncate(limit as usize);
-    Ok((bytes, longer))
+    open_regular(path)?.take(limit).read_to_end(&mut bytes)?;
+    Ok(bytes)
+}
+
+/// Reads the channel: its header, then its lines up to where the header says they end (at most the
+/// file's size); `None` when it is no longer a channel.
+fn read_channel(path: &Path) -> std::io::Result<Option<channel::Reading>> {
+    let mut file = open_regular(path)?;
+    let mut bytes = vec![0; channel::HEADER_BYTES];
+    file.read_exact(&mut bytes)?;
+    let Some(lines) = channel::lines_in(&bytes) else { return Ok(None) };
+    file.take(lines).read_to_end(&mut bytes)?;
+    Ok(channel::read(&bytes))
 }
 
 /// What the interrupt handler needs to clean up after a run in progress.
@@ -333,24 +347,22 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         notes.push("this process could not become a subreaper: descendants that left the program's process group were found by the watchdog only".to_owned());
     }
 
-    let (text, longer) = match read_bounded(&files.samples, SAMPLES_LIMIT) {
-        Ok((bytes, longer)) => (String::from_utf8_lossy(&bytes).into_owned(), longer),
+    let reading = match read_channel(&files.samples) {
+        Ok(Some(reading)) => reading,
+        Ok(None) => {
+            notes.push("the probe's channel was overwritten (it no longer starts as one): nothing was read".to_owned());
+            channel::Reading::default()
+        }
         Err(e) => {
-            notes.push(format!("the samples file could not be read: {e}"));
-            (String::new(), false)
+            notes.push(format!("the probe's channel could not be read: {e}"));
+            channel::Reading::default()
         }
     };
-    if longer {
-        notes.push(format!(
-            "the samples file grew past {} MiB (something other than the probe wrote to it): the rest was not read",
-            SAMPLES_LIMIT >> 20
-        ));
-    }
     let counts = read_bounded(&files.counts, (counts::SLOTS * counts::SLOT_BYTES) as u64)
-        .map(|(bytes, _)| counts::read(&bytes))
+        .map(|bytes| counts::read(&bytes))
         .unwrap_or_default();
     let judging = analysis::Judging { memory: config.memory };
-    let created = if started { measure(&text, &counts, judging, &entry, &mut cell, &mut notes) } else { 0 };
+    let created = if started { measure(&reading, &counts, judging, &entry, &mut cell, &mut notes) } else { 0 };
 
     if let Some(mut run) = active().take() {
         finish_watchdog(&mut run.watchdog);
@@ -363,14 +375,14 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
 /// Reads the samples and counts into `cell`: the program's processes, the deciding one's figures and the
 /// verdict, or why there are none. Returns the threads all processes created.
 fn measure(
-    text: &str,
+    channel: &channel::Reading,
     counts: &[counts::Counts],
     judging: analysis::Judging,
     entry: &preflight::Entry,
     cell: &mut CellRecord,
     notes: &mut Vec<String>,
 ) -> u64 {
-    let mut reading = samples::read(text, counts, judging);
+    let mut reading = samples::read(&channel.text, counts, judging);
     let mut symbolizer = crate::sites::Symbolizer::default();
     for p in &mut reading.processes {
         for site in &mut p.sites {
@@ -450,5 +462,18 @@ fn measure(
         }
     }
     cell.processes = reading.processes;
+    if channel.dropped > 0 {
+        // What the program did after the channel filled was not seen: never clean.
+        notes.push(format!(
+            "the probe's channel ({} MiB) filled when {} threads had ended: {} lines after that were not seen, so \
+             the run cannot be called clean",
+            channel::BYTES >> 20,
+            channel.dropped_at,
+            channel.dropped
+        ));
+        if matches!(cell.verdict, Verdict::Clean | Verdict::OverRelease) {
+            cell.verdict = Verdict::Inconclusive;
+        }
+    }
     created
 }
