@@ -314,3 +314,24 @@ fn a_closure_that_prints_garbage_is_measured_all_the_same() {
     .cycles(200)
     .assert_clean();
 }
+
+/// Processes the calls start in sessions of their own (`setsid`) end with the check: the measuring child
+/// is their subreaper and kills what is left before it ends.
+#[cfg(target_os = "linux")]
+#[test]
+fn processes_the_calls_leave_in_sessions_of_their_own_end_with_the_check() {
+    // The same in the parent and in the child, which runs this test again.
+    let marker = "40.918273".to_owned();
+    let start = || {
+        std::process::Command::new("setsid").args(["sleep", &marker]).spawn().unwrap();
+    };
+    let record = threadleak::check(start).warmup(2).cycles(10).censuses(5).record().unwrap();
+    assert_eq!(record.cells[0].status, Status::Ok, "{:?}", record.cells[0].note);
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(&marker))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -260,8 +260,11 @@ impl<F: Calls> Check<F> {
         }
     }
 
-    /// In the child: the measurement, its report written, and the end of the process.
+    /// In the child: the measurement, its report written, and the end of the process, which takes with it
+    /// every process the calls started and left (it is their subreaper, where the OS has one: a process
+    /// started in a session of its own comes back to it when its parent ends).
     fn measure_here(&mut self, backend: Backend, params: &Params) -> ! {
+        backend::adopt_orphans();
         let report = child::die_with_runner(params).unwrap_or_else(|| {
             let mut workload = Closure::new(&mut self.f, self.warmup, self.settle);
             child::measure(&mut workload, backend.counters(), params, Mode::Series { censuses: self.censuses })
@@ -271,6 +274,7 @@ impl<F: Calls> Check<F> {
             let json = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
             std::fs::write(path, json)
         });
+        runner::kill_descendants(None);
         if let Err(e) = written {
             eprintln!("threadleak::check: cannot write the report: {e}");
             std::process::exit(3);

@@ -350,7 +350,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Runs the command line and returns the process exit code.
 pub fn main() -> i32 {
-    crate::sys::default_sigchld();
+    crate::sys::start();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -774,7 +774,10 @@ fn watch_interrupts() -> std::io::Result<()> {
             std::process::exit(ExitCode::INTERRUPTED);
         }
     })?;
-    let signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
+    // A signal this process was started with ignored (`nohup`) stays ignored, as a shell leaves it.
+    let watched: Vec<i32> =
+        [SIGINT, SIGTERM, SIGHUP].into_iter().filter(|&s| !crate::sys::ignored_at_start(s)).collect();
+    let signals = signal_hook::iterator::Signals::new(watched)?;
     tx.send(signals).map_err(|_| std::io::Error::other("the interrupt watcher ended"))
 }
 

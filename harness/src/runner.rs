@@ -391,8 +391,58 @@ fn spawn_and_wait(config: &RunConfig, cell: Case, mode: Mode) -> std::io::Result
 pub enum Capture {
     /// Read stdout whole (bounded) and keep the tail of stderr.
     Output,
-    /// Leave stdout to the caller's; pass stderr on to the caller's as it comes, keeping its tail.
+    /// Leave stdout and stderr to the caller's, as they are (a terminal stays a terminal, a file a file,
+    /// for the program to see), keeping stderr's tail: read back from a file at the end; passed on as it
+    /// comes, through a pipe of this process's, where the caller's stderr is a pipe; none from a terminal.
     TeeStderr,
+}
+
+/// What the caller's stderr is, for [`Capture::TeeStderr`].
+enum CallersStderr {
+    Pipe,
+    Terminal,
+    /// A regular file, this long when the program started.
+    File(u64),
+}
+
+impl CallersStderr {
+    fn now() -> CallersStderr {
+        use std::io::IsTerminal;
+        let err = std::io::stderr();
+        if err.is_terminal() {
+            return CallersStderr::Terminal;
+        }
+        match stderr_file().and_then(|f| f.metadata()) {
+            Ok(m) if m.is_file() => CallersStderr::File(m.len()),
+            _ => CallersStderr::Pipe,
+        }
+    }
+
+    /// The last `keep` bytes written to it since `now`, from a file: opened anew for reading (the
+    /// caller's descriptor is write-only, as a shell's `2>FILE` opens it), where the system reopens a
+    /// descriptor's file by `/dev/fd` (Linux; elsewhere `/dev/fd` duplicates the descriptor, and there is
+    /// no tail).
+    fn tail(&self, keep: usize) -> String {
+        let CallersStderr::File(start) = *self else { return String::new() };
+        use std::os::unix::fs::{FileExt, OpenOptionsExt};
+        let opened = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/fd/2");
+        let Ok(file) =
+            opened.and_then(|f| if f.metadata()?.is_file() { Ok(f) } else { Err(std::io::Error::other("")) })
+        else {
+            return String::new();
+        };
+        let end = file.metadata().map_or(start, |m| m.len());
+        let from = start.max(end.saturating_sub(keep as u64));
+        let mut buf = vec![0; (end.saturating_sub(from) as usize).min(keep)];
+        let n = file.read_at(&mut buf, from).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n]).trim().to_owned()
+    }
+}
+
+/// This process's stderr, as a file of its own (a duplicate: reading it with `read_at` moves no offset).
+fn stderr_file() -> std::io::Result<std::fs::File> {
+    use std::os::fd::AsFd;
+    std::io::stderr().as_fd().try_clone_to_owned().map(std::fs::File::from)
 }
 
 /// Starts `command` in a process group of its own and waits for it: past `timeout` the group gets
@@ -405,10 +455,16 @@ pub fn supervise(
     capture: Capture,
     spawned: impl FnOnce(u32),
 ) -> std::io::Result<Outcome> {
+    let callers = CallersStderr::now();
     match capture {
-        Capture::Output => command.stdout(Stdio::piped()).stderr(Stdio::piped()),
-        Capture::TeeStderr => command.stderr(Stdio::piped()),
-    };
+        Capture::Output => {
+            command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        }
+        Capture::TeeStderr if matches!(callers, CallersStderr::Pipe) => {
+            command.stderr(Stdio::piped());
+        }
+        Capture::TeeStderr => {}
+    }
     command.process_group(0);
 
     let started = Instant::now();
@@ -469,7 +525,13 @@ pub fn supervise(
         Ok(res) => res,
         Err(_) => {
             timed_out = true;
+            // Its descendants in sessions or groups of their own (a daemon that called setsid) are found
+            // while the process still holds them, and go with it.
+            let tree = descendants(pid);
             let _ = killpg(group, Signal::SIGTERM);
+            for &p in &tree {
+                let _ = nix::sys::signal::kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+            }
             match exit_rx.recv_timeout(grace) {
                 Ok(res) => res,
                 Err(_) => {
@@ -501,10 +563,13 @@ pub fn supervise(
         Ok(Err(_)) => (Vec::new(), false),
         Err(_) => (Vec::new(), true),
     };
-    let (stderr_tail, pipes_held_err) = match err_rx.recv_timeout(remaining()) {
+    let (mut stderr_tail, pipes_held_err) = match err_rx.recv_timeout(remaining()) {
         Ok(tail) => (tail, false),
         Err(_) => (String::new(), true),
     };
+    if capture == Capture::TeeStderr && stderr_tail.is_empty() {
+        stderr_tail = callers.tail(STDERR_TAIL);
+    }
     let stdout_truncated = stdout.len() > STDOUT_LIMIT;
     Ok(Outcome {
         status,
@@ -517,6 +582,47 @@ pub fn supervise(
         elapsed,
         pipes_held: pipes_held_out || pipes_held_err,
     })
+}
+
+/// The processes descended from `pid` (its children, theirs, and so on; at most 4,096), where the OS
+/// lets them be listed (Linux).
+pub fn descendants(pid: u32) -> Vec<u32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(parent) = next.pop() {
+        for child in crate::backend::children_of(parent) {
+            if found.len() < 4096 && !found.contains(&child) {
+                found.push(child);
+                next.push(child);
+            }
+        }
+    }
+    found
+}
+
+/// Kills and reaps every child of this process but `keep` (on Linux, where this process is a subreaper,
+/// orphaned descendants are reparented here), then their children in turn, until none is left (bounded).
+/// Returns how many were killed.
+pub fn kill_descendants(keep: Option<u32>) -> usize {
+    let me = std::process::id();
+    let mut killed = 0;
+    for _ in 0..100 {
+        let children: Vec<u32> = crate::backend::children_of(me).into_iter().filter(|&p| Some(p) != keep).collect();
+        if children.is_empty() {
+            break;
+        }
+        for pid in children {
+            let target = Pid::from_raw(pid as i32);
+            // A daemon that called setsid leads a group of its own: it goes with its group.
+            if nix::unistd::getpgid(Some(target)).is_ok_and(|g| g == target) {
+                let _ = killpg(target, Signal::SIGKILL);
+            }
+            let _ = nix::sys::signal::kill(target, Signal::SIGKILL);
+            let _ = nix::sys::wait::waitpid(target, None);
+            killed += 1;
+        }
+    }
+    killed
 }
 
 /// Reads a stream to its end, keeping only its last `keep` bytes, and with `tee` passing every byte on to

@@ -50,13 +50,43 @@ pub fn rate(points: &[(f64, f64)]) -> f64 {
 }
 
 /// Turns modules and offsets into functions and source lines, each module read once.
-#[derive(Default)]
+///
+/// The modules are named by the program (a line of the probe's channel, which the program can write), so
+/// a name is trusted with nothing: a file is opened without blocking (a FIFO named like a debug file
+/// does not hold the runner), read only when it is a regular file, once however many names it has (by
+/// device and inode: 20,000 links to one library are one read), within [`READ_BUDGET`] bytes in all and
+/// before the run's deadline; past either, the frames left keep their module and offset, and
+/// [`Symbolizer::shortfall`] says so. Debug information is read from the module itself, and symbols also
+/// from the debug file the system keeps by build id; nothing else is opened (no `.dwp`, no
+/// `.gnu_debuglink`).
 pub struct Symbolizer {
-    modules: HashMap<String, Option<Module>>,
+    /// Each path named, and the module it is, by index in `read`.
+    modules: HashMap<String, Option<usize>>,
+    by_inode: HashMap<(u64, u64), usize>,
+    opened: Vec<Module>,
+    read: u64,
+    deadline: Option<std::time::Instant>,
+    shortfall: Option<String>,
 }
 
+impl Default for Symbolizer {
+    fn default() -> Symbolizer {
+        Symbolizer::until(None)
+    }
+}
+
+/// The most bytes of modules and debug files a symbolizer reads in all.
+pub const READ_BUDGET: u64 = 2 << 30;
+
+/// The most bytes read of one file (a larger one is left unread).
+const FILE_LIMIT: u64 = 1 << 30;
+
+/// What DWARF is read through: each section copied out of the file, shared.
+type Dwarf = gimli::EndianArcSlice<gimli::RunTimeEndian>;
+
 struct Module {
-    loader: addr2line::Loader,
+    /// The module's DWARF, where it has some.
+    context: Option<addr2line::Context<Dwarf>>,
     /// The address the module's first loaded segment is linked at: a frame's offset from where the
     /// module is loaded, plus this, is the address its symbols and debug information use.
     base: u64,
@@ -66,27 +96,6 @@ struct Module {
 }
 
 impl Module {
-    /// The module at `path`, with its debug information where it has some, and the symbols of the
-    /// debug file the system keeps apart by build id (`/usr/lib/debug/.build-id/ab/cdef....debug`, as
-    /// Debian's `-dbg` and `-dbgsym` packages install it): its functions are named from that file's
-    /// symbol table, which is read in a few milliseconds, where reading its DWARF for lines took some 150
-    /// ms for glibc's, once per run.
-    fn open(path: &str) -> Option<Module> {
-        let (base, build_id, mut symbols) = read_object(path)?;
-        let apart = build_id.filter(|id| id.len() > 1).and_then(|id| {
-            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
-            let debug = format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..]);
-            Path::new(&debug).is_file().then_some(debug)
-        });
-        if let Some((_, _, more)) = apart.as_deref().and_then(read_object) {
-            symbols.extend(more);
-        }
-        symbols.sort();
-        symbols.dedup_by_key(|s| s.0);
-        let loader = addr2line::Loader::new(path).ok()?;
-        Some(Module { loader, base, symbols })
-    }
-
     /// The function symbol whose extent holds `address`.
     fn symbol(&self, address: u64) -> Option<&str> {
         let i = self.symbols.partition_point(|s| s.0 <= address).checked_sub(1)?;
@@ -95,51 +104,76 @@ impl Module {
     }
 }
 
-/// What [`read_object`] reads of an object file.
-type ObjectFacts = (u64, Option<Vec<u8>>, Vec<(u64, u64, String)>);
+/// A file named by the program, opened without blocking: the file, its size, device and inode, when it is
+/// a regular file.
+fn open_regular(path: &str) -> Option<(std::fs::File, u64, (u64, u64))> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
+    let meta = file.metadata().ok()?;
+    meta.is_file().then(|| (file, meta.len(), (meta.dev(), meta.ino())))
+}
 
 /// An object file's link address of its first loaded segment, its build id and its function symbols
-/// with their sizes (static and dynamic tables). Read whole into memory up to 256 MiB (a symbol's name
-/// read through a cache of ranges costs a system call each: 10,000 of them for glibc's debug file),
-/// through that cache beyond.
-fn read_object(path: &str) -> Option<ObjectFacts> {
-    fn facts<'d, R: object::ReadRef<'d>>(object: &object::File<'d, R>) -> ObjectFacts {
-        use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
-        let base = object.segments().filter(|s| s.file_range().1 > 0).map(|s| s.address()).min().unwrap_or(0) & !0xfff;
-        let build_id = object.build_id().ok().flatten().map(<[u8]>::to_vec);
-        let symbols = object
-            .symbols()
-            .chain(object.dynamic_symbols())
-            .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
-            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
-            .collect();
-        (base, build_id, symbols)
-    }
-    let file = std::fs::File::open(path).ok()?;
-    if file.metadata().ok()?.len() <= 256 << 20 {
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut &file, &mut bytes).ok()?;
-        return object::File::parse(&*bytes).ok().map(|o| facts(&o));
-    }
-    let cache = object::read::ReadCache::new(file);
-    object::File::parse(&cache).ok().map(|o| facts(&o))
+/// with their sizes (static and dynamic tables).
+fn facts(object: &object::File<'_>) -> (u64, Option<Vec<u8>>, Vec<(u64, u64, String)>) {
+    use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+    let base = object.segments().filter(|s| s.file_range().1 > 0).map(|s| s.address()).min().unwrap_or(0) & !0xfff;
+    let build_id = object.build_id().ok().flatten().map(<[u8]>::to_vec);
+    let symbols = object
+        .symbols()
+        .chain(object.dynamic_symbols())
+        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
+        .collect();
+    (base, build_id, symbols)
+}
+
+/// The DWARF of an object file, its sections copied out (a compressed one is left out), or `None` when
+/// it has none.
+fn dwarf(object: &object::File<'_>) -> Option<addr2line::Context<Dwarf>> {
+    use object::{Object as _, ObjectSection as _};
+    let endian = if object.is_little_endian() { gimli::RunTimeEndian::Little } else { gimli::RunTimeEndian::Big };
+    object.section_by_name(".debug_info")?;
+    let load = |id: gimli::SectionId| -> Result<Dwarf, gimli::Error> {
+        let data = object.section_by_name(id.name()).and_then(|s| s.uncompressed_data().ok()).unwrap_or_default();
+        Ok(gimli::EndianArcSlice::new(std::sync::Arc::from(&*data), endian))
+    };
+    addr2line::Context::from_dwarf(gimli::Dwarf::load(load).ok()?).ok()
 }
 
 impl Symbolizer {
+    /// A symbolizer that stops at `deadline` (the run's timeout): frames it has not reached by then keep
+    /// their module and offset.
+    pub fn until(deadline: Option<std::time::Instant>) -> Symbolizer {
+        Symbolizer {
+            modules: HashMap::new(),
+            by_inode: HashMap::new(),
+            opened: Vec::new(),
+            read: 0,
+            deadline,
+            shortfall: None,
+        }
+    }
+
+    /// Why some frames were left unnamed (the budget or the deadline), if they were.
+    pub fn shortfall(&self) -> Option<&str> {
+        self.shortfall.as_deref()
+    }
+
     /// The frames of a stack given as (module, offset) return addresses, innermost first; a frame whose
     /// code was inlined gives a frame for each function, innermost first.
     pub fn frames(&mut self, raw: &[(String, u64)]) -> Vec<Frame> {
         let mut out = Vec::new();
         for (module, offset) in raw {
             let bare = || Frame { module: module.clone(), offset: *offset, function: None, file: None, line: None };
-            let Some(m) = self.module(module) else {
+            let Some(m) = self.module(module).map(|i| &self.opened[i]) else {
                 out.push(bare());
                 continue;
             };
             // A return address: the call is the instruction before it.
             let probe = (offset + m.base).saturating_sub(1);
             let before = out.len();
-            if let Ok(mut frames) = m.loader.find_frames(probe) {
+            if let Some(Ok(mut frames)) = m.context.as_ref().map(|c| c.find_frames(probe).skip_all_loads()) {
                 while let Ok(Some(f)) = frames.next() {
                     let function = f.function.as_ref().and_then(|n| n.demangle().ok()).map(|n| short_rust_name(&n));
                     let (file, line) = f.location.map_or((None, None), |l| (l.file.map(str::to_owned), l.line));
@@ -157,11 +191,70 @@ impl Symbolizer {
         out
     }
 
-    fn module(&mut self, path: &str) -> Option<&Module> {
+    fn module(&mut self, path: &str) -> Option<usize> {
         if path == "?" || !Path::new(path).is_absolute() {
             return None;
         }
-        self.modules.entry(path.to_owned()).or_insert_with(|| Module::open(path)).as_ref()
+        if let Some(&known) = self.modules.get(path) {
+            return known;
+        }
+        let module = self.open(path);
+        self.modules.insert(path.to_owned(), module);
+        module
+    }
+
+    /// Reads the bytes of `path`, a regular file, within the budget and before the deadline; `None` (and the
+    /// shortfall noted) past either, and the index of the module already read for a file of the same
+    /// device and inode.
+    fn read(&mut self, path: &str) -> Option<Result<(Vec<u8>, (u64, u64)), usize>> {
+        if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            self.shortfall.get_or_insert_with(|| "the run's timeout came while frames were being named".to_owned());
+            return None;
+        }
+        let (file, len, inode) = open_regular(path)?;
+        if let Some(&known) = self.by_inode.get(&inode) {
+            return Some(Err(known));
+        }
+        let left = READ_BUDGET.saturating_sub(self.read);
+        if len > left.min(FILE_LIMIT) {
+            if len <= FILE_LIMIT {
+                self.shortfall
+                    .get_or_insert_with(|| format!("the modules read passed {} MiB in all", READ_BUDGET >> 20));
+            }
+            return None;
+        }
+        let mut bytes = Vec::with_capacity(len as usize);
+        std::io::Read::read_to_end(&mut std::io::Read::take(&file, len), &mut bytes).ok()?;
+        self.read += bytes.len() as u64;
+        Some(Ok((bytes, inode)))
+    }
+
+    /// The module at `path`, with its debug information where it has some, and the symbols of the
+    /// debug file the system keeps apart by build id (`/usr/lib/debug/.build-id/ab/cdef....debug`, as
+    /// Debian's `-dbg` and `-dbgsym` packages install it): its functions are named from that file's
+    /// symbol table, which is read in a few milliseconds, where reading its DWARF for lines took some 150
+    /// ms for glibc's, once per run.
+    fn open(&mut self, path: &str) -> Option<usize> {
+        let (bytes, inode) = match self.read(path)? {
+            Ok(read) => read,
+            Err(known) => return Some(known),
+        };
+        let object = object::File::parse(&*bytes).ok()?;
+        let (base, build_id, mut symbols) = facts(&object);
+        let apart = build_id.filter(|id| id.len() > 1).map(|id| {
+            let hex: String = id.iter().map(|b| format!("{b:02x}")).collect();
+            format!("/usr/lib/debug/.build-id/{}/{}.debug", &hex[..2], &hex[2..])
+        });
+        if let Some(Ok((debug, _))) = apart.and_then(|p| self.read(&p)) {
+            if let Ok(debug) = object::File::parse(&*debug) {
+                symbols.extend(facts(&debug).2);
+            }
+        }
+        symbols.sort();
+        symbols.dedup_by_key(|s| s.0);
+        self.opened.push(Module { context: dwarf(&object), base, symbols });
+        self.by_inode.insert(inode, self.opened.len() - 1);
+        Some(self.opened.len() - 1)
     }
 }
 
@@ -376,6 +469,40 @@ pub fn site_text(site: &SiteRecord, frames: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn what_the_program_names_as_a_module_is_read_only_when_it_is_a_regular_file_and_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("prog.dwp");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let module = dir.path().join("module");
+        std::fs::copy(std::env::current_exe().unwrap(), &module).unwrap();
+        let mut names = vec![fifo.to_str().unwrap().to_owned(), "/dev/zero".to_owned(), "/dev/stdin".to_owned()];
+        // A hundred links to one file: one read.
+        for i in 0..100 {
+            let link = dir.path().join(format!("link{i}"));
+            std::fs::hard_link(&module, &link).unwrap();
+            names.push(link.to_str().unwrap().to_owned());
+        }
+        let mut symbolizer = Symbolizer::default();
+        let raw: Vec<(String, u64)> = names.iter().map(|n| (n.clone(), 0)).collect();
+        let started = std::time::Instant::now();
+        let frames = symbolizer.frames(&raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(30), "{:?}", started.elapsed());
+        assert_eq!(frames.len(), raw.len());
+        assert!(frames[..3].iter().all(|f| f.function.is_none() && f.file.is_none()), "{:?}", &frames[..3]);
+        assert_eq!(symbolizer.read, std::fs::metadata(&module).unwrap().len());
+        assert_eq!(symbolizer.shortfall(), None);
+    }
+
+    #[test]
+    fn past_the_deadline_frames_keep_their_module_and_offset_and_it_is_said() {
+        let mut symbolizer = Symbolizer::until(Some(std::time::Instant::now()));
+        let own = std::env::current_exe().unwrap().to_str().unwrap().to_owned();
+        let frames = symbolizer.frames(&[(own, 0x1000)]);
+        assert_eq!((frames[0].function.as_deref(), frames[0].offset), (None, 0x1000));
+        assert_eq!(symbolizer.shortfall(), Some("the run's timeout came while frames were being named"));
+    }
 
     #[test]
     fn the_rate_is_the_median_slope_and_shrugs_off_one_census_of_threads_in_flight() {

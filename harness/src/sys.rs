@@ -1,6 +1,6 @@
 //! What the standard library lacks: waiting for a child to end without reaping it, so that its process
-//! group cannot be reused by another process while we signal it; and which loaded module holds a code
-//! address. The only unsafe code outside `backend/`; POSIX `waitid` and `dladdr` behave the same on
+//! group cannot be reused by another process while we signal it; the signals this process was started
+//! with ignored, passed on to the programs it runs; and which loaded module holds a code address. The only unsafe code outside `backend/`; POSIX `waitid` and `dladdr` behave the same on
 //! Linux and macOS.
 
 use std::io;
@@ -23,11 +23,57 @@ pub fn wait_ended_unreaped(pid: u32) -> io::Result<()> {
     }
 }
 
-/// Restores the default disposition of SIGCHLD, which an ignoring parent would have passed on: with
+/// The signals whose disposition a program inherits across `exec` when ignored, and that this process
+/// changes: it catches the interrupts, and needs SIGCHLD's default.
+const INHERITED: [libc::c_int; 5] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGCHLD];
+
+/// Those of [`INHERITED`] this process was started with ignored (`nohup`, a shell's background job),
+/// noted once as it starts.
+static IGNORED_AT_START: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
+
+/// Notes which signals this process was started with ignored, before anything changes them; then
+/// restores the default disposition of SIGCHLD, which an ignoring parent would have passed on: with
 /// SIGCHLD ignored, children are reaped by the kernel and their exit status is lost.
-pub fn default_sigchld() {
+pub fn start() {
+    IGNORED_AT_START.get_or_init(|| {
+        INHERITED
+            .into_iter()
+            .filter(|&signal| {
+                // SAFETY: sigaction is plain data that sigaction fills; a null new action only reads.
+                let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+                // SAFETY: `old` is valid for writing; `signal` is a valid signal number.
+                unsafe { libc::sigaction(signal, std::ptr::null(), &mut old) == 0 && old.sa_sigaction == libc::SIG_IGN }
+            })
+            .collect()
+    });
     // SAFETY: SIG_DFL is a valid disposition; nothing else in this process handles SIGCHLD.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+}
+
+/// Whether this process was started with `signal` ignored.
+pub fn ignored_at_start(signal: libc::c_int) -> bool {
+    IGNORED_AT_START.get().is_some_and(|s| s.contains(&signal))
+}
+
+/// Has the program `command` starts inherit the signals this process was started with ignored, as it
+/// would had this process not been between them: a program run under `nohup` through `threadleak exec`
+/// survives a hangup as it does alone.
+pub fn pass_ignored_signals(command: &mut std::process::Command) {
+    use std::os::unix::process::CommandExt;
+    let ignored = IGNORED_AT_START.get().cloned().unwrap_or_default();
+    if ignored.is_empty() {
+        return;
+    }
+    // SAFETY: between fork and exec the closure calls only `signal`, which is async-signal-safe, on a
+    // list allocated before the fork.
+    unsafe {
+        command.pre_exec(move || {
+            for &signal in &ignored {
+                libc::signal(signal, libc::SIG_IGN);
+            }
+            Ok(())
+        });
+    }
 }
 
 /// The module (executable or library) loaded in this process that holds code address `ip`: its path and

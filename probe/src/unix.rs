@@ -263,6 +263,8 @@ struct Start {
 extern "C" fn trampoline(start: *mut c_void) -> *mut c_void {
     // SAFETY: `start` is the Box leaked by `create` for this thread alone.
     let start = unsafe { Box::from_raw(start.cast::<Start>()) };
+    // Before the program runs on this thread: a walk in one of its calls never has to ask.
+    crate::unwind::learn_stack();
     if let Some(slot) = start.slot {
         SLOT.with(|s| s.set(slot + 1));
         super::on_thread_start(slot);

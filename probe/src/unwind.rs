@@ -7,27 +7,44 @@
 //! per return address (where the caller's frame and return address are) and remembered in a fixed
 //! table, so that a stack walked before costs a table lookup and two loads a frame. Every load is
 //! checked to lie within the thread's stack; a frame whose rule is not of the plain kind (a signal
-//! frame, a realigned stack), or a module without unwind information, ends the walk. Elsewhere, or when
-//! the fast walk cannot start (glibc before 2.35, a signal handler on an alternate stack), the C
-//! library's unwinder is used.
+//! frame, a realigned stack), or a module without unwind information, ends the walk.
+//!
+//! **A guest's manners.** The walk takes no lock a signal handler could wait on and allocates nothing:
+//! the thread's stack is learned before the program runs on it (the main thread's as the probe loads,
+//! each created thread's in the probe's trampoline, before the thread's own function), never in a call
+//! the program makes; the rule table is lock-free, and the one evaluation context is taken with
+//! `try_lock`. A call made off the thread's known stack (a signal handler on an alternate stack, a
+//! coroutine's stack), within [`STACK_MARGIN`] of its end, or on a thread the probe did not start, is
+//! not walked (its site has no frames): the walk would need more stack than such a stack may have, or
+//! the C library's unwinder, which takes locks. Elsewhere than Linux x86-64 the C library's unwinder is
+//! used.
 
 use crate::sites::DEPTH;
 
+/// The stack a walk leaves free below it at least: nearer the end of the thread's stack, no walk.
+pub const STACK_MARGIN: usize = 32 << 10;
+
 /// The stack of the caller into `frames`, leaving out frames for which `own` is true (the probe's);
-/// returns how many were written.
+/// returns how many were written (0 where the stack is not walked: see the module's text).
 pub fn capture(frames: &mut [usize; DEPTH], own: &dyn Fn(usize) -> bool) -> usize {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
-    if let Some(n) = fast::capture(frames, own) {
-        return n;
-    }
+    return fast::capture(frames, own).unwrap_or(0);
+    #[cfg(not(all(target_os = "linux", target_arch = "x86_64")))]
     libgcc::capture(frames, own)
 }
 
-/// Prepares the fast walk (finds `_dl_find_object`, learns the calling thread's stack); called once as
-/// the probe starts, on the main thread.
+/// Prepares the fast walk (finds `_dl_find_object`, learns the main thread's stack); called once as the
+/// probe starts, on the main thread, before the program's `main`.
 pub fn prepare() {
     #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
     fast::prepare();
+}
+
+/// Learns the calling thread's stack, for later walks on it: called in the probe's trampoline as a
+/// created thread starts, before the thread's own function runs.
+pub fn learn_stack() {
+    #[cfg(all(target_os = "linux", target_arch = "x86_64"))]
+    fast::learn_stack();
 }
 
 /// The unwinder's interface (the Itanium C++ ABI's, which libgcc_s and libunwind both export).
@@ -165,7 +182,8 @@ mod fast {
     static CONTEXT: Mutex<Option<Box<UnwindContext<usize, Fixed>>>> = Mutex::new(None);
 
     thread_local! {
-        /// The calling thread's stack, `[low, high)`, learned on its first walk.
+        /// The calling thread's stack, `[low, high)`, learned before the program ran on it; `(0, 0)`
+        /// while unknown.
         static STACK: Cell<(usize, usize)> = const { Cell::new((0, 0)) };
     }
 
@@ -174,15 +192,17 @@ mod fast {
         let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
         *CONTEXT.lock().unwrap_or_else(|p| p.into_inner()) = Some(Box::new(UnwindContext::new_in()));
         FIND.store(f as usize, Ordering::Release);
-        stack();
+        learn_stack();
     }
 
-    /// The calling thread's stack.
+    /// The calling thread's stack, as learned; `(0, 0)` when it was not.
     fn stack() -> (usize, usize) {
-        let known = STACK.try_with(Cell::get).unwrap_or((0, 0));
-        if known.1 != 0 {
-            return known;
-        }
+        STACK.try_with(Cell::get).unwrap_or((0, 0))
+    }
+
+    /// Learns the calling thread's stack from its attributes (`pthread_getattr_np`, which takes locks and,
+    /// on the main thread, reads /proc/self/maps: never called in a call the program makes).
+    pub fn learn_stack() {
         // SAFETY: pthread_attr_t is plain data that pthread_getattr_np initializes.
         let mut attr: libc::pthread_attr_t = unsafe { std::mem::zeroed() };
         let (mut addr, mut size) = (std::ptr::null_mut(), 0usize);
@@ -196,8 +216,11 @@ mod fast {
         };
         let span = if ok { (addr as usize, addr as usize + size) } else { (0, 0) };
         let _ = STACK.try_with(|s| s.set(span));
-        span
     }
+
+    /// What the table remembers of an address that has no plain rule (a module without unwind
+    /// information, a signal frame): it is not read again (reading costs the most stack and time).
+    const NO_RULE: u64 = 2;
 
     /// The rule for return address `ra` (or, for the first frame, the exact address `exact`).
     fn rule(address: usize, exact: bool) -> Option<Rule> {
@@ -206,21 +229,30 @@ mod fast {
         let k1 = KEYS[slot].load(Ordering::Acquire);
         let v = VALUES[slot].load(Ordering::Acquire);
         if k1 == key && KEYS[slot].load(Ordering::Acquire) == key {
-            return Rule::unpack(v);
+            return if v == NO_RULE { None } else { Rule::unpack(v) };
         }
+        // Not known yet: read it, unless the evaluation context is busy (then ask again next time).
         let rule = find(if exact { address } else { address - 1 })?;
         KEYS[slot].store(0, Ordering::Release);
-        VALUES[slot].store(rule.pack(), Ordering::Release);
+        VALUES[slot].store(rule.map_or(NO_RULE, Rule::pack), Ordering::Release);
         KEYS[slot].store(key, Ordering::Release);
-        Some(rule)
+        rule
     }
 
-    /// Reads the rule for code address `pc` from its module's `.eh_frame`.
-    fn find(pc: usize) -> Option<Rule> {
+    /// Reads the rule for code address `pc` from its module's `.eh_frame`: `Some(None)` when it has no
+    /// plain one, `None` when it cannot be read now (the evaluation context is busy).
+    fn find(pc: usize) -> Option<Option<Rule>> {
         let find = FIND.load(Ordering::Acquire);
         if find == 0 {
-            return None;
+            return Some(None);
         }
+        let Ok(mut guard) = CONTEXT.try_lock() else { return None };
+        Some(find_with(pc, find, guard.as_mut().map(|b| &mut **b)))
+    }
+
+    /// [`find`], given `_dl_find_object` and the evaluation context.
+    fn find_with(pc: usize, find: usize, ctx: Option<&mut UnwindContext<usize, Fixed>>) -> Option<Rule> {
+        let ctx = ctx?;
         // SAFETY: FIND holds _dl_find_object's address, whose type this is.
         let find: FindObject = unsafe { std::mem::transmute::<usize, FindObject>(find) };
         // SAFETY: plain data that _dl_find_object fills.
@@ -250,8 +282,6 @@ mod fast {
         let frame = EhFrame::from(EndianSlice::new(eh_bytes, LittleEndian));
         let bases = bases.set_eh_frame(eh as u64);
         let table = parsed.table()?;
-        let mut guard = CONTEXT.try_lock().ok()?;
-        let ctx = guard.as_mut()?;
         let row = table.unwind_info_for_address(&frame, &bases, ctx, pc as u64, EhFrame::cie_from_offset).ok()?;
         let (from_bp, offset) = match *row.cfa() {
             CfaRule::RegisterAndOffset { register, offset } if register == X86_64::RSP => (false, offset),
@@ -290,7 +320,7 @@ mod fast {
             );
         }
         let (low, high) = stack();
-        if sp < low || sp >= high || FIND.load(Ordering::Relaxed) == 0 {
+        if sp < low.saturating_add(super::STACK_MARGIN) || sp >= high || FIND.load(Ordering::Relaxed) == 0 {
             return None;
         }
         let read = |at: usize| -> Option<usize> {

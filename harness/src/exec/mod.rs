@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::analysis;
 use crate::backend::{self, Backend, CallError};
 use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, EXEC_CELL, SCHEMA};
-use crate::runner::{abnormal_end, supervise, Capture};
+use crate::runner::{abnormal_end, kill_descendants, supervise, Capture};
 
 /// The hidden subcommand that makes the binary act as a run's watchdog.
 pub const WATCHDOG_SUBCOMMAND: &str = "__watchdog";
@@ -202,30 +202,6 @@ fn finish_watchdog(watchdog: &mut Option<(Child, ChildStdin)>) {
     let _ = child.wait();
 }
 
-/// Kills and reaps every child of this process but `keep` (on Linux, orphaned descendants of the program
-/// are reparented here), then their children in turn, until none is left (bounded).
-fn kill_descendants(keep: Option<u32>) -> usize {
-    let me = std::process::id();
-    let mut killed = 0;
-    for _ in 0..100 {
-        let children: Vec<u32> = backend::children_of(me).into_iter().filter(|&p| Some(p) != keep).collect();
-        if children.is_empty() {
-            break;
-        }
-        for pid in children {
-            let target = nix::unistd::Pid::from_raw(pid as i32);
-            // A daemon that called setsid leads a group of its own: it goes with its group.
-            if nix::unistd::getpgid(Some(target)).is_ok_and(|g| g == target) {
-                let _ = nix::sys::signal::killpg(target, nix::sys::signal::Signal::SIGKILL);
-            }
-            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
-            let _ = nix::sys::wait::waitpid(target, None);
-            killed += 1;
-        }
-    }
-    killed
-}
-
 /// The watchdog (`threadleak __watchdog DIR MARK`): waits until its stdin closes, then kills every
 /// process whose environment holds `mark` and removes `dir`.
 pub fn watchdog(dir: &Path, mark: &OsStr) -> i32 {
@@ -310,12 +286,14 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         // reads: it reads nothing instead.
         .stdin(Stdio::null());
     backend::die_with_runner(&mut command, std::process::id());
+    crate::sys::pass_ignored_signals(&mut command);
 
     let tell_watchdog = |pid: u32| {
         if let Some(Active { watchdog: Some((_, stdin)), .. }) = active().as_mut() {
             let _ = writeln!(stdin, "{pid}");
         }
     };
+    let run_started = Instant::now();
     let started = match supervise(command, config.timeout, config.term_grace, Capture::TeeStderr, tell_watchdog) {
         Err(err) => {
             cell.status = Status::Error;
@@ -362,7 +340,10 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         .map(|bytes| counts::read(&bytes))
         .unwrap_or_default();
     let judging = analysis::Judging { memory: config.memory };
-    let created = if started { measure(&reading, &counts, judging, &entry, &mut cell, &mut notes) } else { 0 };
+    // What follows the program (reading, naming its frames) is held to the same timeout.
+    let deadline = run_started + config.timeout;
+    let created =
+        if started { measure(&reading, &counts, judging, deadline, &entry, &mut cell, &mut notes) } else { 0 };
 
     if let Some(mut run) = active().take() {
         finish_watchdog(&mut run.watchdog);
@@ -378,17 +359,21 @@ fn measure(
     channel: &channel::Reading,
     counts: &[counts::Counts],
     judging: analysis::Judging,
+    deadline: Instant,
     entry: &preflight::Entry,
     cell: &mut CellRecord,
     notes: &mut Vec<String>,
 ) -> u64 {
     let mut reading = samples::read(&channel.text, counts, judging);
-    let mut symbolizer = crate::sites::Symbolizer::default();
+    let mut symbolizer = crate::sites::Symbolizer::until(Some(deadline));
     for p in &mut reading.processes {
         for site in &mut p.sites {
             let raw: Vec<(String, u64)> = site.frames.iter().map(|f| (f.module.clone(), f.offset)).collect();
             site.frames = symbolizer.frames(&raw);
         }
+    }
+    if let Some(why) = symbolizer.shortfall() {
+        notes.push(format!("some frames keep their module and offset: {why}"));
     }
     notes.extend(reading.notes.iter().cloned());
     let fail = |cell: &mut CellRecord, notes: &mut Vec<String>, note: String| {
