@@ -113,3 +113,61 @@ fn without_a_command_it_runs_the_matrix() {
     assert!(!record.cells.is_empty() && record.cells.iter().all(|c| c.cell.starts_with("thread=joined")), "{stderr}");
     assert!(step.summary.contains("`thread=joined,"), "{}", step.summary);
 }
+
+/// Every line the step prints that GitHub would read as a workflow command (`::error::`, `::add-mask::`,
+/// `::stop-commands::`) other than the step's own stop-commands and its end.
+fn workflow_commands(output: &Output) -> Vec<String> {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut active = true;
+    let mut token = String::new();
+    let mut found = Vec::new();
+    for line in stdout.lines().chain(stderr.lines()) {
+        let line = line.trim_start();
+        if let Some(t) = line.strip_prefix("::stop-commands::").filter(|_| active && token.is_empty()) {
+            (active, token) = (false, t.to_owned());
+        } else if !token.is_empty() && line == format!("::{token}::") {
+            active = true;
+        } else if active && line.starts_with("::") {
+            found.push(line.to_owned());
+        }
+    }
+    found
+}
+
+#[test]
+fn inputs_holding_workflow_commands_are_printed_escaped_and_never_obeyed() {
+    let dir = tempfile::tempdir().unwrap();
+    let tt = tt(dir.path());
+    let hostile = "1\n::error::forged\n::add-mask::secret";
+    // A bad count or duration is refused before threadleak runs, its value escaped.
+    for (input, value) in [("THREADLEAK_EVERY", hostile), ("THREADLEAK_TIMEOUT", hostile)] {
+        let step =
+            step(dir.path(), &[("THREADLEAK_COMMAND", &format!("'{}' release 300", tt.display())), (input, value)]);
+        assert_eq!(step.output.status.code(), Some(ExitCode::USAGE), "{input}");
+        assert_eq!(workflow_commands(&step.output), Vec::<String>::new(), "{input}");
+    }
+    // A command and arguments that hold them run (a newline splits words), and nothing they print is obeyed.
+    let step = step(
+        dir.path(),
+        &[
+            ("THREADLEAK_COMMAND", &format!("'{}' release\n300 '::error::in a word'", tt.display())),
+            ("THREADLEAK_ARGS", "--every\n::warning::x"),
+        ],
+    );
+    assert_eq!(step.output.status.code(), Some(ExitCode::USAGE), "{:?}", step.output);
+    assert_eq!(workflow_commands(&step.output), Vec::<String>::new());
+    let stderr = String::from_utf8_lossy(&step.output.stderr);
+    assert!(stderr.contains("$'::error::in a word'") || stderr.contains("::error::in\\ a\\ word"), "{stderr}");
+}
+
+#[test]
+fn arguments_that_cannot_be_split_fail_the_step_and_run_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let step = step(dir.path(), &[("THREADLEAK_ARGS", "--cell 'thread=joined")]);
+    assert_eq!(step.output.status.code(), Some(ExitCode::USAGE));
+    let stderr = String::from_utf8_lossy(&step.output.stderr);
+    assert!(stderr.contains("the args input cannot be split into words"), "{stderr}");
+    assert!(!stderr.contains("Traceback"), "{stderr}");
+    assert!(step.record.is_none());
+}

@@ -37,22 +37,55 @@ name="${THREADLEAK_NAME:-threadleak}-$os-$version-$(uname -m)"
 name="${name//[^A-Za-z0-9._-]/_}"
 record="$out_dir/$name.json"
 
+# Inputs are the workflow author's, but may hold anything (a newline, `::error::`): every one is printed
+# escaped (bash's %q), and what threadleak prints while it runs (clap repeats a bad value) is kept from
+# GitHub's workflow commands by stop-commands with a token nobody can guess.
+quoted() { printf '%q' "$1"; }
+say() { printf 'threadleak action: %s\n' "$*" >&2; }
+
 # Words as the shell splits them: quotes group, nothing else is expanded (no globs, variables or command
-# substitutions), so a command runs as written in the workflow.
+# substitutions), so a command runs as written in the workflow. A text that cannot be split (an
+# unbalanced quote) is refused.
 words() {
-    python3 -c 'import shlex, sys; sys.stdout.write("".join(w + "\0" for w in shlex.split(sys.argv[1])))' "$1"
+    python3 -c 'import shlex, sys
+try:
+    words = shlex.split(sys.argv[1])
+except ValueError as e:
+    sys.stderr.write(str(e))
+    sys.exit(2)
+sys.stdout.write("".join(w + "\0" for w in words))' "$1"
+}
+split_into() {
+    local -n into=$1
+    local split
+    split="$(mktemp)"
+    if ! words "$2" >"$split" 2>/dev/null; then
+        rm -f "$split"
+        say "the $3 input cannot be split into words (an unbalanced quote?): $(quoted "$2")"
+        exit 2
+    fi
+    mapfile -d '' into <"$split"
+    rm -f "$split"
 }
 extra=()
-if [ -n "${THREADLEAK_ARGS:-}" ]; then
-    mapfile -d '' extra < <(words "$THREADLEAK_ARGS") || exit 2
+[ -z "${THREADLEAK_ARGS:-}" ] || split_into extra "$THREADLEAK_ARGS" args
+
+# The counts and durations are checked here, so that a bad one is refused with its value escaped.
+if [ -n "${THREADLEAK_EVERY:-}" ] && ! [[ "$THREADLEAK_EVERY" =~ ^[0-9]+$ ]]; then
+    say "every must be a whole number of threads, not $(quoted "$THREADLEAK_EVERY")"
+    exit 2
+fi
+if [ -n "${THREADLEAK_TIMEOUT:-}" ] && ! [[ "$THREADLEAK_TIMEOUT" =~ ^[0-9]+(\.[0-9]+)?(ms|s|m|h)?$ ]]; then
+    say "timeout must be a duration (90s, 10m, 1h), not $(quoted "$THREADLEAK_TIMEOUT")"
+    exit 2
 fi
 
 expect="${THREADLEAK_EXPECT:-}"
 program=()
 if [ -n "${THREADLEAK_COMMAND:-}" ]; then
-    mapfile -d '' program < <(words "$THREADLEAK_COMMAND")
+    split_into program "$THREADLEAK_COMMAND" command
     if [ "${#program[@]}" -eq 0 ]; then
-        echo "threadleak action: the command '$THREADLEAK_COMMAND' cannot be split into words" >&2
+        say "the command $(quoted "$THREADLEAK_COMMAND") holds no word"
         exit 2
     fi
     [ -n "$expect" ] || expect=clean
@@ -68,9 +101,16 @@ judged=()
 args+=("${extra[@]}" "${judged[@]}" --format json --out "$record")
 [ "${#program[@]}" -eq 0 ] || args+=(-- "${program[@]}")
 
-echo "threadleak ${args[*]}" >&2
+{
+    printf 'threadleak'
+    printf ' %q' "${args[@]}"
+    printf '\n'
+} >&2
+token="$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+echo "::stop-commands::$token"
 "$bin" "${args[@]}"
 code=$?
+echo "::$token::"
 
 verdict=""
 if [ -f "$record" ]; then
