@@ -348,10 +348,10 @@ fn left_behind_lines(record: &Record) -> Vec<(String, String)> {
 const SITE_FRAMES: usize = 6;
 
 /// Where a cell's (or an `exec` process's) leftovers were made, a line a site, most first:
-/// `+1.00 per thread: fds (syscall(pidfd_open)) ← self_take (tt.c:309) ← worker (tt.c:401)`; then, for a
-/// counter its sites explain less than four fifths of, how much they explain.
-pub fn made_at(sites: &[SiteRecord], per_thread: &Counters<f64>, per: &str) -> Vec<String> {
-    let mut lines: Vec<String> = sites
+/// `+1.00 per thread: fds (syscall(pidfd_open)) ← self_take (tt.c:309) ← worker (tt.c:401)`. (How much
+/// of a counter its sites explain, when it is less than four fifths, is in the record's note.)
+pub fn made_at(sites: &[SiteRecord], per: &str) -> Vec<String> {
+    sites
         .iter()
         .map(|s| {
             if s.stopped {
@@ -364,22 +364,7 @@ pub fn made_at(sites: &[SiteRecord], per_thread: &Counters<f64>, per: &str) -> V
                 format!("{} per {per}: {}", delta(s.per_thread), crate::sites::site_text(s, SITE_FRAMES))
             }
         })
-        .collect();
-    // Descriptors are each made by one call; a Mach name's rights and references by several, each its own
-    // site, so only descriptors are summed against their counter.
-    let mut counters: Vec<&str> = sites.iter().map(|s| s.counter.as_str()).filter(|&c| c == "fds").collect();
-    counters.dedup();
-    for counter in counters {
-        let explained: f64 = sites.iter().filter(|s| s.counter == counter && !s.stopped).map(|s| s.per_thread).sum();
-        if let Some(total) = per_thread.get(counter).filter(|&t| t > 0.0 && explained < 0.8 * t) {
-            lines.push(format!(
-                "these sites explain {} of {counter} {} per {per}: the rest was made by calls not followed",
-                delta(explained),
-                delta(total)
-            ));
-        }
-    }
-    lines
+        .collect()
 }
 
 /// The sites section of a report: a heading per cell or process with sites, and its lines.
@@ -390,10 +375,10 @@ fn made_at_sections(record: &Record) -> Vec<(String, Vec<String>)> {
         let several = cell.processes.len() > 1;
         if several {
             for p in cell.processes.iter().filter(|p| !p.sites.is_empty()) {
-                out.push((format!("{} pid {}", cell.cell, p.pid), made_at(&p.sites, &p.per_thread, per)));
+                out.push((format!("{} pid {}", cell.cell, p.pid), made_at(&p.sites, per)));
             }
         } else if !cell.sites.is_empty() {
-            out.push((cell.cell.clone(), made_at(&cell.sites, &cell.per_thread, per)));
+            out.push((cell.cell.clone(), made_at(&cell.sites, per)));
         }
     }
     out

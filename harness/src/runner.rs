@@ -399,22 +399,21 @@ pub enum Capture {
 
 /// What the caller's stderr is, for [`Capture::TeeStderr`].
 enum CallersStderr {
+    /// A pipe or a socket: passed on through a pipe of this process's, which keeps the tail.
     Pipe,
-    Terminal,
     /// A regular file, this long when the program started.
     File(u64),
+    /// Anything else (a terminal, `/dev/null`): given to the program as it is, with no tail.
+    Other,
 }
 
 impl CallersStderr {
     fn now() -> CallersStderr {
-        use std::io::IsTerminal;
-        let err = std::io::stderr();
-        if err.is_terminal() {
-            return CallersStderr::Terminal;
-        }
+        use std::os::unix::fs::FileTypeExt;
         match stderr_file().and_then(|f| f.metadata()) {
             Ok(m) if m.is_file() => CallersStderr::File(m.len()),
-            _ => CallersStderr::Pipe,
+            Ok(m) if m.file_type().is_fifo() || m.file_type().is_socket() => CallersStderr::Pipe,
+            _ => CallersStderr::Other,
         }
     }
 

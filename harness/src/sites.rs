@@ -20,35 +20,6 @@ pub const SITE_THRESHOLD: f64 = 0.05;
 /// The most sites reported per process (most per thread first).
 pub const MAX_SITES: usize = 8;
 
-/// The most points a rate is fitted on (a longer series is thinned evenly).
-const MAX_POINTS: usize = 64;
-
-/// The per-thread rate of a series of (threads ended, resources alive): the median of the slopes
-/// between every two points (Theil-Sen), so that what threads in flight hold at one census moves it no
-/// more than one outlier does. 0 with fewer than two points.
-pub fn rate(points: &[(f64, f64)]) -> f64 {
-    let step = points.len().div_ceil(MAX_POINTS).max(1);
-    let thinned: Vec<(f64, f64)> = points.iter().step_by(step).copied().collect();
-    let mut slopes = Vec::new();
-    for (i, a) in thinned.iter().enumerate() {
-        for b in &thinned[i + 1..] {
-            if b.0 > a.0 {
-                slopes.push((b.1 - a.1) / (b.0 - a.0));
-            }
-        }
-    }
-    if slopes.is_empty() {
-        return 0.0;
-    }
-    slopes.sort_by(f64::total_cmp);
-    let mid = slopes.len() / 2;
-    if slopes.len() % 2 == 1 {
-        slopes[mid]
-    } else {
-        (slopes[mid - 1] + slopes[mid]) / 2.0
-    }
-}
-
 /// Turns modules and offsets into functions and source lines, each module read once.
 ///
 /// The modules are named by the program (a line of the probe's channel, which the program can write), so
@@ -62,7 +33,7 @@ pub fn rate(points: &[(f64, f64)]) -> f64 {
 pub struct Symbolizer {
     /// Each path named, and the module it is, by index in `read`.
     modules: HashMap<String, Option<usize>>,
-    by_inode: HashMap<(u64, u64), usize>,
+    by_inode: HashMap<Inode, usize>,
     opened: Vec<Module>,
     read: u64,
     deadline: Option<std::time::Instant>,
@@ -104,18 +75,24 @@ impl Module {
     }
 }
 
+/// A file's device and inode: what names it, however many paths lead to it.
+type Inode = (u64, u64);
+
 /// A file named by the program, opened without blocking: the file, its size, device and inode, when it is
 /// a regular file.
-fn open_regular(path: &str) -> Option<(std::fs::File, u64, (u64, u64))> {
+fn open_regular(path: &str) -> Option<(std::fs::File, u64, Inode)> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).ok()?;
     let meta = file.metadata().ok()?;
     meta.is_file().then(|| (file, meta.len(), (meta.dev(), meta.ino())))
 }
 
+/// What [`facts`] reads of an object file.
+type ObjectFacts = (u64, Option<Vec<u8>>, Vec<(u64, u64, String)>);
+
 /// An object file's link address of its first loaded segment, its build id and its function symbols
 /// with their sizes (static and dynamic tables).
-fn facts(object: &object::File<'_>) -> (u64, Option<Vec<u8>>, Vec<(u64, u64, String)>) {
+fn facts(object: &object::File<'_>) -> ObjectFacts {
     use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
     let base = object.segments().filter(|s| s.file_range().1 > 0).map(|s| s.address()).min().unwrap_or(0) & !0xfff;
     let build_id = object.build_id().ok().flatten().map(<[u8]>::to_vec);
@@ -206,7 +183,7 @@ impl Symbolizer {
     /// Reads the bytes of `path`, a regular file, within the budget and before the deadline; `None` (and the
     /// shortfall noted) past either, and the index of the module already read for a file of the same
     /// device and inode.
-    fn read(&mut self, path: &str) -> Option<Result<(Vec<u8>, (u64, u64)), usize>> {
+    fn read(&mut self, path: &str) -> Option<Result<(Vec<u8>, Inode), usize>> {
         if self.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
             self.shortfall.get_or_insert_with(|| "the run's timeout came while frames were being named".to_owned());
             return None;
@@ -502,20 +479,6 @@ mod tests {
         let frames = symbolizer.frames(&[(own, 0x1000)]);
         assert_eq!((frames[0].function.as_deref(), frames[0].offset), (None, 0x1000));
         assert_eq!(symbolizer.shortfall(), Some("the run's timeout came while frames were being named"));
-    }
-
-    #[test]
-    fn the_rate_is_the_median_slope_and_shrugs_off_one_census_of_threads_in_flight() {
-        let exact: Vec<(f64, f64)> = (1..=10).map(|k| (16.0 * k as f64, 3.0 + 16.0 * k as f64)).collect();
-        assert_eq!(rate(&exact), 1.0);
-        let mut bumped = exact.clone();
-        bumped[4].1 += 40.0;
-        assert!((rate(&bumped) - 1.0).abs() < 1e-9, "{}", rate(&bumped));
-        let flat: Vec<(f64, f64)> = (1..=10).map(|k| (16.0 * k as f64, 5.0)).collect();
-        assert_eq!(rate(&flat), 0.0);
-        assert_eq!(rate(&exact[..1]), 0.0);
-        let long: Vec<(f64, f64)> = (1..=5000).map(|k| (k as f64, k as f64 / 2.0)).collect();
-        assert!((rate(&long) - 0.5).abs() < 1e-9);
     }
 
     #[test]

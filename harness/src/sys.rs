@@ -23,12 +23,29 @@ pub fn wait_ended_unreaped(pid: u32) -> io::Result<()> {
     }
 }
 
-/// The signals whose disposition a program inherits across `exec` when ignored, and that this process
-/// changes: it catches the interrupts, and needs SIGCHLD's default.
-const INHERITED: [libc::c_int; 5] = [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGTERM, libc::SIGCHLD];
+/// Whether `signal`'s disposition, ignored, passes from this process to the programs it starts as it
+/// would from its own parent: every signal but those none can ignore (SIGKILL, SIGSTOP), SIGPIPE (which
+/// Rust's runtime ignores before `main`, so that its disposition at start is lost; the standard library
+/// starts programs with its default), and the C library's own (glibc keeps the two below SIGRTMIN).
+fn inherited(signal: libc::c_int) -> bool {
+    #[cfg(target_os = "linux")]
+    if signal > 31 && signal < libc::SIGRTMIN() {
+        return false;
+    }
+    !matches!(signal, libc::SIGKILL | libc::SIGSTOP | libc::SIGPIPE)
+}
 
-/// Those of [`INHERITED`] this process was started with ignored (`nohup`, a shell's background job),
-/// noted once as it starts.
+/// The signals there are: 1 to 31, and on Linux the real-time ones up to SIGRTMAX.
+fn signals() -> impl Iterator<Item = libc::c_int> {
+    #[cfg(target_os = "linux")]
+    let last = libc::SIGRTMAX();
+    #[cfg(not(target_os = "linux"))]
+    let last = 31;
+    (1..=last).filter(|&s| inherited(s))
+}
+
+/// The signals this process was started with ignored (`nohup`, a shell's background job), of those
+/// [`inherited`] says pass on, noted once as it starts.
 static IGNORED_AT_START: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::OnceLock::new();
 
 /// Notes which signals this process was started with ignored, before anything changes them; then
@@ -36,8 +53,7 @@ static IGNORED_AT_START: std::sync::OnceLock<Vec<libc::c_int>> = std::sync::Once
 /// SIGCHLD ignored, children are reaped by the kernel and their exit status is lost.
 pub fn start() {
     IGNORED_AT_START.get_or_init(|| {
-        INHERITED
-            .into_iter()
+        signals()
             .filter(|&signal| {
                 // SAFETY: sigaction is plain data that sigaction fills; a null new action only reads.
                 let mut old: libc::sigaction = unsafe { std::mem::zeroed() };

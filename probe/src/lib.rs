@@ -323,7 +323,26 @@ fn take_census() {
     let stacks = &mut stacks[..n];
     stacks.sort_unstable_by_key(|s| s.tcb);
     let mut now = [0i64; MAX_COUNTERS];
-    let Ok(apart) = native_census_setting_apart(&mut now[..names.len()], stacks) else { return };
+    let apart = match native_census_setting_apart(&mut now[..names.len()], stacks) {
+        Ok(apart) => apart,
+        Err(e) => {
+            // Said, so that the runner can tell a census it could not take from one never due (a
+            // program at its limit of descriptors leaves none free to read /proc with).
+            let mut buf = [0u8; 256];
+            let mut w = std::io::Cursor::new(&mut buf[..]);
+            let ended = unix::counts().ended.load(Ordering::Acquire);
+            let _ = writeln!(
+                w,
+                "{{\"pid\":{},\"kind\":\"census-failed\",\"ended\":{ended},\"call\":\"{}\",\"error\":\"{}\"}}",
+                std::process::id(),
+                e.call,
+                e.code_name()
+            );
+            let len = w.position() as usize;
+            unix::append(&buf[..len], ended);
+            return;
+        }
+    };
     // Parked stacks the census did not find have been freed (or reused): their threads are forgotten.
     let mut unjoined = 0i64;
     for (i, slot) in BOOKS.used() {

@@ -62,8 +62,12 @@ macro_rules! real {
 mod calls;
 pub use calls::{describe, held, own_code, with_module_of, CALLS};
 
+#[path = "linux_exec.rs"]
+mod exec;
+
 /// Installs the probe's hooks; false when it cannot work.
 pub fn install() -> bool {
+    exec::remember();
     real!("pthread_create", PthreadCreate).is_some() && unix::install_hooks()
 }
 

@@ -44,7 +44,8 @@ const MIN_WINDOW: usize = 10;
 /// that happen to line up do not make a trend.
 const MIN_ORDER_Z: f64 = 3.09;
 
-/// The most censuses the slope reads (every so many when there are more): the pairs grow as its square.
+/// The most censuses the slope and the order statistic read (every so many when there are more): the
+/// pairs grow as its square.
 const MAX_POINTS: usize = 96;
 
 /// What a counter's censuses show of its items.
@@ -142,7 +143,7 @@ fn window(at: &[f64], values: &[f64], head: f64) -> Evidence {
         [1.0, 2.0, 3.0].map(|k| level(x, y, x[0] + length * k / 3.0) - level(x, y, x[0] + length * (k - 1.0) / 3.0));
     let needed = LIMIT_ITEMS.max(2.0 * band + 1.0);
     let limit = if length > 0.0 { needed / length } else { f64::INFINITY };
-    let order = mann_kendall(y);
+    let order = mann_kendall(&thinned(y));
     let growth = if rise >= MIN_ITEMS && rise > 2.0 * band && thirds.iter().all(|&d| d > 0.0) && order >= MIN_ORDER_Z {
         Growth::Steady
     } else if -rise >= MIN_ITEMS && -rise > 2.0 * band && thirds.iter().all(|&d| d < 0.0) && -order >= MIN_ORDER_Z {
@@ -186,6 +187,20 @@ fn level(x: &[f64], y: &[f64], t: f64) -> f64 {
     }
 }
 
+/// At most [`MAX_POINTS`] indices of `n` points, evenly spread (the first and last always among them).
+fn picks(n: usize) -> Vec<usize> {
+    if n <= MAX_POINTS {
+        (0..n).collect()
+    } else {
+        (0..MAX_POINTS).map(|k| k * (n - 1) / (MAX_POINTS - 1)).collect()
+    }
+}
+
+/// The values at [`picks`].
+fn thinned(y: &[f64]) -> Vec<f64> {
+    picks(y.len()).into_iter().map(|i| y[i]).collect()
+}
+
 /// The median of the slopes between every two points (Theil and Sen), reading at most [`MAX_POINTS`]
 /// points evenly spread (the first and last always among them).
 pub fn theil_sen(x: &[f64], y: &[f64]) -> f64 {
@@ -193,11 +208,7 @@ pub fn theil_sen(x: &[f64], y: &[f64]) -> f64 {
     if n < 2 {
         return 0.0;
     }
-    let picks: Vec<usize> = if n <= MAX_POINTS {
-        (0..n).collect()
-    } else {
-        (0..MAX_POINTS).map(|k| k * (n - 1) / (MAX_POINTS - 1)).collect()
-    };
+    let picks = picks(n);
     let mut slopes = Vec::with_capacity(picks.len() * picks.len() / 2);
     for (k, &i) in picks.iter().enumerate() {
         for &j in &picks[k + 1..] {
@@ -382,6 +393,21 @@ mod tests {
             }
         }
         assert!(false_leaks <= 18 * series / 5000, "{false_leaks} of {}", 18 * series);
+    }
+
+    #[test]
+    fn the_slope_is_the_median_slope_and_shrugs_off_one_census_of_threads_in_flight() {
+        let x: Vec<f64> = (1..=10).map(|k| 16.0 * f64::from(k)).collect();
+        let exact: Vec<f64> = x.iter().map(|t| 3.0 + t).collect();
+        assert_eq!(theil_sen(&x, &exact), 1.0);
+        let mut bumped = exact.clone();
+        bumped[4] += 40.0;
+        assert!((theil_sen(&x, &bumped) - 1.0).abs() < 1e-9);
+        assert_eq!(theil_sen(&x, &[5.0; 10]), 0.0);
+        assert_eq!(theil_sen(&x[..1], &exact[..1]), 0.0);
+        let long: Vec<f64> = (1..=5000).map(f64::from).collect();
+        let half: Vec<f64> = long.iter().map(|t| t / 2.0).collect();
+        assert!((theil_sen(&long, &half) - 0.5).abs() < 1e-9);
     }
 
     #[test]

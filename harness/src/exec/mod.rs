@@ -446,7 +446,33 @@ fn measure(
             }
         }
     }
-    cell.processes = reading.processes;
+    cell.processes = std::mem::take(&mut reading.processes);
+    if !reading.unmeasured.is_empty() {
+        // A program that ran without the probe may have leaked unseen: never clean.
+        let named: Vec<String> = reading
+            .unmeasured
+            .iter()
+            .take(8)
+            .map(|(path, probed)| {
+                let why = if *probed {
+                    "it did not load the probe: a static program, or one the loader would not preload into"
+                } else {
+                    "its environment lost LD_PRELOAD or THREADLEAK_PROBE_OUT"
+                };
+                format!("{} ({why})", crate::report::shell_words(std::slice::from_ref(path)))
+            })
+            .collect();
+        notes.push(format!(
+            "{} the program started ran without the probe and {} not measured: {}{}",
+            count(reading.unmeasured.len(), "program", "programs"),
+            if reading.unmeasured.len() == 1 { "was" } else { "were" },
+            named.join(", "),
+            if reading.unmeasured.len() > 8 { ", ..." } else { "" }
+        ));
+        if matches!(cell.verdict, Verdict::Clean | Verdict::OverRelease) {
+            cell.verdict = Verdict::Inconclusive;
+        }
+    }
     if channel.dropped > 0 {
         // What the program did after the channel filled was not seen: never clean.
         notes.push(format!(

@@ -60,6 +60,17 @@ struct Line {
     tally: Option<Vec<(usize, u64, u64, String)>>,
     #[serde(default)]
     unrecorded: u64,
+    /// A program started (`kind` `exec`, `spawn`, `exec-failed`): the pid that runs it, what it runs, and
+    /// whether its environment still named the probe.
+    #[serde(default)]
+    child: u32,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    probed: bool,
+    /// A census that could not be taken (`kind` `census-failed`): how the call (`call`) failed.
+    #[serde(default)]
+    error: Option<String>,
 }
 
 /// A site as the probe defined it: its call, counter and unsymbolized frames.
@@ -98,6 +109,9 @@ struct Series {
     tallied: usize,
     /// Calls the probe could not record (its tables full).
     unrecorded: u64,
+    /// Censuses that could not be taken, and the first one's failed call and error.
+    failed_censuses: usize,
+    failure: Option<(String, String)>,
 }
 
 /// The program's processes, read from the samples text and the counts.
@@ -107,6 +121,9 @@ pub struct Reading {
     pub processes: Vec<ProcessRecord>,
     /// Processes that loaded the probe (or were forked from one that did).
     pub loaded: usize,
+    /// Programs the program started that never loaded the probe: what they ran, and whether their
+    /// environment still named it (if it did, the loader would not preload it: a static program).
+    pub unmeasured: Vec<(String, bool)>,
     pub notes: Vec<String>,
 }
 
@@ -114,6 +131,11 @@ pub struct Reading {
 pub fn read(text: &str, counts: &[Counts], judging: Judging) -> Reading {
     let mut by_pid: BTreeMap<u32, Series> = BTreeMap::new();
     let (mut malformed, mut dropped_processes) = (0usize, 0usize);
+    // Programs started: an exec is matched by the next load of its pid; a spawn by any load of the child's
+    // (the child may load before its parent tells of it).
+    let mut execs: BTreeMap<u32, (String, bool)> = BTreeMap::new();
+    let (mut unmatched_execs, mut spawns) = (Vec::new(), Vec::new());
+    let mut loads = std::collections::BTreeSet::new();
     for line in text.lines() {
         let parsed = if line.len() > MAX_LINE { None } else { serde_json::from_str::<Line>(line).ok() };
         let Some(line) = parsed.filter(|l| l.pid != 0) else {
@@ -123,6 +145,28 @@ pub fn read(text: &str, counts: &[Counts], judging: Judging) -> Reading {
         if !by_pid.contains_key(&line.pid) && by_pid.len() >= MAX_PROCESSES {
             dropped_processes += 1;
             continue;
+        }
+        let path = || line.path.clone().unwrap_or_default().chars().take(1024).collect::<String>();
+        match line.kind.as_str() {
+            "exec" => {
+                if let Some(earlier) = execs.insert(line.pid, (path(), line.probed)) {
+                    unmatched_execs.push(earlier);
+                }
+                continue;
+            }
+            "exec-failed" => {
+                execs.remove(&line.pid);
+                continue;
+            }
+            "spawn" if line.child != 0 => {
+                spawns.push((line.child, path(), line.probed));
+                continue;
+            }
+            "load" => {
+                execs.remove(&line.pid);
+                loads.insert(line.pid);
+            }
+            _ => {}
         }
         let series = by_pid.entry(line.pid).or_default();
         match line.kind.as_str() {
@@ -141,6 +185,13 @@ pub fn read(text: &str, counts: &[Counts], judging: Judging) -> Reading {
                     series.foreign = series.foreign.max(tasks - 1 - line.pending as i64);
                 }
                 series.censuses.push(line);
+            }
+            "census-failed" => {
+                series.failed_censuses += 1;
+                if series.failure.is_none() {
+                    let text = |t: Option<String>| t.unwrap_or_default().chars().take(64).collect::<String>();
+                    series.failure = Some((text(line.call), text(line.error)));
+                }
             }
             "site" => match (line.id, line.call, line.counter, line.frames) {
                 (Some(id), Some(call), Some(counter), Some(frames)) if frames.len() <= 64 => {
@@ -178,6 +229,8 @@ pub fn read(text: &str, counts: &[Counts], judging: Judging) -> Reading {
         series.ended = series.ended.max(c.ended);
     }
     let mut reading = Reading { loaded: by_pid.len(), ..Reading::default() };
+    reading.unmeasured = unmatched_execs.into_iter().chain(execs.into_values()).collect();
+    reading.unmeasured.extend(spawns.into_iter().filter(|(c, _, _)| !loads.contains(c)).map(|(_, p, b)| (p, b)));
     if malformed > 0 {
         reading.notes.push(format!("{malformed} lines of the samples file were not the probe's and were ignored"));
     }
@@ -267,6 +320,13 @@ fn process(pid: u32, mut series: Series, judging: Judging) -> ProcessRecord {
             Err(e) => notes.push(format!("its censuses cannot be analysed: {e}")),
         }
     }
+    if let Some((call, error)) = &series.failure {
+        notes.push(format!(
+            "{} censuses could not be taken ({call} failed with {error}: a process at its limit of descriptors has \
+             none free to read /proc with); the series has gaps there",
+            series.failed_censuses
+        ));
+    }
     if series.unsettled > 0 {
         notes.push(format!(
             "at {} censuses, threads that had ended were still exiting after 2 s: what they held was counted",
@@ -316,6 +376,23 @@ fn process(pid: u32, mut series: Series, judging: Judging) -> ProcessRecord {
     // What keeps growing first, most per thread first; what stopped last.
     record.sites.sort_by(|a, b| a.stopped.cmp(&b.stopped).then(b.per_thread.total_cmp(&a.per_thread)));
     record.sites.truncate(crate::sites::MAX_SITES);
+    // Where sites were recorded (a census writes a line of them each time) but explain less than four
+    // fifths of the descriptors that grew, the rest was made where the probe does not see: said.
+    if !series.tallies.is_empty() {
+        let explained: f64 =
+            record.sites.iter().filter(|s| s.counter == "fds" && !s.stopped).map(|s| s.per_thread).sum();
+        if let Some(grew) = record.per_thread.get("fds").filter(|&g| g >= crate::sites::SITE_THRESHOLD) {
+            if explained < 0.8 * grew {
+                notes.push(format!(
+                    "fds grew by {} per thread ended, and the calls the probe saw make descriptors explain {}: the \
+                     rest was made where it does not see (a library that reaches the C library through dlsym, a \
+                     raw system call, a descriptor received over a socket, the C library's own calls)",
+                    crate::report::delta(grew),
+                    crate::report::delta(explained)
+                ));
+            }
+        }
+    }
     if series.unrecorded > 0 {
         notes.push(format!(
             "{} calls that made a descriptor were not recorded (the probe's tables of stacks and descriptors are \
@@ -343,7 +420,7 @@ fn sites(series: &Series) -> Vec<(SiteRecord, evidence::Growth)> {
         let judged = evidence::judge(&at, &alive);
         let per_thread = match judged.growth {
             evidence::Growth::Steady => judged.rate,
-            _ => crate::sites::rate(&at.iter().copied().zip(alive.iter().copied()).collect::<Vec<_>>()),
+            _ => evidence::theil_sen(&at, &alive),
         };
         let (live, outlived) = series.tallies.values().last().and_then(|t| t.get(&id)).copied().unwrap_or_default();
         let frames = def
