@@ -322,6 +322,8 @@ fn a_closure_that_prints_garbage_is_measured_all_the_same() {
 fn processes_the_calls_leave_in_sessions_of_their_own_end_with_the_check() {
     // The same in the parent and in the child, which runs this test again.
     let marker = "40.918273".to_owned();
+    // Left unwaited on purpose: the calls leave these processes behind.
+    #[allow(clippy::zombie_processes)]
     let start = || {
         std::process::Command::new("setsid").args(["sleep", &marker]).spawn().unwrap();
     };

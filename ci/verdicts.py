@@ -109,8 +109,8 @@ def detection_limits(threadleak, rare):
         _, unseen = exec_record(threadleak, [rare, str(threads), str(3 * n)])
         failures += seen["verdict"] != "leak" or clean["verdict"] != "clean"
         lines.append(
-            f"| {threads:,} | one item in {n:,} threads ended | {seen['verdict']} ({threads // n} fds) | "
-            f"{unseen['verdict']} ({threads // (3 * n)} fds) |")
+            f"| {threads:,} | one item in {n:,} threads ended | {seen['verdict']} ({threads // n} left) | "
+            f"{unseen['verdict']} ({threads // (3 * n)} left) |")
     return lines, failures
 
 
