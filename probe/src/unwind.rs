@@ -22,6 +22,7 @@
 use crate::sites::DEPTH;
 
 /// The stack a walk leaves free below it at least: nearer the end of the thread's stack, no walk.
+#[cfg(all(target_os = "linux", target_arch = "x86_64"))]
 pub const STACK_MARGIN: usize = 32 << 10;
 
 /// The stack of the caller into `frames`, leaving out frames for which `own` is true (the probe's);
