@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Whether `threadleak exec` changes what a program does, on a test suite nobody here wrote: CPython's own
 thread-, process- and socket-heavy test modules (Debian's libpython3.11-testsuite), run plainly and under
-`threadleak exec`, one test at a time (`-v`), each test's outcome compared. A test whose outcome differs is
+`threadleak exec`, each test's outcome (regrtest's `--junit-xml`) compared. A test whose outcome differs is
 run again, three times each way, alone: one that differs every time is a difference the probe makes, one
 that does not is the test's own flakiness. Prints a markdown table and exits 1 on a difference the probe
 makes.
@@ -10,9 +10,11 @@ usage: ci/transparency.py THREADLEAK [--python /usr/bin/python3] [--module NAME]
 """
 
 import argparse
-import re
+import os
 import subprocess
 import sys
+import tempfile
+import xml.etree.ElementTree as ET
 
 MODULES = [
     "test_threading",
@@ -28,31 +30,33 @@ MODULES = [
     "test_concurrent_futures",
 ]
 
-def outcomes(text):
+def outcomes(junit):
+    """Each test's outcome, from regrtest's JUnit XML: ok, skipped, failure or error."""
     found = {}
-    for line in text.splitlines():
-        m = re.match(r"^(\w+) \(([\w.]+)\)\s*\.\.\.\s*(ok|FAIL|ERROR|skipped|expected failure|unexpected success)", line)
-        if m:
-            found[f"{m.group(2)}.{m.group(1)}" if not m.group(2).endswith(m.group(1)) else m.group(2)] = m.group(3)
+    try:
+        root = ET.parse(junit).getroot()
+    except (ET.ParseError, OSError):
+        return found
+    for case in root.iter("testcase"):
+        kinds = [child.tag for child in case if child.tag in ("failure", "error", "skipped")]
+        found[case.get("name")] = kinds[0] if kinds else "ok"
     return found
 
 
-def run(command, timeout):
-    try:
-        p = subprocess.run(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                           text=True, errors="replace", timeout=timeout)
-        return p.stdout
-    except subprocess.TimeoutExpired as e:
-        return (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
-
-
 def suite(python, module, threadleak=None, match=None):
-    command = [python, "-m", "test", "-v", module]
-    if match:
-        command += ["-m", match]
-    if threadleak:
-        command = [threadleak, "exec", "--timeout", "60m", "--"] + command
-    return outcomes(run(command, 3600))
+    with tempfile.TemporaryDirectory() as tmp:
+        junit = os.path.join(tmp, "junit.xml")
+        command = [python, "-m", "test", "--junit-xml", junit, module]
+        if match:
+            command += ["-m", match]
+        if threadleak:
+            command = [threadleak, "exec", "--timeout", "60m", "--"] + command
+        try:
+            subprocess.run(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+                           timeout=3600)
+        except subprocess.TimeoutExpired:
+            pass
+        return outcomes(junit)
 
 
 def main():

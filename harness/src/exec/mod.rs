@@ -20,7 +20,7 @@ pub mod samples;
 use std::ffi::{OsStr, OsString};
 use std::io::{Read, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::Mutex;
@@ -85,31 +85,44 @@ fn prepended(var: &str, ours: &OsStr) -> OsString {
 }
 
 /// The files a run shares with its probe, in a private folder (mode 0700) created for the run: the
-/// channel ([`channel`]) and the counts ([`counts`]), each mapped by the probe.
+/// channel ([`channel`]) and the counts ([`counts`]), each mapped by the probe. Run as root (`shared`),
+/// whose programs may start others as another user, the folder can be entered by anyone but not listed
+/// (0711: its name is random), and its files opened by anyone (0666): a process that dropped to another
+/// user still loads the probe and writes to the run, whose lines are never trusted anyway.
 struct RunFiles {
     dir: tempfile::TempDir,
     samples: PathBuf,
     counts: PathBuf,
+    shared: bool,
 }
 
 impl RunFiles {
     fn create() -> std::io::Result<RunFiles> {
+        let shared = nix::unistd::geteuid().is_root();
         let dir = tempfile::Builder::new().prefix("threadleak-exec-").tempdir()?;
+        if shared {
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+        }
         let samples = dir.path().join("channel");
         let counts = dir.path().join("counts");
         let new = |path: &Path| {
-            std::fs::OpenOptions::new()
+            let file = std::fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(path)
+                .open(path)?;
+            if shared {
+                // Past the umask: anyone the program becomes opens them.
+                file.set_permissions(std::fs::Permissions::from_mode(0o666))?;
+            }
+            Ok::<_, std::io::Error>(file)
         };
         let mut channel = new(&samples)?;
         channel.write_all(&channel::MAGIC.to_ne_bytes())?;
         channel.set_len(channel::BYTES as u64)?;
         new(&counts)?.set_len((counts::SLOTS * counts::SLOT_BYTES) as u64)?;
-        Ok(RunFiles { dir, samples, counts })
+        Ok(RunFiles { dir, samples, counts, shared })
     }
 
     /// The run's mark: the samples variable as every process of the run has it in its environment.
@@ -268,7 +281,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
     }
 
     let files = RunFiles::create().map_err(ExecError::Files)?;
-    let probe = probe::Probe::prepare(config.probe.as_deref(), files.dir.path())?;
+    let probe = probe::Probe::prepare(config.probe.as_deref(), files.dir.path(), files.shared)?;
     let watchdog = start_watchdog(&files);
     let keep = watchdog.as_ref().map(|(child, _)| child.id());
     *active() = Some(Active { dir: files.dir.path().to_owned(), watchdog });

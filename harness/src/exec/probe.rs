@@ -4,7 +4,11 @@
 //! The carried probe is written out for the run where only this user can read it and nobody can replace
 //! it: on Linux a sealed anonymous file (`memfd_create`), preloaded as `/proc/RUNNER/fd/N`; where that is
 //! not possible (another OS, or `vm.memfd_noexec=2`), a file in the run's private folder (mode 0700),
-//! removed with it whatever the ending (the runner, or its watchdog if the runner is killed).
+//! removed with it whatever the ending (the runner, or its watchdog if the runner is killed). Run as
+//! root, whose programs may start others as another user (a server's workers, `su`), which could neither
+//! open another user's `/proc/RUNNER/fd/N` nor enter the folder (the loader would print an error into
+//! the program's stderr, and the program would run unmeasured), it is a file in the run's folder that
+//! anyone may read and no one else replace ([`super::RunFiles`]).
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
@@ -47,8 +51,9 @@ impl Probe {
     }
 
     /// The probe `explicit` names, made absolute (the program may change its working folder before a
-    /// process of it starts), or else the carried one, written out beside the run's files in `run_dir`.
-    pub fn prepare(explicit: Option<&Path>, run_dir: &Path) -> Result<Probe, ExecError> {
+    /// process of it starts), or else the carried one, written out beside the run's files in `run_dir`
+    /// (readable by other users when `shared`).
+    pub fn prepare(explicit: Option<&Path>, run_dir: &Path, shared: bool) -> Result<Probe, ExecError> {
         if let Some(path) = explicit {
             let bad = |source| ExecError::BadProbe { path: path.to_owned(), source };
             let path = std::fs::canonicalize(path).map_err(bad)?;
@@ -58,12 +63,15 @@ impl Probe {
             return Ok(Probe { path, _sealed: None });
         }
         let bytes = EMBEDDED.ok_or(ExecError::NoProbe)?;
-        if let Some(Ok((path, fd))) = backend::sealed_file(c"threadleak-probe", bytes) {
-            return Ok(Probe { path, _sealed: Some(fd) });
+        if !shared {
+            if let Some(Ok((path, fd))) = backend::sealed_file(c"threadleak-probe", bytes) {
+                return Ok(Probe { path, _sealed: Some(fd) });
+            }
         }
         let path = run_dir.join(file_name());
         let write = || {
-            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o500).open(&path)?;
+            let mode = if shared { 0o555 } else { 0o500 };
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&path)?;
             std::io::Write::write_all(&mut file, bytes)
         };
         write().map_err(ExecError::Files)?;
