@@ -520,17 +520,15 @@ pub fn supervise(
     let group = Pid::from_raw(pgid);
     let mut timed_out = false;
     let mut escalated = false;
+    let mut outside = Vec::new();
     let waited = match exit_rx.recv_timeout(timeout) {
         Ok(res) => res,
         Err(_) => {
             timed_out = true;
             // Its descendants in sessions or groups of their own (a daemon that called setsid) are found
-            // while the process still holds them, and go with it.
-            let tree = descendants(pid);
+            // while the process still holds them, and go with it, below.
+            outside = descendants(pid);
             let _ = killpg(group, Signal::SIGTERM);
-            for &p in &tree {
-                let _ = nix::sys::signal::kill(Pid::from_raw(p as i32), Signal::SIGKILL);
-            }
             match exit_rx.recv_timeout(grace) {
                 Ok(res) => res,
                 Err(_) => {
@@ -547,6 +545,9 @@ pub fn supervise(
     let elapsed = started.elapsed();
     // Whatever the process started in its group goes with it: no process outlives its run.
     let _ = killpg(group, Signal::SIGKILL);
+    for &p in &outside {
+        let _ = nix::sys::signal::kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
     let reaped = waited.and_then(|()| child.wait());
     live().0.retain(|&g| g != pgid);
     let (status, lost) = match reaped {
