@@ -927,16 +927,17 @@ mod tests {
         assert_eq!(estimate(&checkpoints(&cycles, &[("vm_kib", &vm)])).unwrap().verdict, Verdict::Clean);
     }
 
+    /// The threads ended at each census of a run of Node.js's 2,000 workers (`exec`'s schedule).
+    const NODE_CENSUSES: [u32; 23] = [
+        16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536, 1792,
+    ];
+
     #[test]
     fn memory_that_grows_in_about_half_the_stretches_counts_whichever_half() {
         // A heap that grows a 256 KiB page every so often (Node.js's workers, joined one by one): the share
         // of stretches that grow sits near one half, so their median falls on either side of the threshold
         // from run to run; the steady rate over the middle of the run does not.
-        let cycles: Vec<u32> = [
-            16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536,
-            1792,
-        ]
-        .to_vec();
+        let cycles: Vec<u32> = NODE_CENSUSES.to_vec();
         let mut medians = Vec::new();
         for phase in 0..4usize {
             let mut vm = Vec::with_capacity(cycles.len());
@@ -990,12 +991,8 @@ mod tests {
     #[test]
     fn a_heap_that_grows_by_chunks_is_memory_not_items() {
         // Node.js's joined workers (a run kept by `ci/runtimes.sh --keep`): after a collection early on, V8's
-        // heap grows page by page to the end of the run, some 240 KiB a mapping.
-        let cycles: Vec<u32> = [
-            16, 32, 48, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384, 448, 512, 640, 768, 896, 1024, 1280, 1536,
-            1792,
-        ]
-        .to_vec();
+        // heap grows page by page to the end of the run, 256 KiB a mapping.
+        let cycles: Vec<u32> = NODE_CENSUSES.to_vec();
         let maps =
             [90, 92, 92, 92, 92, 93, 102, 102, 102, 102, 104, 104, 105, 90, 98, 99, 107, 125, 126, 130, 166, 168, 168];
         let vm = [
