@@ -212,3 +212,66 @@ fn a_leak_at_thousands_of_sites_stays_within_the_channel_and_is_never_clean() {
     assert_ne!(cell.verdict, Verdict::Clean, "{note}");
     assert!(cell.checkpoints.len() >= 490, "{}", cell.checkpoints.len());
 }
+
+#[test]
+fn standard_error_that_is_a_file_stays_that_file_and_its_tail_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = dir.path().join("stderr.txt");
+    let status = Command::new(common::bin())
+        .args(["exec", "--format", "json", "--out"])
+        .arg(dir.path().join("r.json"))
+        .args(["--", "sh", "-c", "readlink /proc/self/fd/2 >&2; echo the last words >&2; exit 3"])
+        .stderr(std::fs::File::create(&err).unwrap())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(ExitCode::INCOMPLETE));
+    let written = std::fs::read_to_string(&err).unwrap();
+    assert!(written.starts_with(&format!("{}\nthe last words\n", err.display())), "{written}");
+    let record = threadleak::record::Record::from_json(&std::fs::read_to_string(dir.path().join("r.json")).unwrap());
+    let failure = format!("{:?}", record.unwrap().cells[0].failure);
+    assert!(failure.contains("the last words"), "{failure}");
+}
+
+/// CPython's own tests of what the issue found the probe changed (a descriptor passed on to a child, a
+/// child run as another user), plainly and under exec, where Debian's test suite is installed.
+#[test]
+fn cpythons_own_tests_pass_alike_with_and_without_exec() {
+    let suite = Path::new("/usr/lib/python3.11/test/test_subprocess.py");
+    if !suite.is_file() {
+        eprintln!("skipped: Debian's libpython3.11-testsuite is not installed ({} is missing)", suite.display());
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let outcomes = |under_exec: bool| -> String {
+        let xml = dir.path().join(if under_exec { "exec.xml" } else { "alone.xml" });
+        let python = ["/usr/bin/python3", "-m", "test", "--junit-xml", xml.to_str().unwrap(), "test_subprocess"];
+        let tests =
+            ["-m", "test_pass_fds_redirected", "-m", "test_pass_fds", "-m", "test_user", "-m", "test_close_fds"];
+        let mut command = if under_exec {
+            let mut c = Command::new(common::bin());
+            c.args(["exec", "--"]);
+            c.args(python);
+            c
+        } else {
+            let mut c = Command::new(python[0]);
+            c.args(&python[1..]);
+            c
+        };
+        command.args(tests).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().unwrap();
+        let text = std::fs::read_to_string(&xml).unwrap_or_default();
+        // Each test case's name and whether it held a failure or an error: `name=ok` a line.
+        text.split("<testcase ")
+            .skip(1)
+            .map(|case| {
+                let name = case.split('"').nth(1).unwrap_or("?");
+                let bad =
+                    case.split("</testcase>").next().is_some_and(|c| c.contains("<failure") || c.contains("<error"));
+                format!("{name}={}", if bad { "failed" } else { "ok" })
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let alone = outcomes(false);
+    assert!(alone.contains("test_pass_fds_redirected=ok"), "{alone}");
+    assert_eq!(outcomes(true), alone);
+}

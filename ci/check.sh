@@ -17,6 +17,13 @@ if ! command -v cc >/dev/null; then
     # The fixture tests build fixtures/tt.c with the system C compiler.
     apt-get update -qq && apt-get install -y -qq gcc >/dev/null
 fi
+if [ ! -f /usr/lib/python3.11/test/test_subprocess.py ] && command -v apt-get >/dev/null \
+    && [ -x /usr/bin/python3.11 ]; then
+    # CPython's own tests run with and without exec (cases/guest.rs); where they cannot be installed, that
+    # test says it is skipped.
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libpython3.11-testsuite >/dev/null) \
+        || echo "libpython3.11-testsuite could not be installed: CPython's tests are skipped"
+fi
 cargo --version
 cc --version | head -n 1
 
