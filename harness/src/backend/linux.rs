@@ -634,8 +634,7 @@ pub struct SetApart {
 /// thread long gone (the kernel reused a freed stack's range) is smaller or larger than that and is
 /// counted.
 pub fn census_setting_apart(out: &mut [i64], stacks: &mut [StackQuery]) -> Result<SetApart, CallError> {
-    // The probe's own descriptor is among the entries it lists.
-    out[0] = count_dir_entries(c"/proc/self/fd")? - 1;
+    out[0] = count_open_fds()?;
     let maps = read_maps(stacks)?;
     out[1] = maps.lines - maps.arena_lines - maps.apart.maps;
     // Malloc's heaps are left out: the brk heap grows in steps of its top pad (128 KiB) whatever the
@@ -873,6 +872,38 @@ fn for_each_dir_entry(path: &'static CStr, mut f: impl FnMut(c_int, &CStr)) -> R
             off += reclen;
         }
     }
+}
+
+/// How many descriptors are polled at once when counting them: 2 KiB of `pollfd` on the stack.
+const POLL_CHUNK: usize = 256;
+
+/// The descriptors this process has open, counted with `poll`, which marks each descriptor that is not
+/// open `POLLNVAL` (poll(2)), over the whole descriptor table (`FDSize` of /proc/self/status), a chunk at
+/// a time and never more at once than `RLIMIT_NOFILE` allows. Listing /proc/self/fd instead makes the
+/// kernel build a dentry for every descriptor: 17 ms for 19,000 descriptors here, against 0.7 ms; and it
+/// opens a descriptor of its own.
+fn count_open_fds() -> Result<i64, CallError> {
+    let table = usize::try_from(status_field(c"/proc/self/status", b"FDSize:")?).unwrap_or(0);
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is valid for writing.
+    check("getrlimit(RLIMIT_NOFILE)", unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) })?;
+    let chunk = POLL_CHUNK.min(usize::try_from(lim.rlim_cur).unwrap_or(POLL_CHUNK)).max(1);
+    let mut polled = [libc::pollfd { fd: -1, events: 0, revents: 0 }; POLL_CHUNK];
+    let mut open = 0i64;
+    let mut first = 0usize;
+    while first < table {
+        let n = chunk.min(table - first);
+        for (i, p) in polled[..n].iter_mut().enumerate() {
+            *p = libc::pollfd { fd: (first + i) as c_int, events: 0, revents: 0 };
+        }
+        // SAFETY: `polled` holds `n` initialized entries; a zero timeout returns at once.
+        if unsafe { libc::poll(polled.as_mut_ptr(), n as libc::nfds_t, 0) } < 0 {
+            return Err(CallError::errno("poll (counting descriptors)", errno()));
+        }
+        open += polled[..n].iter().filter(|p| p.revents & libc::POLLNVAL == 0).count() as i64;
+        first += n;
+    }
+    Ok(open)
 }
 
 /// Lines of a procfs file that start with `prefix`.
@@ -1130,6 +1161,19 @@ mod tests {
     fn probes_read_this_process() {
         assert!(count_dir_entries(c"/proc/self/task").unwrap() >= 1);
         assert!(count_dir_entries(c"/proc/self/fd").unwrap() >= 3);
+        // Counted by poll: the same as listing them (less the listing's own descriptor), and one more for
+        // a descriptor opened; other tests of this process open and close theirs meanwhile, so the count
+        // is taken between two listings that agree.
+        let agreed = (0..100).find_map(|_| {
+            let listed = count_dir_entries(c"/proc/self/fd").unwrap() - 1;
+            let polled = count_open_fds().unwrap();
+            let extra = std::fs::File::open("/dev/null").unwrap();
+            let with_extra = count_open_fds().unwrap();
+            drop(extra);
+            (count_dir_entries(c"/proc/self/fd").unwrap() - 1 == listed).then_some((polled, with_extra, listed))
+        });
+        let (polled, with_extra, listed) = agreed.expect("the descriptors of this process settled");
+        assert_eq!((polled, with_extra), (listed, listed + 1));
         let maps = read_maps(&mut []).unwrap();
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         // Test threads run beside this one and can map stacks in between; the counts stay close.
