@@ -19,14 +19,15 @@
 //! move the counters. The measurement runs in a child instead: the test binary itself, re-executed
 //! filtered to this one test (`TEST --exact`, which libtest and nextest binaries both take), with
 //! `THREADLEAK_CHECK` naming the test and which of its checks to measure. In the child, the test runs
-//! from its start up to that check, which warms the closure up, calls it `cycles` times with settled
-//! censuses of the native backend evenly spaced from the first call to the last ([`child::measure`]),
-//! writes its report to a file in a private folder the parent created, and ends the child. The parent
-//! reads the report, estimates the change per call stretch by stretch as `threadleak exec` does
-//! ([`analysis::estimate`]: a one-off step, such as a cache filling, does not decide; memory alone never
-//! decides a leak), and asserts. A child that crashes,
-//! hangs past the timeout (its process group is killed) or writes no report fails the test with why and
-//! the tail of its stderr.
+//! from its start up to that check (each earlier check of the test returning the record the parent got
+//! for it), which warms the closure up, calls it `cycles` times with settled censuses of the native
+//! backend evenly spaced from the first call to the last ([`child::measure`]), writes its report to a
+//! file in a private folder the parent created, kills the processes the calls left, and ends. The parent
+//! reads the report, judges the change per call by its evidence as `threadleak exec` does
+//! ([`analysis::estimate`]: whole items that keep growing are a leak however rarely, growth that stops
+//! is not, memory decides nothing unless [`Check::memory`]), and asserts. A child that crashes, hangs
+//! past the timeout (its process group and its descendants are killed) or writes no report fails the
+//! test with why and the tail of its stderr.
 //!
 //! Which test: libtest runs each test on a thread named after it, and the child is started with that name.
 //! A check on the main thread (a doc test, an example, a program of one's own) measures in a child that
