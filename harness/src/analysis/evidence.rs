@@ -201,7 +201,7 @@ fn thinned(y: &[f64]) -> Vec<f64> {
     picks(y.len()).into_iter().map(|i| y[i]).collect()
 }
 
-/// The median of the slopes between every two points (Theil and Sen), reading at most [`MAX_POINTS`]
+/// The median of the slopes between every two points (Theil and Sen), reading at most `MAX_POINTS` (96)
 /// points evenly spread (the first and last always among them).
 pub fn theil_sen(x: &[f64], y: &[f64]) -> f64 {
     let n = x.len().min(y.len());

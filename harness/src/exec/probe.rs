@@ -8,7 +8,7 @@
 //! root, whose programs may start others as another user (a server's workers, `su`), which could neither
 //! open another user's `/proc/RUNNER/fd/N` nor enter the folder (the loader would print an error into
 //! the program's stderr, and the program would run unmeasured), it is a file in the run's folder that
-//! anyone may read and no one else replace ([`super::RunFiles`]).
+//! anyone may read and no one else replace (`RunFiles` in `exec/mod.rs`).
 
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::OpenOptionsExt;
