@@ -200,6 +200,20 @@ fn a_program_started_without_the_probe_is_named_and_the_run_is_never_clean() {
 }
 
 #[test]
+fn a_failed_exec_leaves_its_errno_and_is_not_a_program_unmeasured() {
+    let dir = tempfile::tempdir().unwrap();
+    let guest = guest(dir.path());
+    let program = [guest.to_str().unwrap(), "execfail"];
+    let (_, alone) = plain(&program);
+    let (code, record, _) = exec(&[], &program);
+    let (_, measured) = under_exec(&[], &program);
+    assert!(alone.contains("execv missing: No such file or directory\nexecv folder: Permission denied"), "{alone}");
+    assert_eq!(measured.lines().take(5).collect::<Vec<_>>(), alone.lines().collect::<Vec<_>>());
+    let cell = &record.cells[0];
+    assert_eq!((code, cell.verdict), (ExitCode::OK, Verdict::Clean), "{:?}", cell.note);
+}
+
+#[test]
 fn a_leak_at_thousands_of_sites_stays_within_the_channel_and_is_never_clean() {
     let dir = tempfile::tempdir().unwrap();
     let guest = guest(dir.path());

@@ -4,7 +4,7 @@ thread-, process- and socket-heavy test modules (Debian's libpython3.11-testsuit
 `threadleak exec`, each test's outcome (regrtest's `--junit-xml`) compared. A test whose outcome differs is
 run again, three times each way, alone: one that differs every time is a difference the probe makes, one
 that does not is the test's own flakiness. Prints a markdown table and exits 1 on a difference the probe
-makes.
+makes, or on a module that ran no test (nothing compared).
 
 usage: ci/transparency.py THREADLEAK [--python /usr/bin/python3] [--module NAME]...
 """
@@ -33,6 +33,11 @@ MODULES = [
     "test_select",
 ]
 
+# Resources a module's tests need enabled (regrtest's -u): test_socketserver's servers listen on the
+# loopback only, behind the "network" resource.
+RESOURCES = {"test_socketserver": ["-u", "network"]}
+
+
 def outcomes(junit):
     """Each test's outcome, from regrtest's JUnit XML: ok, skipped, failure or error."""
     found = {}
@@ -49,7 +54,7 @@ def outcomes(junit):
 def suite(python, module, threadleak=None, match=None):
     with tempfile.TemporaryDirectory() as tmp:
         junit = os.path.join(tmp, "junit.xml")
-        command = [python, "-m", "test", "--junit-xml", junit, module]
+        command = [python, "-m", "test", "--junit-xml", junit, *RESOURCES.get(module, []), module]
         if match:
             command += ["-m", match]
         if threadleak:
@@ -84,10 +89,12 @@ def main():
                       suite(args.python, module, args.threadleak, match=name).get(test)) for _ in range(3)]
             if all(a != m for a, m in again):
                 always.append(f"{test}: {alone.get(test)} alone, {measured.get(test)} under exec")
-        failed |= bool(always)
+        failed |= bool(always) or not tests
         print(f"| {module} | {len(tests)} | {len(tests) - len(differ)} | {len(differ) - len(always)} | {len(always)} |")
         for line in always:
             print(f"|  | {line} | | | |")
+        if not tests:
+            print(f"|  | {module} ran no test: nothing was compared | | | |")
         sys.stdout.flush()
     sys.exit(1 if failed else 0)
 

@@ -174,16 +174,6 @@ pub struct Judging {
 /// (the checkpoints' `live`); `unjoined` those ended and not joined.
 pub const IN_FLIGHT_COUNTERS: &[&str] = &["unjoined", "running"];
 
-/// The covariate that counts the threads of each counter of [`IN_FLIGHT_COUNTERS`]: what they hold is
-/// set apart from the other counters, unless they keep growing (then what they hold is part of the leak).
-fn covariate_of(counter: &str) -> &str {
-    if counter == "running" {
-        "live"
-    } else {
-        counter
-    }
-}
-
 /// Estimates the change per thread ended from a program's censuses (sorted by threads ended, the
 /// checkpoints' `cycle`).
 ///
@@ -199,10 +189,11 @@ fn covariate_of(counter: &str) -> &str {
 /// flat when the middle two thirds lie within both, and is unsteady (inconclusive) otherwise, unless it
 /// grew and settled: noise as large as the rate that would matter hides what a leak would show.
 ///
-/// **Threads in flight.** Before that, what threads still in flight at each census hold beyond their
-/// stacks (which the probe already set apart) is estimated and set apart: the threads running (the
-/// checkpoints' `live`) and those ended but not joined ([`IN_FLIGHT_COUNTERS`]), each on its own or as
-/// one total. The costs per such thread are fitted with the rate per thread ended over the stretches
+/// **Threads in flight.** Before that, what threads still in flight at each census hold is estimated
+/// and set apart: the threads running (the checkpoints' `live`: under `exec`, those the program created
+/// and that still run, beyond their stacks, which the probe already set apart; in a check, the
+/// process's threads, a pool grown while its threads were busy) and those ended but not joined
+/// ([`IN_FLIGHT_COUNTERS`]), each on its own or as one total. The costs per such thread are fitted with the rate per thread ended over the stretches
 /// (least absolute deviations, which a few one-off steps do not move), and kept only when they leave the
 /// series steadier. Threads that never end, or are never joined, and keep piling up are a leak
 /// themselves: what they hold is then not set apart but counted with them.
@@ -231,8 +222,7 @@ pub fn estimate(checkpoints: &[Checkpoint], judging: Judging) -> Result<Estimate
     let series = |index: usize| -> Vec<f64> { checkpoints.iter().map(|c| c.counters.0[index].1 as f64).collect() };
     let names: Vec<String> = a.per_thread.names().map(str::to_owned).collect();
     // Counters of threads in flight: what stays counted at each census, the fewest then or later.
-    let staying = |index: usize| -> Vec<f64> {
-        let mut values = series(index);
+    let staying = |mut values: Vec<f64>| -> Vec<f64> {
         for i in (0..n.saturating_sub(1)).rev() {
             values[i] = values[i].min(values[i + 1]);
         }
@@ -246,14 +236,11 @@ pub fn estimate(checkpoints: &[Checkpoint], judging: Judging) -> Result<Estimate
         }
     }
     // Threads that keep piling up are a leak: what they hold is not set apart.
-    let mut piling_up = Vec::new();
-    for (index, name) in names.iter().enumerate() {
-        if IN_FLIGHT_COUNTERS.contains(&name.as_str())
-            && evidence::judge(&at, &staying(index)).growth == evidence::Growth::Steady
-        {
-            piling_up.push(covariate_of(name).to_owned());
-        }
-    }
+    let piling_up: Vec<String> = covariates
+        .iter()
+        .filter(|(_, threads)| evidence::judge(&at, &staying(threads.clone())).growth == evidence::Growth::Steady)
+        .map(|(name, _)| name.clone())
+        .collect();
     covariates.retain(|(name, _)| !piling_up.contains(name));
 
     let mut per_thread = Vec::with_capacity(names.len());
@@ -269,9 +256,12 @@ pub fn estimate(checkpoints: &[Checkpoint], judging: Judging) -> Result<Estimate
     // Each counter's series, what threads in flight hold set apart.
     let mut adjusted = Vec::with_capacity(names.len());
     for (index, name) in names.iter().enumerate() {
-        let mut values = if IN_FLIGHT_COUNTERS.contains(&name.as_str()) { staying(index) } else { series(index) };
+        let mut values =
+            if IN_FLIGHT_COUNTERS.contains(&name.as_str()) { staying(series(index)) } else { series(index) };
         if !IN_FLIGHT_COUNTERS.contains(&name.as_str()) {
-            let found = set_apart_in_flight(&at, &mut values, &covariates);
+            // A counter of the threads themselves (a check's `tasks`) is not explained by itself.
+            let others: Vec<(String, Vec<f64>)> = covariates.iter().filter(|(_, c)| *c != values).cloned().collect();
+            let found = set_apart_in_flight(&at, &mut values, &others);
             for (covariate, cost) in found.costs {
                 in_flight.push((name.clone(), covariate, cost));
             }
@@ -872,6 +862,36 @@ mod tests {
         let e = estimate(&cps).unwrap();
         assert_eq!(e.verdict, Verdict::Clean, "{:?}", e.notes);
         assert_eq!(e.in_flight, [("maps".to_owned(), "in flight".to_owned(), 6.0)]);
+    }
+
+    #[test]
+    fn a_pool_that_grew_while_its_threads_were_busy_is_set_apart_and_one_that_keeps_growing_is_a_leak() {
+        // A check's 9 censuses over 1,000 calls on a loaded machine: the pool the calls use grew by 8 and
+        // by 12 threads (its threads were all busy), each with 2 mappings, and its threads stay idle.
+        let cycles: Vec<u32> = (0..=8).map(|i| 125 * i).collect();
+        let threads = [6i64, 6, 6, 14, 14, 26, 26, 26, 26];
+        let maps: Vec<i64> = threads.iter().map(|t| 50 + 2 * t).collect();
+        let counted = checkpoints(&cycles, &[("maps", &maps), ("tasks", &threads)]);
+        let e = estimate(&counted).unwrap();
+        assert_eq!(e.verdict, Verdict::Inconclusive, "without the threads counted, maps move unexplained");
+        let mut cps = counted.clone();
+        for (cp, &t) in cps.iter_mut().zip(&threads) {
+            cp.live = Some(t as u64);
+        }
+        let e = estimate(&cps).unwrap();
+        assert_eq!(e.verdict, Verdict::Clean, "{:?}", e.notes);
+        assert_eq!(e.in_flight, [("maps".to_owned(), "live".to_owned(), 2.0)]);
+        // A pool that never stops growing, a thread per 25 calls: the threads pile up, and what they
+        // hold is counted with them.
+        let threads: Vec<i64> = cycles.iter().map(|&c| 6 + i64::from(c) / 25).collect();
+        let maps: Vec<i64> = threads.iter().map(|t| 50 + 2 * t).collect();
+        let mut cps = checkpoints(&cycles, &[("maps", &maps), ("tasks", &threads)]);
+        for (cp, &t) in cps.iter_mut().zip(&threads) {
+            cp.live = Some(t as u64);
+        }
+        let e = estimate(&cps).unwrap();
+        assert_eq!((e.verdict, e.per_thread.get("maps")), (Verdict::Leak, Some(0.08)), "{:?}", e.notes);
+        assert!(e.notes.iter().any(|n| n.starts_with("threads that never end keep piling up")), "{:?}", e.notes);
     }
 
     #[test]

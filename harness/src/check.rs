@@ -470,7 +470,7 @@ impl<'a> Closure<'a> {
             still = if after > before { 0 } else { still + 1 };
             before = before.max(after);
         }
-        self.rounds.1 = still < 2;
+        self.rounds.1 = self.warmup > 0 && still < 2;
     }
 }
 
@@ -515,6 +515,12 @@ impl Workload for Closure<'_> {
 
     fn census(&mut self, out: &mut [i64]) -> Result<(), CallError> {
         backend::native_census(out)
+    }
+
+    /// A pool the calls use grows when its threads are all busy (a loaded machine): the threads it runs
+    /// at each census are the threads in flight.
+    fn threads(&mut self) -> Option<u64> {
+        backend::thread_count(std::process::id())
     }
 
     fn notes(&self) -> Vec<String> {

@@ -137,6 +137,7 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     let plan = mode.plan(params.cycles);
     let width = names.len();
     let mut censuses = vec![vec![0i64; width]; plan.len()];
+    let mut threads: Vec<Option<u64>> = vec![None; plan.len()];
     let mut taken = 0usize;
     let timed = matches!(mode, Mode::Degrade { .. });
     let mut latencies: Vec<u64> = if timed { vec![0; params.cycles as usize] } else { Vec::new() };
@@ -188,6 +189,7 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
             outcome = Err(f);
             break;
         }
+        threads[slot] = workload.threads();
         taken = slot + 1;
         if inventories && (slot == 0 || slot + 1 == plan.len()) && inventory_failed.is_none() {
             match workload.inventory() {
@@ -206,11 +208,12 @@ pub fn measure(workload: &mut dyn Workload, names: &[&str], params: &Params, mod
     report.checkpoints = plan
         .iter()
         .zip(&censuses)
+        .zip(&threads)
         .take(taken)
-        .map(|(&cycle, values)| Checkpoint {
+        .map(|((&cycle, values), &live)| Checkpoint {
             cycle,
             counters: Counters(names.iter().map(|n| (*n).to_owned()).zip(values.iter().copied()).collect()),
-            live: None,
+            live,
         })
         .collect();
     if cycle > 0 && !busy.is_zero() {

@@ -445,6 +445,25 @@ pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
     report.to_string().expect("a report of valid XML strings serializes")
 }
 
+/// What threads in flight were found to hold and set apart ([`crate::analysis::Estimate::in_flight`]),
+/// as a sentence; `beyond` says what of each thread was not counted in the first place.
+pub fn in_flight(found: &[(String, String, f64)], beyond: &str) -> Option<String> {
+    let mut parts = Vec::new();
+    for who in ["live", "unjoined", "in flight"] {
+        let held: Vec<String> = found
+            .iter()
+            .filter(|(_, covariate, _)| covariate == who)
+            .map(|(counter, _, cost)| format!("{counter} {}", delta(*cost)))
+            .collect();
+        if !held.is_empty() {
+            let whose =
+                if who == "live" { "each thread still running" } else { "each thread ended and not yet joined" };
+            parts.push(format!("{whose} held {}{beyond}", held.join(", ")));
+        }
+    }
+    (!parts.is_empty()).then(|| format!("{}: set apart", parts.join("; ")))
+}
+
 /// A per-thread delta as the table shows it: `0`, `+1`, `-1`, `+8196`, `+0.50`; under a hundredth, two
 /// significant digits (`+0.001`, `+0.00033`): a leak of one in a thousand threads is not `+0.00`.
 pub fn delta(value: f64) -> String {

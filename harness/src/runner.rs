@@ -284,6 +284,7 @@ pub(crate) fn conclude(
                 // A series of censuses is estimated stretch by stretch, as exec's are.
                 Mode::Series { .. } => analysis::estimate(checkpoints, judging).map(|e| {
                     notes.extend(e.notes);
+                    notes.extend(crate::report::in_flight(&e.in_flight, ""));
                     record.interval = e.interval;
                     record.limits = e.limits;
                     (e.per_thread, e.slope, e.verdict)

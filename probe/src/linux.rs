@@ -68,6 +68,7 @@ mod exec;
 /// Installs the probe's hooks; false when it cannot work.
 pub fn install() -> bool {
     exec::remember();
+    exec::resolve();
     real!("pthread_create", PthreadCreate).is_some() && unix::install_hooks()
 }
 

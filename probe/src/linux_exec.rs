@@ -57,18 +57,27 @@ fn tell(kind: &str, child: u32, path: &[u8], probed: bool) {
     }
     let mut line = [0u8; 1536];
     let mut w = std::io::Cursor::new(&mut line[..]);
-    let path = String::from_utf8_lossy(&path[..path.len().min(1024)]);
+    let path = text_of(&path[..path.len().min(1024)]);
     let ok = write!(
         w,
         "{{\"pid\":{},\"kind\":\"{kind}\",\"child\":{child},\"probed\":{probed},\"path\":",
         std::process::id()
     )
     .is_ok()
-        && serde_json::to_writer(&mut w, &*path).is_ok()
+        && serde_json::to_writer(&mut w, path).is_ok()
         && w.write_all(b"}\n").is_ok();
     if ok {
         let len = w.position() as usize;
         unix::append(&line[..len], 0);
+    }
+}
+
+/// The longest prefix of `path` that is text (a path is bytes; the line is JSON), without allocating.
+fn text_of(path: &[u8]) -> &str {
+    match std::str::from_utf8(path) {
+        Ok(text) => text,
+        // SAFETY: the bytes up to `valid_up_to` were checked to be UTF-8.
+        Err(e) => unsafe { std::str::from_utf8_unchecked(&path[..e.valid_up_to()]) },
     }
 }
 
@@ -85,8 +94,48 @@ fn exec(path: &[u8], envp: *const *const c_char, run: impl FnOnce() -> c_int) ->
     let pid = std::process::id();
     tell("exec", pid, path, carries_probe(envp));
     let ret = run();
+    // SAFETY: __errno_location is the calling thread's errno; the failed exec's is given back as it was.
+    let errno = unsafe { *libc::__errno_location() };
     tell("exec-failed", pid, path, false);
+    // SAFETY: as above.
+    unsafe { *libc::__errno_location() = errno };
     ret
+}
+
+type Execve = unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int;
+type Execv = unsafe extern "C" fn(*const c_char, Argv) -> c_int;
+
+fn real_execve() -> Option<Execve> {
+    real!("execve", Execve)
+}
+fn real_execv() -> Option<Execv> {
+    real!("execv", Execv)
+}
+fn real_execvp() -> Option<Execv> {
+    real!("execvp", Execv)
+}
+fn real_execvpe() -> Option<Execve> {
+    real!("execvpe", Execve)
+}
+fn real_posix_spawn() -> Option<Spawn> {
+    real!("posix_spawn", Spawn)
+}
+fn real_posix_spawnp() -> Option<Spawn> {
+    real!("posix_spawnp", Spawn)
+}
+
+/// Looks up the real calls as the probe loads: a child of `fork` (or of `vfork`) that execs calls no
+/// `dlsym`, which is not async-signal-safe.
+pub fn resolve() {
+    let _ = (real_execve(), real_execv(), real_execvp(), real_execvpe());
+    let _ = (real_posix_spawn(), real_posix_spawnp());
+}
+
+/// The answer of an exec whose real call could not be found.
+fn no_exec() -> c_int {
+    // SAFETY: __errno_location is the calling thread's errno.
+    unsafe { *libc::__errno_location() = libc::ENOSYS };
+    -1
 }
 
 type Argv = *const *const c_char;
@@ -97,9 +146,7 @@ type Argv = *const *const c_char;
 /// The caller's contract is `execve`'s.
 #[no_mangle]
 pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    let Some(real) = real!("execve", unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int) else {
-        return -1;
-    };
+    let Some(real) = real_execve() else { return no_exec() };
     // SAFETY: the caller's arguments, passed on.
     exec(bytes(path), envp, || unsafe { real(path, argv, envp) })
 }
@@ -110,7 +157,7 @@ pub unsafe extern "C" fn execve(path: *const c_char, argv: Argv, envp: Argv) -> 
 /// The caller's contract is `execv`'s.
 #[no_mangle]
 pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
-    let Some(real) = real!("execv", unsafe extern "C" fn(*const c_char, Argv) -> c_int) else { return -1 };
+    let Some(real) = real_execv() else { return no_exec() };
     // SAFETY: `environ` is the process's environment, read as exec would read it.
     let envp = unsafe { environ };
     // SAFETY: the caller's arguments, passed on.
@@ -123,7 +170,7 @@ pub unsafe extern "C" fn execv(path: *const c_char, argv: Argv) -> c_int {
 /// The caller's contract is `execvp`'s.
 #[no_mangle]
 pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
-    let Some(real) = real!("execvp", unsafe extern "C" fn(*const c_char, Argv) -> c_int) else { return -1 };
+    let Some(real) = real_execvp() else { return no_exec() };
     // SAFETY: as in `execv`.
     let envp = unsafe { environ };
     // SAFETY: the caller's arguments, passed on.
@@ -136,9 +183,7 @@ pub unsafe extern "C" fn execvp(file: *const c_char, argv: Argv) -> c_int {
 /// The caller's contract is `execvpe`'s.
 #[no_mangle]
 pub unsafe extern "C" fn execvpe(file: *const c_char, argv: Argv, envp: Argv) -> c_int {
-    let Some(real) = real!("execvpe", unsafe extern "C" fn(*const c_char, Argv, Argv) -> c_int) else {
-        return -1;
-    };
+    let Some(real) = real_execvpe() else { return no_exec() };
     // SAFETY: the caller's arguments, passed on.
     exec(bytes(file), envp, || unsafe { real(file, argv, envp) })
 }
@@ -175,7 +220,7 @@ pub unsafe extern "C" fn posix_spawn(
     argv: Argv,
     envp: Argv,
 ) -> c_int {
-    let Some(real) = real!("posix_spawn", Spawn) else { return libc::ENOSYS };
+    let Some(real) = real_posix_spawn() else { return libc::ENOSYS };
     // SAFETY: the caller's arguments, passed on.
     spawned(path, pid, envp, unsafe { real(pid, path, actions, attr, argv, envp) })
 }
@@ -193,7 +238,7 @@ pub unsafe extern "C" fn posix_spawnp(
     argv: Argv,
     envp: Argv,
 ) -> c_int {
-    let Some(real) = real!("posix_spawnp", Spawn) else { return libc::ENOSYS };
+    let Some(real) = real_posix_spawnp() else { return libc::ENOSYS };
     // SAFETY: the caller's arguments, passed on.
     spawned(file, pid, envp, unsafe { real(pid, file, actions, attr, argv, envp) })
 }

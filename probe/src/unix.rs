@@ -161,7 +161,12 @@ pub fn map_channel(path: &OsStr) -> bool {
             CHANNEL.store(map.cast(), Ordering::Release);
             true
         }
-        _ => false,
+        Some((map, len)) => {
+            // SAFETY: the mapping made just above, used by nothing.
+            unsafe { libc::munmap(map, len) };
+            false
+        }
+        None => false,
     }
 }
 

@@ -526,6 +526,14 @@ pub trait Workload {
         let _ = id;
         None
     }
+
+    /// The threads the process runs, read just after a census, where threads the workload does not
+    /// make one per cycle (a closure's pool, which grows when its threads are all busy) can be in flight
+    /// at a census: what they hold is then set apart as threads in flight (the checkpoint's `live`).
+    /// `None` for a cell, whose only threads are its cycles'.
+    fn threads(&mut self) -> Option<u64> {
+        None
+    }
 }
 
 /// How many resources each site made that are still held, and what one of them is, by site id.

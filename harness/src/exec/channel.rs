@@ -79,7 +79,16 @@ pub fn read(bytes: &[u8]) -> Option<Reading> {
     }
     let (cursor, dropped, dropped_at) = (word(1)?, word(2)?, word(3)?);
     let end = (HEADER_BYTES as u64).saturating_add(cursor).min(bytes.len() as u64) as usize;
-    let lines: Vec<u8> = bytes[HEADER_BYTES.min(end)..end].iter().copied().filter(|&b| b != 0).collect();
+    // A writer killed while copying leaves its bytes' place zero: a run of zeros ends the line it cut
+    // short (which is then malformed, and said so), never glues it to the next whole line.
+    let mut lines: Vec<u8> = Vec::with_capacity(end - HEADER_BYTES.min(end));
+    for &b in &bytes[HEADER_BYTES.min(end)..end] {
+        match b {
+            0 if lines.last().is_some_and(|&l| l != b'\n') => lines.push(b'\n'),
+            0 => {}
+            b => lines.push(b),
+        }
+    }
     Some(Reading { text: String::from_utf8_lossy(&lines).into_owned(), dropped, dropped_at })
 }
 
@@ -98,6 +107,8 @@ mod tests {
     fn lines_are_read_up_to_the_cursor_and_a_killed_writers_zeros_are_skipped() {
         let bytes = channel([MAGIC, 12, 0, 0], b"{\"a\":1}\n\0\0\0\n{\"never\":1}\n");
         assert_eq!(read(&bytes).unwrap().text, "{\"a\":1}\n\n");
+        let cut = channel([MAGIC, 20, 0, 0], b"{\"b\"\0\0\0{\"c\":2}\n");
+        assert_eq!(read(&cut).unwrap().text, "{\"b\"\n{\"c\":2}\n", "a cut line stays apart from the next");
     }
 
     #[test]

@@ -311,7 +311,8 @@ fn process(pid: u32, mut series: Series, judging: Judging) -> ProcessRecord {
         match analysis::estimate(&checkpoints, judging) {
             Ok(e) => {
                 notes.extend(e.notes);
-                notes.extend(in_flight_note(&e.in_flight));
+                // The probe set each thread's stack apart already.
+                notes.extend(crate::report::in_flight(&e.in_flight, " beyond its stack"));
                 record.per_thread = e.per_thread;
                 record.interval = e.interval;
                 record.limits = e.limits;
@@ -447,24 +448,6 @@ fn sites(series: &Series) -> Vec<(SiteRecord, evidence::Growth)> {
         out.push((site, judged.growth));
     }
     out
-}
-
-/// What threads in flight were found to hold and set apart, as a sentence.
-fn in_flight_note(found: &[(String, String, f64)]) -> Option<String> {
-    let mut parts = Vec::new();
-    for who in ["live", "unjoined", "in flight"] {
-        let held: Vec<String> = found
-            .iter()
-            .filter(|(_, covariate, _)| covariate == who)
-            .map(|(counter, _, cost)| format!("{counter} {}", crate::report::delta(*cost)))
-            .collect();
-        if !held.is_empty() {
-            let whose =
-                if who == "live" { "each thread still running" } else { "each thread ended and not yet joined" };
-            parts.push(format!("{whose} held {} beyond its stack", held.join(", ")));
-        }
-    }
-    (!parts.is_empty()).then(|| format!("{}: set apart", parts.join("; ")))
 }
 
 /// Whether a process took enough censuses to be judged. One that did not (it ended fewer than 80 threads)
