@@ -333,11 +333,13 @@ pub fn adopt_orphans() -> bool {
     return false;
 }
 
-/// The processes whose parent is `parent` (empty where it cannot be read: only Linux here).
+/// The processes whose parent is `parent` (empty where it cannot be read: Linux and macOS here).
 pub fn children_of(parent: u32) -> Vec<u32> {
     #[cfg(target_os = "linux")]
     return linux::children_of(parent);
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    return mach::real::children_of(parent);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     {
         let _ = parent;
         Vec::new()
@@ -345,11 +347,13 @@ pub fn children_of(parent: u32) -> Vec<u32> {
 }
 
 /// This user's processes whose environment holds `entry` (`NAME=value`), but this one (empty where it
-/// cannot be read: only Linux here).
+/// cannot be read: Linux and macOS here).
 pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
     #[cfg(target_os = "linux")]
     return linux::processes_with_env(entry);
-    #[cfg(not(target_os = "linux"))]
+    #[cfg(target_os = "macos")]
+    return mach::real::processes_with_env(entry);
+    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
     {
         let _ = entry;
         Vec::new()

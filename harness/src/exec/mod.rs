@@ -228,18 +228,27 @@ pub fn watchdog(dir: &Path, mark: &OsStr) -> i32 {
             Err(_) => break,
         }
     }
+    kill_marked(mark.as_bytes());
+    let _ = std::fs::remove_dir_all(dir);
+    0
+}
+
+/// Kills every process but this one whose environment holds `mark`, until none is left (bounded; a
+/// process killed is no longer found, its environment gone with it): how many were killed.
+fn kill_marked(mark: &[u8]) -> usize {
+    let mut killed = std::collections::BTreeSet::new();
     for _ in 0..50 {
-        let marked = backend::processes_with_env(mark.as_bytes());
+        let marked = backend::processes_with_env(mark);
         if marked.is_empty() {
             break;
         }
         for pid in marked {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+            killed.insert(pid);
         }
         std::thread::sleep(Duration::from_millis(5));
     }
-    let _ = std::fs::remove_dir_all(dir);
-    0
+    killed.len()
 }
 
 /// `1 process`, `2 processes`.
@@ -327,15 +336,16 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
             true
         }
     };
-    let left = kill_descendants(keep);
+    let mut left = kill_descendants(keep);
+    if !adopted {
+        // Without a subreaper (macOS, or a Linux that refused it) an orphan is found by the run's mark.
+        left += kill_marked(&files.mark());
+    }
     if left > 0 {
         notes.push(format!(
             "{} the program left behind (orphaned or in sessions of their own) killed",
             count(left, "process", "processes")
         ));
-    }
-    if !adopted && cfg!(target_os = "linux") {
-        notes.push("this process could not become a subreaper: descendants that left the program's process group were found by the watchdog only".to_owned());
     }
 
     let reading = match read_channel(&files.samples) {
@@ -500,4 +510,36 @@ fn measure(
         }
     }
     created
+}
+
+// Linux only: on macOS `sleep` is a platform binary, whose environment the kernel may hide.
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_mark_finds_and_kills_every_process_that_carries_it_and_no_other() {
+        let mark = format!("THREADLEAK_TEST_MARK={}", std::process::id());
+        let start = |with_mark: bool| {
+            let mut command = Command::new("sleep");
+            command.arg("30");
+            if with_mark {
+                let (name, value) = mark.split_once('=').unwrap();
+                command.env(name, value);
+            }
+            command.spawn().unwrap()
+        };
+        let mut marked = [start(true), start(true)];
+        let mut unmarked = start(false);
+        assert_eq!(kill_marked(mark.as_bytes()), 2);
+        for child in &mut marked {
+            let status = child.wait().unwrap();
+            assert_eq!(std::os::unix::process::ExitStatusExt::signal(&status), Some(libc::SIGKILL));
+        }
+        assert!(unmarked.try_wait().unwrap().is_none(), "a process without the mark was killed");
+        unmarked.kill().unwrap();
+        unmarked.wait().unwrap();
+        // Once they are gone nothing carries it.
+        assert_eq!(kill_marked(mark.as_bytes()), 0);
+    }
 }

@@ -38,6 +38,13 @@ mach_types! {
     pub type task_special_port_t = i32;
 }
 
+mach_consts! {
+    /// sys/proc_info.h: `proc_listpids` lists the processes whose parent is `typeinfo`.
+    pub const PROC_PPID_ONLY: u32 = 6;
+    /// sys/proc_info.h: `proc_listpids` lists the processes whose effective uid is `typeinfo`.
+    pub const PROC_UID_ONLY: u32 = 4;
+}
+
 mach_structs! {
     /// mach_debug/ipc_info.h: the summary of a task's IPC space.
     pub struct ipc_info_space_basic_t {
@@ -148,4 +155,15 @@ borrowed_fns! {
     libc::pthread_main_np => fn pthread_main_np() -> i32;
     /// libproc.h
     libc::proc_pidinfo => fn proc_pidinfo(pid: i32, flavor: i32, arg: u64, buffer: *mut c_void, buffersize: i32) -> i32;
+    /// libproc.h
+    libc::proc_listpids => fn proc_listpids(kind: u32, typeinfo: u32, buffer: *mut c_void, buffersize: i32) -> i32;
+    /// sys/sysctl.h
+    libc::sysctl => fn sysctl(
+        name: *mut i32,
+        namelen: u32,
+        oldp: *mut c_void,
+        oldlenp: *mut usize,
+        newp: *mut c_void,
+        newlen: usize,
+    ) -> i32;
 }

@@ -5,7 +5,9 @@
 //! - `scenarios.rs`: the corpus's workloads that are not matrix cells (portable);
 //! - `sim.rs`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
 //! - `tracked.rs`: either of them, with the stack of every call that adds a reference recorded (sites);
-//! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`);
+//! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`), and the process listings
+//!   `exec`'s clean-up uses there;
+//! - `procargs.rs`: another process's environment, from the reply macOS gives (portable);
 //! - `kern_return.rs`, `port.rs`, `exception.rs`, `ffi.rs`: the C types, constants and functions declared
 //!   by hand, one module per header family, recorded for the ABI check (`abi.rs`).
 //!
@@ -18,6 +20,7 @@ pub mod exception;
 pub mod ffi;
 pub mod kern_return;
 pub mod port;
+pub mod procargs;
 #[cfg(target_os = "macos")]
 pub mod real;
 mod scenarios;

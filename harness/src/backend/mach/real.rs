@@ -62,6 +62,62 @@ pub fn thread_count(pid: u32) -> Option<u64> {
     u64::try_from(info.pti_threadnum).ok()
 }
 
+/// The pids `proc_listpids` lists for `kind` (a `PROC_*` filter of bsd/sys/proc_info.h) and `typeinfo`.
+/// Given no buffer, the kernel answers with room for its process count and 20 more; given one, it
+/// fills at most that and returns the bytes written (xnu-11417.121.6 `bsd/kern/proc_info.c`,
+/// `proc_listpids`; `libsyscall/wrappers/libproc/libproc.c` divides them by `sizeof(int)`).
+fn listed_pids(kind: u32, typeinfo: u32) -> Vec<u32> {
+    // SAFETY: a null buffer asks for the size only.
+    let room = unsafe { libc::proc_listpids(kind, typeinfo, ptr::null_mut(), 0) };
+    let Ok(room) = usize::try_from(room) else { return Vec::new() };
+    let mut pids: Vec<libc::c_int> = vec![0; room / std::mem::size_of::<libc::c_int>() + 64];
+    let size = libc::c_int::try_from(pids.len() * std::mem::size_of::<libc::c_int>()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `pids` is valid for writing `size` bytes.
+    let written = unsafe { libc::proc_listpids(kind, typeinfo, pids.as_mut_ptr().cast(), size) };
+    let Ok(written) = usize::try_from(written) else { return Vec::new() };
+    pids.truncate(written / std::mem::size_of::<libc::c_int>());
+    pids.into_iter().filter_map(|p| u32::try_from(p).ok()).filter(|&p| p != 0).collect()
+}
+
+/// The processes whose parent is `parent` (`PROC_PPID_ONLY`, as `proc_listchildpids` asks).
+pub fn children_of(parent: u32) -> Vec<u32> {
+    listed_pids(ffi::PROC_PPID_ONLY, parent)
+}
+
+/// This user's processes (`PROC_UID_ONLY`, by effective uid) but this one whose environment holds
+/// `entry` (`NAME=value`) exactly, read with `sysctl(KERN_PROCARGS2)` (see `procargs.rs`: a restricted
+/// process shows no environment while SIP is on).
+pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
+    let me = std::process::id();
+    // SAFETY: geteuid has no preconditions.
+    let uid = unsafe { libc::geteuid() };
+    // The reply holds at most `kern.argmax` bytes and the int before them; a larger buffer is refused
+    // (`sysctl_procargsx`: EINVAL past ARG_MAX).
+    let mut argmax: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>();
+    let mut mib = [libc::CTL_KERN, libc::KERN_ARGMAX];
+    // SAFETY: `mib` names two levels; `argmax` is valid for writing `len` bytes.
+    let got = unsafe { libc::sysctl(mib.as_mut_ptr(), 2, (&raw mut argmax).cast(), &mut len, ptr::null_mut(), 0) };
+    let Ok(argmax) = usize::try_from(argmax) else { return Vec::new() };
+    if got != 0 || argmax == 0 {
+        return Vec::new();
+    }
+    let mut reply = vec![0u8; argmax + std::mem::size_of::<libc::c_int>()];
+    listed_pids(ffi::PROC_UID_ONLY, uid)
+        .into_iter()
+        .filter(|&pid| pid != me)
+        .filter(|&pid| {
+            let Ok(pid_c) = libc::c_int::try_from(pid) else { return false };
+            let mut mib = [libc::CTL_KERN, libc::KERN_PROCARGS2, pid_c];
+            let mut len = reply.len();
+            // SAFETY: `mib` names three levels; `reply` is valid for writing `len` bytes.
+            let got =
+                unsafe { libc::sysctl(mib.as_mut_ptr(), 3, reply.as_mut_ptr().cast(), &mut len, ptr::null_mut(), 0) };
+            got == 0 && super::procargs::environment(&reply[..len.min(reply.len())]).any(|s| s == entry)
+        })
+        .collect()
+}
+
 /// Whether the calling thread is the main thread: `pthread_main_np` (libpthread-539 `src/pthread.c`,
 /// `pthread_self() == main_thread()`).
 pub fn on_main_thread() -> bool {
