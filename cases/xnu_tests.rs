@@ -4,7 +4,7 @@
 //! (`macos_kernel_agrees`), so the first Mac run checks the kernel against Apple's expectations as well.
 //!
 //! The tests run as an ordinary task with guard delivery off (`mach_port_mod_refs.c` clears
-//! `TASK_EXC_GUARD_MP_DELIVER` at its line 30), which is the model's default third-party task.
+//! `TASK_EXC_GUARD_MP_DELIVER` at its lines 28-29, and asserts the call at 30), which is the model's default third-party task.
 //!
 //! Assertions no case here restates, and why:
 //! - `mach_port_mod_refs.c:27, 30, 95`: `task_get/set_exc_guard_behavior`; the model's task is chosen

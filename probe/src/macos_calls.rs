@@ -116,8 +116,11 @@ replace! {
     }
     fn probe_task_threads = mach2::task::task_threads, "task_threads"
         (task: mach_port_t, list: *mut *mut thread_act_t, count: *mut mach_msg_type_number_t) -> kern_return_t, |result, index| {
-        if result == KERN_SUCCESS && !list.is_null() && !count.is_null() {
-            // SAFETY: on success the call wrote an array of `*count` names the caller now owns.
+        // A task with no threads (one that is ending, asked for from outside) gives a null array and a
+        // count of 0 (xnu-11417.121.6 osfmk/kern/task.c:3930-3935): no slice is made of that.
+        // SAFETY: `list` and `count` are the caller's, checked non-null, and written by the call on success.
+        if result == KERN_SUCCESS && !list.is_null() && !count.is_null() && unsafe { !(*list).is_null() && *count > 0 } {
+            // SAFETY: on success the call wrote an array of `*count` names the caller now owns (non-null).
             let names = unsafe { std::slice::from_raw_parts(*list, *count as usize) };
             for &name in names {
                 made(index, name);

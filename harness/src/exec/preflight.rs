@@ -6,13 +6,15 @@
 //!   library's loader (musl's `ld-musl-*`) or another class or machine than this build's cannot load a
 //!   probe built for this one; a setuid or setgid program runs in the loader's secure-execution mode,
 //!   which ignores `LD_PRELOAD` (glibc `elf/rtld.c`, `__libc_enable_secure`).
-//! - Mach-O (macOS): dyld ignores `DYLD_INSERT_LIBRARIES` for restricted programs (a `__RESTRICT`
-//!   segment, the `CS_RESTRICT` flag), for programs in SIP-protected places (`/System`, `/usr` but
+//! - Mach-O (macOS): dyld ignores `DYLD_INSERT_LIBRARIES` for restricted programs (a `__restrict`
+//!   section in a `__RESTRICT` segment, the `CS_RESTRICT` flag), for programs in SIP-protected places (`/System`, `/usr` but
 //!   `/usr/local`, `/bin`, `/sbin`), whose environment is stripped of `DYLD_*` for every program they
 //!   start too, and for hardened-runtime programs (`CS_RUNTIME` in the code directory) unless entitled
 //!   with `com.apple.security.cs.allow-dyld-environment-variables` (and, for an unsigned probe,
 //!   `com.apple.security.cs.disable-library-validation`). The flags are read from the code signature
 //!   (`LC_CODE_SIGNATURE`: a SuperBlob holding CodeDirectory and entitlements blobs, all big-endian).
+//!   A FairPlay-encrypted program is left to run ("unknown"): dyld asks AMFI about it, whose rules are
+//!   not public.
 //! - A script (`#!`) is judged by its interpreter (through `env`), to a bounded depth.
 //!
 //! Everything read is untrusted: every offset is bounds-checked and a file that does not parse is left
@@ -324,8 +326,10 @@ const CS_RUNTIME: u32 = 0x10000;
 /// What a Mach-O says of itself that decides whether dyld honours `DYLD_INSERT_LIBRARIES`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct MachoInfo {
-    /// A `__RESTRICT` segment.
+    /// A `__RESTRICT` segment holding a `__restrict` section.
     restrict_segment: bool,
+    /// FairPlay-encrypted (`LC_ENCRYPTION_INFO(_64)` with `cryptid` 1: an App Store build).
+    encrypted: bool,
     /// Code-directory flags (`CS_*`), OR-ed over every code directory.
     cs_flags: u32,
     allow_dyld_environment: bool,
@@ -385,8 +389,21 @@ fn macho(header: &[u8], read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<
         let (cmd, size) = (le32(header, at)?, le32(header, at.checked_add(4)?)? as usize);
         const LC_SEGMENT_64: u32 = 0x19;
         const LC_CODE_SIGNATURE: u32 = 0x1d;
-        if cmd == LC_SEGMENT_64 && header.get(at + 8..at + 18) == Some(b"__RESTRICT") {
-            info.restrict_segment = true;
+        const LC_ENCRYPTION_INFO: u32 = 0x21;
+        const LC_ENCRYPTION_INFO_64: u32 = 0x2c;
+        // dyld's test is a `__RESTRICT` segment with a `__restrict` section (dyld-1231.3
+        // common/MachOFile.cpp:1709-1719, `MachOFile::isRestricted`): names are 16 bytes, NUL-padded.
+        if cmd == LC_SEGMENT_64 && header.get(at + 8..at + 24).is_some_and(|n| n == name16(b"__RESTRICT")) {
+            let sections = le32(header, at + 64)?.min(256) as usize;
+            info.restrict_segment |= (0..sections).any(|i| {
+                let sect = at + 72 + i * 80;
+                header.get(sect..sect + 16).is_some_and(|n| n == name16(b"__restrict"))
+            });
+        }
+        // `MachOFile::isFairPlayEncrypted` (MachOFile.cpp:2598-2610): `cryptid` 1, after `cmd`, `cmdsize`,
+        // `cryptoff` and `cryptsize`.
+        if matches!(cmd, LC_ENCRYPTION_INFO | LC_ENCRYPTION_INFO_64) && le32(header, at + 16) == Some(1) {
+            info.encrypted = true;
         }
         if cmd == LC_CODE_SIGNATURE {
             let (offset, len) = (le32(header, at + 8)?, le32(header, at + 12)? as usize);
@@ -400,6 +417,13 @@ fn macho(header: &[u8], read: impl Fn(u64, usize) -> Option<Vec<u8>>) -> Option<
         at = at.checked_add(size)?;
     }
     Some(info)
+}
+
+/// A Mach-O segment or section name as the load commands hold it: 16 bytes, NUL-padded.
+fn name16(name: &[u8]) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..name.len()].copy_from_slice(name);
+    out
 }
 
 /// Reads a SuperBlob (`0xfade0cc0`): the flags of each CodeDirectory (`0xfade0c02`) and the entitlements
@@ -466,7 +490,7 @@ fn macho_info_verdict(path: &Path, info: &MachoInfo) -> Preflight {
     let p = path.display();
     if info.restrict_segment || info.cs_flags & CS_RESTRICT != 0 {
         return Preflight::Refused(format!(
-            "{p} is restricted (a __RESTRICT segment or CS_RESTRICT): dyld ignores DYLD_* variables for it"
+            "{p} is restricted (a __RESTRICT,__restrict section or CS_RESTRICT): dyld ignores DYLD_* variables for it"
         ));
     }
     if info.cs_flags & CS_RUNTIME != 0 {
@@ -482,6 +506,14 @@ fn macho_info_verdict(path: &Path, info: &MachoInfo) -> Preflight {
                  signed by the program's team (com.apple.security.cs.disable-library-validation is not granted)"
             ));
         }
+    }
+    if info.encrypted {
+        // dyld passes it to AMFI's policy as AMFI_DYLD_INPUT_PROC_IS_ENCRYPTED (dyld-1231.3
+        // dyld/DyldDelegates.cpp:145-146), whose answer is not in any public source.
+        return Preflight::Unknown(format!(
+            "{p} is FairPlay-encrypted (an App Store build): dyld asks AMFI, whose rules are not public, whether it \
+             may take DYLD_* variables"
+        ));
     }
     Preflight::Enters
 }
@@ -556,20 +588,41 @@ mod tests {
         assert!(reason(elf_verdict(p, &other)).contains("32-bit program"));
     }
 
-    /// A thin arm64 Mach-O header with a __RESTRICT segment (or not) and a code signature at `sig_offset`.
+    /// A segment command named `segment` with one section named `section`.
+    fn segment(segment: &[u8], section: &[u8]) -> Vec<u8> {
+        let mut seg = vec![0u8; 72 + 80];
+        seg[..4].copy_from_slice(&0x19u32.to_le_bytes());
+        seg[4..8].copy_from_slice(&(72u32 + 80).to_le_bytes());
+        seg[8..8 + segment.len()].copy_from_slice(segment);
+        seg[64..68].copy_from_slice(&1u32.to_le_bytes());
+        seg[72..72 + section.len()].copy_from_slice(section);
+        seg[88..88 + segment.len()].copy_from_slice(segment);
+        seg
+    }
+
+    /// An `LC_ENCRYPTION_INFO_64` with `cryptid`.
+    fn encryption(cryptid: u32) -> Vec<u8> {
+        let mut cmd = vec![0u8; 24];
+        cmd[..4].copy_from_slice(&0x2cu32.to_le_bytes());
+        cmd[4..8].copy_from_slice(&24u32.to_le_bytes());
+        cmd[8..12].copy_from_slice(&0x4000u32.to_le_bytes());
+        cmd[12..16].copy_from_slice(&0x8000u32.to_le_bytes());
+        cmd[16..20].copy_from_slice(&cryptid.to_le_bytes());
+        cmd
+    }
+
+    /// A thin arm64 Mach-O header with a __RESTRICT,__restrict section (or not) and a code signature at
+    /// `sig_offset`.
     fn macho64(restrict: bool, signature: Option<(u32, u32)>) -> Vec<u8> {
+        let extra = if restrict { vec![segment(b"__RESTRICT", b"__restrict")] } else { Vec::new() };
+        macho64_with(extra, signature)
+    }
+
+    fn macho64_with(extra: Vec<Vec<u8>>, signature: Option<(u32, u32)>) -> Vec<u8> {
         let mut b = vec![0u8; 32];
         b[..4].copy_from_slice(&[0xcf, 0xfa, 0xed, 0xfe]);
-        let mut cmds: Vec<u8> = Vec::new();
-        let mut n = 0u32;
-        if restrict {
-            let mut seg = vec![0u8; 72];
-            seg[..4].copy_from_slice(&0x19u32.to_le_bytes());
-            seg[4..8].copy_from_slice(&72u32.to_le_bytes());
-            seg[8..18].copy_from_slice(b"__RESTRICT");
-            cmds.extend(seg);
-            n += 1;
-        }
+        let mut n = extra.len() as u32;
+        let mut cmds: Vec<u8> = extra.concat();
         if let Some((offset, len)) = signature {
             let mut sig = vec![0u8; 16];
             sig[..4].copy_from_slice(&0x1du32.to_le_bytes());
@@ -636,6 +689,29 @@ mod tests {
         let restricted = verdict(true, superblob(0, None));
         assert!(matches!(&restricted, Preflight::Refused(r) if r.contains("restricted")), "{restricted:?}");
         assert!(matches!(verdict(false, superblob(CS_RESTRICT, None)), Preflight::Refused(_)));
+    }
+
+    #[test]
+    fn only_dyld_s_own_restriction_refuses_and_encryption_is_left_to_run() {
+        let p = Path::new("/Users/me/prog");
+        let verdict = |extra: Vec<Vec<u8>>| {
+            let sig = superblob(0x2, None);
+            let header = macho64_with(extra, Some((4096, sig.len() as u32)));
+            macho_info_verdict(p, &macho(&header, read_from(sig)).unwrap())
+        };
+        assert!(matches!(verdict(vec![segment(b"__RESTRICT", b"__restrict")]), Preflight::Refused(_)));
+        // dyld wants both names exactly: a segment alone, another section, a longer name are not restricted.
+        for (seg, sect) in [
+            (&b"__RESTRICT"[..], &b"__data"[..]),
+            (b"__RESTRICTED", b"__restrict"),
+            (b"__RESTRICT", b"__restricted"),
+            (b"__TEXT", b"__restrict"),
+        ] {
+            assert_eq!(verdict(vec![segment(seg, sect)]), Preflight::Enters, "{seg:?} {sect:?}");
+        }
+        let encrypted = verdict(vec![encryption(1)]);
+        assert!(matches!(&encrypted, Preflight::Unknown(r) if r.contains("FairPlay")), "{encrypted:?}");
+        assert_eq!(verdict(vec![encryption(0)]), Preflight::Enters);
     }
 
     #[test]

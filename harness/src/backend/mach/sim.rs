@@ -140,8 +140,8 @@ enum JoinSemaphores {
     /// thread's one-slot cache, or a new `semaphore_create`) into `joiner_notify`, then clears the cache
     /// (src/pthread.c:1431-1438 in libpthread-218.60.3, :1312-1319 in -138.10.4, :1486-1493 in -301.50.1);
     /// the kernel only signals it (kern/kern_support.c); only `pthread_join` takes it, putting it in the
-    /// joiner's cache, where `os_put_cached_semaphore` destroys the one it displaces (libplatform
-    /// src/os/semaphore.c:53-58). `join_destroys`: libpthread-301's join first takes its own semaphore from
+    /// joiner's cache, where `os_put_cached_semaphore` destroys the one it displaces (libplatform-126.1.2
+    /// include/os/semaphore_private.h:68-76, through `_os_semaphore_dispose`, src/os/semaphore.c:53-58). `join_destroys`: libpthread-301's join first takes its own semaphore from
     /// the cache and puts it back last, destroying the thread's (src/pthread_cancelable.c:337, 382, 386-387);
     /// -138 and -218 keep the thread's (src/pthread_cancelable.c:274 in -218.60.3).
     Cached { join_destroys: bool },
@@ -610,8 +610,8 @@ impl State {
         }
     }
 
-    /// `os_get_cached_semaphore` on thread `t`: its cached semaphore, or a new one (libplatform
-    /// src/os/semaphore.c:40-50 in libplatform-126.1.2).
+    /// `os_get_cached_semaphore` on thread `t`: its cached semaphore, or a new one (libplatform-126.1.2
+    /// include/os/semaphore_private.h:55-64; the new one from `_os_semaphore_create`, src/os/semaphore.c:40-50).
     fn get_cached_semaphore(&mut self, t: ThreadId) -> mach_port_name_t {
         match self.threads[t].sem_cache.take() {
             Some(name) => name,
