@@ -282,14 +282,27 @@ impl Mach for Real {
     }
 
     fn spawn_idle_thread(&self) -> Result<(), i32> {
+        // It waits in `pause` (`sigsuspend`, Libc-1725.40.4 gen/FreeBSD/pause.c:48-54), which makes no
+        // port. Not `std::thread::park`: on Apple that is a dispatch semaphore (std's
+        // sys/sync/thread_parking/darwin.rs), whose Mach semaphore, a send right in this space, is made on
+        // its first blocking wait (libdispatch-1542.0.4 src/semaphore.c:113, src/shims/lock.c:80-109),
+        // at a moment the census after this call would race. And it returns once the thread runs, told
+        // through a mutex and condition variable (`Handshake`), which make no port either.
+        let started = std::sync::Arc::new(Handshake::default());
+        let tell = std::sync::Arc::clone(&started);
         std::thread::Builder::new()
             .name("idle".to_owned())
             .stack_size(64 << 10)
-            .spawn(|| loop {
-                std::thread::park();
+            .spawn(move || {
+                tell.signal();
+                loop {
+                    // SAFETY: pause has no preconditions; it returns after a caught signal.
+                    unsafe { libc::pause() };
+                }
             })
-            .map(drop)
-            .map_err(|e| e.raw_os_error().unwrap_or(libc::EAGAIN))
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::EAGAIN))?;
+        started.wait();
+        Ok(())
     }
 
     fn mach_port_allocate(&self, right: mach_port_right_t) -> KernResult<mach_port_name_t> {
