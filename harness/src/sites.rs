@@ -92,17 +92,46 @@ type ObjectFacts = (u64, Option<Vec<u8>>, Vec<(u64, u64, String)>);
 
 /// An object file's link address of its first loaded segment, its build id and its function symbols
 /// with their sizes (static and dynamic tables).
+///
+/// Mach-O symbols have no size (`nlist_64` holds none; object's `MachOSymbol::size` is 0): each is
+/// sized up to the next function symbol of its section, or the section's end, and named without the C
+/// prefix `_`. ELF symbols keep their
+/// own sizes, and one without a size is left out: in a stripped library the next symbol can lie past
+/// internal functions that are not its own.
 fn facts(object: &object::File<'_>) -> ObjectFacts {
-    use object::{Object as _, ObjectSegment as _, ObjectSymbol as _};
+    use object::{Object as _, ObjectSection as _, ObjectSegment as _, ObjectSymbol as _};
     let base = object.segments().filter(|s| s.file_range().1 > 0).map(|s| s.address()).min().unwrap_or(0) & !0xfff;
     let build_id = object.build_id().ok().flatten().map(<[u8]>::to_vec);
-    let symbols = object
+    let mut symbols: Vec<(u64, u64, String, Option<object::SectionIndex>)> = object
         .symbols()
         .chain(object.dynamic_symbols())
-        .filter(|s| s.kind() == object::SymbolKind::Text && s.size() > 0)
-        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
+        .filter(|s| s.kind() == object::SymbolKind::Text)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned(), s.section_index())))
         .collect();
-    (base, build_id, symbols)
+    if object.format() == object::BinaryFormat::MachO {
+        // A Mach-O symbol of a C-level name carries the C prefix `_`; one without it is an
+        // assembler-local label (`ltmp0` at a section's start), which would hide the function it sits on.
+        symbols.retain_mut(|s| match s.2.strip_prefix('_') {
+            Some(name) => {
+                s.2 = name.to_owned();
+                true
+            }
+            None => false,
+        });
+        symbols.sort_by_key(|s| s.0);
+        let starts: Vec<u64> = symbols.iter().map(|s| s.0).collect();
+        for symbol in symbols.iter_mut().filter(|s| s.1 == 0) {
+            let start = symbol.0;
+            let section_end = symbol
+                .3
+                .and_then(|i| object.section_by_index(i).ok())
+                .map_or(start, |sect| sect.address().saturating_add(sect.size()));
+            // Sections do not overlap: a next symbol of another section lies past this one's end.
+            let next = starts.get(starts.partition_point(|&at| at <= start)).copied().unwrap_or(section_end);
+            symbol.1 = next.min(section_end).saturating_sub(start);
+        }
+    }
+    (base, build_id, symbols.into_iter().filter(|s| s.1 > 0).map(|(at, size, name, _)| (at, size, name)).collect())
 }
 
 /// The DWARF of an object file, its sections copied out (a compressed one is left out), or `None` when
@@ -524,6 +553,29 @@ mod tests {
         ] {
             assert_eq!(short_rust_name(long), short);
         }
+    }
+
+    #[test]
+    fn mach_o_functions_are_sized_by_the_next_symbol_and_their_section() {
+        use object::{Object as _, ObjectSection as _};
+        // fixtures/macho-symbols.c, built for arm64 macOS with zig (the command is in the file).
+        let bytes = include_bytes!("../../fixtures/macho-symbols.aarch64.o");
+        let object = object::File::parse(&bytes[..]).unwrap();
+        let (_, _, mut symbols) = facts(&object);
+        symbols.sort();
+        let names: Vec<&str> = symbols.iter().map(|s| s.2.as_str()).collect();
+        assert_eq!(names, ["first", "second", "third"]);
+        // Each ends where the next begins, and the last at the end of __text.
+        for pair in symbols.windows(2) {
+            assert_eq!(pair[0].0 + pair[0].1, pair[1].0, "{symbols:?}");
+        }
+        let text = object.section_by_name("__text").unwrap();
+        let last = symbols.last().unwrap();
+        assert_eq!(last.0 + last.1, text.address() + text.size());
+        let module = Module { context: None, base: 0, symbols: symbols.clone() };
+        assert_eq!(module.symbol(symbols[0].0), Some("first"));
+        assert_eq!(module.symbol(symbols[1].0 + 4), Some("second"));
+        assert_eq!(module.symbol(text.address() + text.size()), None);
     }
 
     #[test]
