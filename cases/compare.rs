@@ -109,8 +109,8 @@ fn compare_over_every_profile_names_the_release_that_changed_the_unjoined_cells(
         assert!(
             changes[1].contains(
                 "changed between xnu-4570 (macOS 10.13) and xnu-4903 (macOS 10.14): names +1 → 0, send +1 → 0, \
-                 urefs +1 → 0, leak → clean, by kind: names +1 → 0 (name with a send right), urefs +1 → 0 (on send \
-                 rights)"
+                 urefs +1 → 0, leak → clean, by kind: names +1 → 0 (name with a send right to a semaphore), urefs \
+                 +1 → 0 (on send rights to semaphores)"
             ),
             "{text}"
         );

@@ -39,7 +39,8 @@ use port::{
 };
 
 /// Kernel object types (`IKOT_*`) that [`Mach::mach_port_kobject`] answers and the inventory names:
-/// osfmk/kern/ipc_kobject.h:87-110 in xnu-11417.121.6, the same numbers from xnu-8792.41.9 on. The header
+/// osfmk/kern/ipc_kobject.h:87-110 in xnu-11417.121.6, the same numbers from xnu-1504.15.3 on (its
+/// ipc_kobject.h:90-113, where the thread's is named `IKOT_THREAD`). The header
 /// is the kernel's own, not the SDK's, so these are not in the ABI check.
 pub const IKOT_NONE: u32 = 0;
 pub const IKOT_THREAD_CONTROL: u32 = 1;
@@ -133,8 +134,8 @@ pub trait Mach: Sync {
     fn mach_port_type(&self, name: mach_port_name_t) -> KernResult<mach_port_type_t>;
 
     /// `mach_port_kobject(mach_task_self(), name, &type, &addr)`: the kernel object type (`IKOT_*`) of the
-    /// port a send or receive right names. Release kernels answer an ordinary task from xnu-8792.41.9
-    /// (macOS 13; osfmk/ipc/mach_debug.c:421-533 there); before, `KERN_FAILURE` (`#if !MACH_IPC_DEBUG`).
+    /// port a send or receive right names. Release kernels answer an ordinary task in every era
+    /// covered (they are configured with `MACH_IPC_DEBUG`; see `sim.rs`, `mach_port_kobject`).
     fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32>;
 
     /// `mach_port_names(mach_task_self(), ...)`: every name in the task's space with its type.

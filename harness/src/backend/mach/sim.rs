@@ -200,10 +200,6 @@ struct Rules {
     exception_flags: exception_behavior_t,
     /// The C library's semaphores for joiners.
     join_semaphores: JoinSemaphores,
-    /// `mach_port_kobject` answers an ordinary task with the kernel object type (from xnu-8792.41.9,
-    /// osfmk/ipc/mach_debug.c:421-533 there); before, it is `KERN_FAILURE` on release kernels (`#if
-    /// !MACH_IPC_DEBUG`, mach_debug.c:514-522 in xnu-8020.140.41).
-    kobject_types: bool,
     /// A thread that is terminating (its port not yet dead) comes back from `task_threads` as
     /// `MACH_PORT_NULL` (from xnu-7195.101.1, `thread->ipc_active`: osfmk/kern/ipc_tt.c:4000-4020 in
     /// xnu-11417.121.6); before, as a send right to its port (`convert_thread_to_port`, ipc_tt.c:2145 in
@@ -258,10 +254,8 @@ impl Profile {
             exception_flags: CODES | 1 << 30 | 1 << 29,
             join_semaphores: JoinSemaphores::None,
             terminating_threads_null: true,
-            kobject_types: true,
         };
         let mojave = Rules {
-            kobject_types: false,
             guards: Guards::Undelivered,
             max_behavior: 3,
             exception_flags: CODES,
@@ -295,7 +289,7 @@ type ThreadId = usize;
 struct Port {
     active: bool,
     /// The kernel object it stands for (`IKOT_*`, osfmk/kern/ipc_kobject.h: the same numbers from
-    /// xnu-8792.41.9 to xnu-11417.121.6), `IKOT_NONE` for a port of the task's own.
+    /// xnu-1504.15.3 to xnu-11417.121.6), `IKOT_NONE` for a port of the task's own.
     kobject: u32,
 }
 
@@ -1114,13 +1108,16 @@ impl Mach for Sim {
         Ok(state.entries[&name].bits)
     }
 
-    /// `mach_port_kobject_description` (osfmk/ipc/mach_debug.c in xnu-11417.121.6): `KERN_INVALID_NAME` for
-    /// no entry, `KERN_INVALID_RIGHT` for a name without a send or receive right (a dead name).
+    /// `mach_port_kobject_description` (osfmk/ipc/mach_debug.c:483-491 in xnu-11417.121.6; `mach_port_kobject`,
+    /// mach_debug.c:528-546 in xnu-1504.15.3): `KERN_INVALID_NAME` for no entry, `KERN_INVALID_RIGHT` for a
+    /// name without a send or receive right (a dead name), the same in every profile. Release kernels
+    /// answer it in every era: its `#if !MACH_IPC_DEBUG` stub (`KERN_FAILURE`) is left out of them, as the
+    /// option is configured in (`options MACH_IPC_DEBUG`, osfmk/conf/MASTER:97 in xnu-1504.15.3; `ipc_debug`
+    /// in `MACH_BASE`, hence `MACH_RELEASE`, config/MASTER.x86_64:44-45 in xnu-3248.60.10 and
+    /// config/MASTER.x86_64:55-56 and MASTER.arm64.MacOSX:60-61 in xnu-8020.140.41), and xnu-8792.41.9
+    /// dropped the `#if`. The `IKOT_*` numbers used are the same from xnu-1504 (osfmk/kern/ipc_kobject.h).
     fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32> {
         let mut state = self.enter()?;
-        if !state.rules.kobject_types {
-            return Err(KERN_FAILURE);
-        }
         if !state.entries.contains_key(&name) {
             return Err(KERN_INVALID_NAME);
         }
@@ -1635,7 +1632,7 @@ mod tests {
     }
 
     #[test]
-    fn kernel_object_types_are_told_from_xnu_8792_only() {
+    fn kernel_object_types_are_told_in_every_era() {
         let sim = Sim::new(Profile::Xnu11417, 0);
         let me = sim.pthread_mach_thread_np_self();
         let host = sim.mach_host_self();
@@ -1646,9 +1643,14 @@ mod tests {
         assert_eq!(sim.mach_port_kobject(port), Ok(IKOT_NONE));
         assert_eq!(sim.mach_port_kobject(dead), Err(KERN_INVALID_RIGHT));
         assert_eq!(sim.mach_port_kobject(0x7777_7703), Err(KERN_INVALID_NAME));
-        for profile in [Profile::Xnu1504, Profile::Xnu4903] {
+        for &profile in Profile::ALL {
             let sim = Sim::new(profile, 0);
-            assert_eq!(sim.mach_port_kobject(sim.pthread_mach_thread_np_self()), Err(KERN_FAILURE), "{profile:?}");
+            assert_eq!(
+                sim.mach_port_kobject(sim.pthread_mach_thread_np_self()),
+                Ok(IKOT_THREAD_CONTROL),
+                "{profile:?}"
+            );
+            assert_eq!(sim.mach_port_kobject(sim.mach_host_self()), Ok(IKOT_HOST), "{profile:?}");
         }
     }
 

@@ -335,7 +335,7 @@ pub(crate) fn name_kind<M: Mach>(api: &M, name: mach_port_name_t, t: mach_port_t
 
 /// The task's names by what they hold (`names`, `dead name`), and the user references on send rights and
 /// on dead names (`urefs`, `on dead names`): what a census counts, told apart. What a port stands for (a
-/// thread, the host) is said where `mach_port_kobject` tells it: from xnu-8792.41.9 (macOS 13) on.
+/// thread, the host) is said as `mach_port_kobject` tells it, which release kernels do in every era.
 pub fn inventory<M: Mach>(api: &M) -> Result<Inventory, CallError> {
     let mut out = Inventory::new();
     for (name, t) in kr("mach_port_names (inventory)", api.mach_port_names())? {
