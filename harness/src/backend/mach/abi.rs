@@ -155,7 +155,7 @@ pub fn c_type(rust: &str) -> String {
         "i64" => "int64_t",
         "usize" => "uintptr_t",
         "isize" => "intptr_t",
-        "c_void" => "void",
+        "c_void" | "()" => "void",
         other => other,
     }
     .to_owned()
@@ -291,6 +291,9 @@ mod tests {
             "proc_pidinfo",
             "proc_listpids",
             "sysctl",
+            "mig_get_reply_port",
+            "mig_dealloc_reply_port",
+            "pthread_getspecific",
         ] {
             assert!(names.contains(&f), "{f} missing from {names:?}");
         }

@@ -8,7 +8,7 @@ use super::port::{mach_port_name_t, mach_port_right_t, mach_port_t, mach_port_ty
 #[allow(unused_imports)] // only the macOS checks of BORROWED name these
 use {
     super::port::{mach_msg_type_name_t, mach_port_delta_t},
-    libc::{c_void, pthread_t},
+    libc::{c_void, pthread_key_t, pthread_t},
 };
 
 mach_types! {
@@ -37,6 +37,10 @@ mach_types! {
     /// mach/task_special_ports.h
     pub type task_special_port_t = i32;
 }
+
+/// The thread-specific slot of the MIG reply port, private to libsystem (so not in the SDK's headers
+/// and not in the ABI check): libsyscall/os/tsd.h:38 in xnu-11417.121.6, :40 in xnu-3248.60.10.
+pub const TSD_MIG_REPLY: libc::pthread_key_t = 2;
 
 mach_consts! {
     /// sys/proc_info.h: `proc_listpids` lists the processes whose parent is `typeinfo`.
@@ -157,6 +161,12 @@ borrowed_fns! {
     libc::proc_pidinfo => fn proc_pidinfo(pid: i32, flavor: i32, arg: u64, buffer: *mut c_void, buffersize: i32) -> i32;
     /// libproc.h
     libc::proc_listpids => fn proc_listpids(kind: u32, typeinfo: u32, buffer: *mut c_void, buffersize: i32) -> i32;
+    /// mach/mach_init.h: the calling thread's MIG reply port, made if it has none.
+    mach2::mig::mig_get_reply_port => fn mig_get_reply_port() -> mach_port_t;
+    /// mach/mach_init.h: destroys the calling thread's MIG reply port.
+    mach2::mig::mig_dealloc_reply_port => fn mig_dealloc_reply_port(reply_port: mach_port_t) -> ();
+    /// pthread.h: the calling thread's value in slot `key`.
+    libc::pthread_getspecific => fn pthread_getspecific(key: pthread_key_t) -> *mut c_void;
     /// sys/sysctl.h
     libc::sysctl => fn sysctl(
         name: *mut i32,

@@ -138,6 +138,16 @@ pub trait Mach: Sync {
     /// covered (they are configured with `MACH_IPC_DEBUG`; see `sim.rs`, `mach_port_kobject`).
     fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32>;
 
+    /// Whether the calling thread has a MIG reply port: the receive right its first MIG call makes and
+    /// keeps in the thread's `__TSD_MIG_REPLY` slot (libsyscall/mach/mig_reply_port.c:59-75 and
+    /// libsyscall/os/tsd.h:38 in xnu-11417.121.6) until the thread ends (libpthread-330.201.1
+    /// src/pthread.c:742-743). The model makes none: there, always true.
+    fn has_reply_port(&self) -> bool;
+
+    /// `mig_dealloc_reply_port(mig_get_reply_port())`: destroys the calling thread's reply port and
+    /// clears its slot (mig_reply_port.c:81-94), so that the thread's next MIG call makes a new one.
+    fn drop_reply_port(&self);
+
     /// `mach_port_names(mach_task_self(), ...)`: every name in the task's space with its type.
     fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>>;
 

@@ -358,6 +358,18 @@ impl Mach for Real {
         Ok(kind)
     }
 
+    fn has_reply_port(&self) -> bool {
+        // SAFETY: pthread_getspecific reads the calling thread's slot `key`, any slot, the reserved ones
+        // included (`_pthread_getspecific_direct`, libpthread-539 src/pthread_tsd.c:255-258).
+        !unsafe { libc::pthread_getspecific(ffi::TSD_MIG_REPLY) }.is_null()
+    }
+
+    fn drop_reply_port(&self) {
+        // SAFETY: gives back this thread's own reply port; passed the port itself, the call deallocates
+        // nothing else (mig_reply_port.c:85-91).
+        unsafe { mach2::mig::mig_dealloc_reply_port(mach2::mig::mig_get_reply_port()) }
+    }
+
     fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>> {
         let (mut names, mut types) = (ptr::null_mut::<mach_port_name_t>(), ptr::null_mut::<mach_port_type_t>());
         let (mut names_count, mut types_count) = (0, 0);

@@ -1129,6 +1129,13 @@ impl Mach for Sim {
         Ok(state.ports[e.port].kobject)
     }
 
+    /// The model's calls make no MIG reply port: as if the thread had one already.
+    fn has_reply_port(&self) -> bool {
+        true
+    }
+
+    fn drop_reply_port(&self) {}
+
     fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>> {
         let state = self.enter()?;
         Ok(state.entries.iter().map(|(&name, e)| (name, state.reported_type(e))).collect())

@@ -209,6 +209,14 @@ impl<M: Mach> Mach for Tracked<M> {
         self.inner.mach_port_names()
     }
 
+    fn has_reply_port(&self) -> bool {
+        self.inner.has_reply_port()
+    }
+
+    fn drop_reply_port(&self) {
+        self.inner.drop_reply_port()
+    }
+
     #[track_caller]
     fn thread_swap_exception_ports(
         &self,

@@ -275,11 +275,6 @@ pub(crate) fn censuses_agree<M: Mach>(api: &M, started: std::time::Instant) -> R
     }
 }
 
-thread_local! {
-    /// Whether this thread has made the MIG call that gives it a reply port.
-    static MIG_REPLY_PORT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
 /// What a name holds, as the inventory names it: its rights, or a dead name; `to` says what the port
 /// stands for, where the kernel tells it.
 fn right_kind(t: mach_port_type_t, to: Option<(&str, &str)>) -> String {
@@ -362,15 +357,22 @@ pub fn inventory<M: Mach>(api: &M) -> Result<Inventory, CallError> {
 
 /// Reads `names send receive send_once port_set dead urefs` of the task into `out`.
 ///
-/// `mach_port_names` is a MIG call: a thread's first MIG call allocates the thread's reply port, a
-/// receive right in this task kept until the thread ends (`mig_get_reply_port`,
-/// libsyscall/mach/mig_reply_port.c). Made by the counted call, it would be counted as the program's
-/// (+1 names, +1 receive). So a thread's first census makes one uncounted call first.
+/// `mach_port_names` is a MIG call: a thread's first MIG call makes the thread's reply port, a receive
+/// right in this task kept until the thread ends ([`Mach::has_reply_port`]). So every census counts
+/// one reply port, the calling thread's, whether the thread had it or the census made it; one the
+/// census made is given back after, so that censuses taken on different threads (the probe's, on
+/// whichever thread is ending or joining) neither leave ports behind nor count each other's.
 pub fn census<M: Mach>(api: &M, out: &mut [i64]) -> Result<(), CallError> {
-    if !MIG_REPLY_PORT.get() {
-        kr("mach_port_names (warm-up)", api.mach_port_names())?;
-        MIG_REPLY_PORT.set(true);
+    let made = !api.has_reply_port();
+    let counted = count(api, out);
+    if made {
+        api.drop_reply_port();
     }
+    counted
+}
+
+/// The census itself: see [`census`].
+fn count<M: Mach>(api: &M, out: &mut [i64]) -> Result<(), CallError> {
     let names = kr("mach_port_names", api.mach_port_names())?;
     let mut counts = [0i64; 7];
     counts[0] = names.len() as i64;
