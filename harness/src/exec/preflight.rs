@@ -14,7 +14,9 @@
 //!   `com.apple.security.cs.disable-library-validation`). The flags are read from the code signature
 //!   (`LC_CODE_SIGNATURE`: a SuperBlob holding CodeDirectory and entitlements blobs, all big-endian).
 //!   A FairPlay-encrypted program is left to run ("unknown"): dyld asks AMFI about it, whose rules are
-//!   not public.
+//!   not public. A program with no slice of the probe's architecture (an Intel-only program on an
+//!   arm64 Mac, which Rosetta would run) is refused: dyld stops a program whose inserted library it
+//!   cannot load (dyld-1231.3 dyld/dyldMain.cpp:632-635).
 //! - A script (`#!`) is judged by its interpreter (through `env`), to a bounded depth.
 //!
 //! Everything read is untrusted: every offset is bounds-checked and a file that does not parse is left
@@ -352,27 +354,41 @@ fn le32(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
 }
 
-/// The offset of the slice of a (possibly universal) Mach-O file for `cputype`.
-fn macho_slice(head: &[u8], cputype: u32) -> Option<u64> {
+/// The slices of a thin or universal Mach-O file: each one's CPU type and offset; `None` when the header
+/// does not parse.
+fn macho_slices(head: &[u8]) -> Option<Vec<(u32, u64)>> {
     match head.get(..4)? {
-        [0xcf, 0xfa, 0xed, 0xfe] => Some(0),
+        [0xcf, 0xfa, 0xed, 0xfe] => Some(vec![(le32(head, 4)?, 0)]),
         [0xca, 0xfe, 0xba, magic] => {
             let wide = *magic == 0xbf;
             let count = be32(head, 4)?;
             let entry = if wide { 32 } else { 20 };
-            (0..count.min(64) as usize).find_map(|i| {
-                let at = 8 + i * entry;
-                if be32(head, at)? != cputype {
-                    return None;
-                }
-                if wide {
-                    Some(u64::from(be32(head, at + 8)?) << 32 | u64::from(be32(head, at + 12)?))
-                } else {
-                    be32(head, at + 8).map(u64::from)
-                }
-            })
+            (0..count.min(64) as usize)
+                .map(|i| {
+                    let at = 8 + i * entry;
+                    let offset = if wide {
+                        u64::from(be32(head, at + 8)?) << 32 | u64::from(be32(head, at + 12)?)
+                    } else {
+                        u64::from(be32(head, at + 8)?)
+                    };
+                    Some((be32(head, at)?, offset))
+                })
+                .collect()
         }
         _ => None,
+    }
+}
+
+/// A CPU type's name (mach/machine.h).
+fn cpu_name(cputype: u32) -> String {
+    match cputype {
+        0x0100_000c => "arm64".to_owned(),
+        0x0100_0007 => "x86_64".to_owned(),
+        0x0000_000c => "arm".to_owned(),
+        0x0000_0007 => "i386".to_owned(),
+        0x0100_0012 => "ppc64".to_owned(),
+        0x0000_0012 => "ppc".to_owned(),
+        other => format!("CPU type {other:#x}"),
     }
 }
 
@@ -470,8 +486,21 @@ fn macho_verdict(path: &Path, file: &std::fs::File, head: &[u8]) -> Preflight {
             path.display()
         ));
     }
-    let Some(slice) = macho_slice(head, own_cputype()) else {
-        return Preflight::Unknown(format!("{} has no slice for this machine's architecture", path.display()));
+    let Some(slices) = macho_slices(head) else {
+        return Preflight::Unknown(format!("{} is a Mach-O file whose header does not parse", path.display()));
+    };
+    let Some(&(_, slice)) = slices.iter().find(|&&(cpu, _)| cpu == own_cputype()) else {
+        // dyld stops a program whose inserted library it cannot load (dyld-1231.3 dyld/dyldMain.cpp:632-635):
+        // run, it would die at launch.
+        let has: Vec<String> = slices.iter().map(|&(cpu, _)| cpu_name(cpu)).collect();
+        return Preflight::Refused(format!(
+            "{} has no {} slice (it has {}), and the probe is built for {} only: dyld would stop it at launch, \
+             unable to load the probe",
+            path.display(),
+            cpu_name(own_cputype()),
+            has.join(", "),
+            cpu_name(own_cputype())
+        ));
     };
     let read = |offset: u64, len: usize| {
         let mut buf = vec![0u8; len];
@@ -715,6 +744,25 @@ mod tests {
     }
 
     #[test]
+    fn a_mach_o_without_the_probe_s_architecture_is_refused_not_left_to_die_at_launch() {
+        let dir = tempfile::tempdir().unwrap();
+        let verdict = |cputype: u32| {
+            let mut header = macho64(false, None);
+            header[4..8].copy_from_slice(&cputype.to_le_bytes());
+            let path = dir.path().join("prog");
+            std::fs::write(&path, &header).unwrap();
+            macho_verdict(&path, &std::fs::File::open(&path).unwrap(), &header)
+        };
+        let other = if own_cputype() == 0x0100_000c { 0x0100_0007 } else { 0x0100_000c };
+        let refused = verdict(other);
+        assert!(
+            matches!(&refused, Preflight::Refused(r) if r.contains(&format!("has no {} slice (it has {})", cpu_name(own_cputype()), cpu_name(other)))),
+            "{refused:?}"
+        );
+        assert_eq!(verdict(own_cputype()), Preflight::Enters);
+    }
+
+    #[test]
     fn hostile_mach_o_headers_are_unknown_not_refused() {
         let sig = superblob(CS_RUNTIME, None);
         let header = macho64(false, Some((4096, sig.len() as u32)));
@@ -734,8 +782,8 @@ mod tests {
             fat.extend(0u32.to_be_bytes());
             fat.extend(0u32.to_be_bytes());
         }
-        assert_eq!(macho_slice(&fat, 0x0100_000c), Some(0x8000));
-        assert_eq!(macho_slice(&fat, 0x0100_0012), None);
+        assert_eq!(macho_slices(&fat), Some(vec![(0x0100_0007, 0x4000), (0x0100_000c, 0x8000)]));
+        assert_eq!(macho_slices(&fat[..30]), None);
     }
 
     #[test]
