@@ -65,6 +65,19 @@ fn usage_errors_name_what_is_wrong_and_exit_2() {
 }
 
 #[test]
+fn run_help_lists_every_profile_of_the_model_with_its_release() {
+    let out = threadleak(&["run", "--help"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let help = String::from_utf8(out.stdout).unwrap();
+    for profile in threadleak::backend::mach::sim::Profile::ALL {
+        let line = format!("- {}:", profile.name());
+        let at = help.find(&line).unwrap_or_else(|| panic!("{line} missing from:\n{help}"));
+        assert!(help[at..].lines().next().unwrap().ends_with(&format!("macOS {}", profile.macos())), "{help}");
+    }
+    assert!(help.contains("- all:"), "{help}");
+}
+
+#[test]
 fn scenarios_lists_the_corpus_with_units_sources_and_why_not_on_linux() {
     let out = threadleak(&["scenarios"]);
     assert!(out.status.success());

@@ -129,7 +129,7 @@ struct BackendArgs {
     #[arg(long, value_enum)]
     backend: Option<BackendName>,
     /// mach-sim: whose rules the model follows; `all` (run only) writes one record per profile.
-    #[arg(long, value_name = "PROFILE", value_parser = parse_profile)]
+    #[arg(long, value_name = "PROFILE", value_parser = ProfileParser)]
     profile: Option<ProfileChoice>,
     /// mach-sim: model clock steps before a dead thread's port is released, and again before it dies
     /// (0: at once). The settle step waits them out.
@@ -146,6 +146,32 @@ struct BackendArgs {
 enum ProfileChoice {
     One(Profile),
     All,
+}
+
+/// Parses `--profile`, and lists the profiles in `--help`.
+#[derive(Clone, Copy)]
+struct ProfileParser;
+
+impl clap::builder::TypedValueParser for ProfileParser {
+    type Value = ProfileChoice;
+
+    fn parse_ref(
+        &self,
+        cmd: &clap::Command,
+        _arg: Option<&clap::Arg>,
+        value: &std::ffi::OsStr,
+    ) -> Result<ProfileChoice, clap::Error> {
+        parse_profile(&value.to_string_lossy())
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::InvalidValue, format!("{e}\n")).with_cmd(cmd))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = clap::builder::PossibleValue> + '_>> {
+        let one = Profile::ALL
+            .iter()
+            .map(|p| clap::builder::PossibleValue::new(p.name()).help(format!("the sources of macOS {}", p.macos())));
+        let all = clap::builder::PossibleValue::new("all").help("every profile, a record each (`run` only)");
+        Some(Box::new(one.chain(std::iter::once(all))))
+    }
 }
 
 fn parse_profile(text: &str) -> Result<ProfileChoice, String> {
