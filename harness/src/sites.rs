@@ -558,8 +558,8 @@ mod tests {
     #[test]
     fn mach_o_functions_are_sized_by_the_next_symbol_and_their_section() {
         use object::{Object as _, ObjectSection as _};
-        // fixtures/macho-symbols.c, built for arm64 macOS with zig (the command is in the file).
-        let bytes = include_bytes!("../../fixtures/macho-symbols.aarch64.o");
+        // fixtures/macho/symbols.c, built for arm64 macOS with zig (the command is in the file).
+        let bytes = include_bytes!("../../fixtures/macho/symbols.aarch64.o");
         let object = object::File::parse(&bytes[..]).unwrap();
         let (_, _, mut symbols) = facts(&object);
         symbols.sort();

@@ -762,6 +762,60 @@ mod tests {
         assert_eq!(verdict(own_cputype()), Preflight::Enters);
     }
 
+    /// A universal file of `slices`, laid out as `lipo` does: a fat header, then each slice at a 16 KiB
+    /// boundary (mach-o/fat.h).
+    fn universal(slices: &[(u32, &[u8])]) -> Vec<u8> {
+        let mut out = vec![0xca, 0xfe, 0xba, 0xbe];
+        out.extend((slices.len() as u32).to_be_bytes());
+        let mut offset = 1u32 << 14;
+        let mut body = Vec::new();
+        for (cputype, bytes) in slices {
+            out.extend(cputype.to_be_bytes());
+            out.extend(0u32.to_be_bytes());
+            out.extend(offset.to_be_bytes());
+            out.extend((bytes.len() as u32).to_be_bytes());
+            out.extend(14u32.to_be_bytes());
+            body.push((offset, *bytes));
+            offset += (bytes.len() as u32).div_ceil(1 << 14) << 14;
+        }
+        for (at, bytes) in body {
+            out.resize(at as usize, 0);
+            out.extend_from_slice(bytes);
+        }
+        out
+    }
+
+    #[test]
+    fn programs_built_for_macos_are_judged_by_their_slices_and_signature() {
+        // fixtures/macho/tiny.c, built with zig for each architecture (the commands are in the file).
+        let arm64: &[u8] = include_bytes!("../../../fixtures/macho/tiny-arm64");
+        let x86_64: &[u8] = include_bytes!("../../../fixtures/macho/tiny-x86_64");
+        let dir = tempfile::tempdir().unwrap();
+        let verdict = |name: &str, bytes: &[u8]| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, bytes).unwrap();
+            macho_verdict(&path, &std::fs::File::open(&path).unwrap(), &bytes[..HEAD.min(bytes.len())])
+        };
+        let (own, other, own_name) = match std::env::consts::ARCH {
+            "aarch64" => (arm64, x86_64, "arm64"),
+            _ => (x86_64, arm64, "x86_64"),
+        };
+        assert_eq!(verdict("own", own), Preflight::Enters);
+        let refused = verdict("other", other);
+        assert!(
+            matches!(&refused, Preflight::Refused(r) if r.contains(&format!("has no {own_name} slice"))),
+            "{refused:?}"
+        );
+        let both = universal(&[(0x0100_0007, x86_64), (0x0100_000c, arm64)]);
+        assert_eq!(verdict("universal", &both), Preflight::Enters);
+        // The arm64 file is signed ad hoc by the linker: read, and neither hardened nor restricted.
+        let header = &arm64[..HEAD.min(arm64.len())];
+        let info =
+            macho(header, |offset, len| arm64.get(offset as usize..).map(|b| b[..len.min(b.len())].to_vec())).unwrap();
+        assert_ne!(info.cs_flags, 0, "no code directory read: {info:?}");
+        assert_eq!(info.cs_flags & (CS_RUNTIME | CS_RESTRICT), 0, "{info:?}");
+    }
+
     #[test]
     fn hostile_mach_o_headers_are_unknown_not_refused() {
         let sig = superblob(CS_RUNTIME, None);
