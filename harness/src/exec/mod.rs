@@ -234,13 +234,20 @@ pub fn watchdog(dir: &Path, mark: &OsStr) -> i32 {
 }
 
 /// Kills every process but this one whose environment holds `mark`, until none is left (bounded; a
-/// process killed is no longer found, its environment gone with it): how many were killed.
+/// process killed is no longer found, its environment gone with it): how many were killed. A process in
+/// the middle of its exec shows no environment for a moment, so only a second look finding none ends it.
 fn kill_marked(mark: &[u8]) -> usize {
     let mut killed = std::collections::BTreeSet::new();
+    let mut found_none = 0;
     for _ in 0..50 {
         let marked = backend::processes_with_env(mark);
         if marked.is_empty() {
-            break;
+            found_none += 1;
+            if found_none == 2 {
+                break;
+            }
+        } else {
+            found_none = 0;
         }
         for pid in marked {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
@@ -531,6 +538,13 @@ mod tests {
         };
         let mut marked = [start(true), start(true)];
         let mut unmarked = start(false);
+        // A child started with vfork lets its parent go on before its exec has laid out the new
+        // environment (the kernel releases the parent as the old memory goes, then writes the new stack):
+        // until then /proc shows it none. Wait (bounded) until both show the mark.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while backend::processes_with_env(mark.as_bytes()).len() < 2 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(1));
+        }
         assert_eq!(kill_marked(mark.as_bytes()), 2);
         for child in &mut marked {
             let status = child.wait().unwrap();
