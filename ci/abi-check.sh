@@ -14,7 +14,7 @@ mkdir -p "$out"
 compile() { # arch, extra example args...
     local arch=$1
     shift
-    cargo run --quiet --locked -p threadleak --example abi_c -- "$arch" "$@" >"$out/$arch$*.c"
+    cargo run --quiet --locked -p threadleak-census --example abi_c -- "$arch" "$@" >"$out/$arch$*.c"
     zig cc -target "$arch-macos" -c "$out/$arch$*.c" -o "$out/$arch.o" 2>"$out/$arch$*.log"
 }
 

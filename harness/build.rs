@@ -4,8 +4,9 @@
 //!
 //! The probe is built by a nested `cargo build` of the `probe/` crate, with the same profile and target
 //! as this build and in a target folder of its own beside this build's (`<target>/probe-embedded`), so that
-//! it never waits on this build's lock and is rebuilt incrementally. The probe depends on this crate's
-//! library without the `cli` feature, and only that feature embeds a probe: no recursion.
+//! it never waits on this build's lock and is rebuilt incrementally. The probe depends on the small
+//! `threadleak-census` crate (libc and nix), not on this one, so the nested build compiles a dozen small
+//! packages and none of this build's larger ones (clap, serde's derive, the DWARF readers).
 //!
 //! `THREADLEAK_EMBED_PROBE=0` builds a binary without a probe, whose `exec` then needs `--probe PATH`:
 //! for `cargo clippy` on a target this machine cannot link for (CI lints the Apple targets that way, and
@@ -36,8 +37,8 @@ fn main() {
             probe_crate.display()
         ));
     }
-    // The probe is built from these, and from this crate's library, which it uses.
-    for input in ["../probe/src", "../probe/Cargo.toml", "src", "Cargo.toml", "../Cargo.lock"] {
+    // The probe is built from these, and from the census crate, which it uses.
+    for input in ["../probe/src", "../probe/Cargo.toml", "../census/src", "../census/Cargo.toml", "../Cargo.lock"] {
         println!("cargo::rerun-if-changed={input}");
     }
 

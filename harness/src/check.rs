@@ -55,6 +55,40 @@ use crate::child::{self, ChildReport, Mode};
 use crate::record::{CellRecord, Params, Record, Status, Tool, Verdict, SCHEMA};
 use crate::runner::{self, Capture};
 
+/// A folder of this user's alone (mode 0700) under the temporary folder, made under a random name that
+/// nobody holds (`mkdir` fails on a name that exists, and another is drawn), removed with what it holds
+/// when dropped. The parent's report and records pass through it.
+struct PrivateDir(PathBuf);
+
+impl PrivateDir {
+    fn new(prefix: &str) -> std::io::Result<PrivateDir> {
+        use std::hash::{BuildHasher, Hasher};
+        use std::os::unix::fs::DirBuilderExt;
+        let mut last = None;
+        for _ in 0..64 {
+            // Each `RandomState` is keyed afresh from the OS's random source (std's hash map keys).
+            let draw = std::collections::hash_map::RandomState::new().build_hasher().finish();
+            let path = std::env::temp_dir().join(format!("{prefix}{}-{draw:016x}", std::process::id()));
+            match std::fs::DirBuilder::new().mode(0o700).create(&path) {
+                Ok(()) => return Ok(PrivateDir(path)),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| std::io::Error::other("no free name for a private folder")))
+    }
+
+    fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for PrivateDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// In a child: `INDEX:TEST`, the test and which of its checks (counted from 0) to measure.
 const CHECK_ENV: &str = "THREADLEAK_CHECK";
 /// In a child: the file its report goes to.
@@ -292,7 +326,7 @@ impl<F: Calls> Check<F> {
         test: String,
     ) -> Result<Record, CheckError> {
         let exe = std::env::current_exe().map_err(CheckError::Start)?;
-        let dir = tempfile::Builder::new().prefix("threadleak-check-").tempdir().map_err(CheckError::Start)?;
+        let dir = PrivateDir::new("threadleak-check-").map_err(CheckError::Start)?;
         let report_path = dir.path().join("report.json");
         let mut command = Command::new(&exe);
         if test == MAIN {

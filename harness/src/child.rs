@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::backend::{Backend, SettleFailure, Workload};
+use crate::backend::{AtCycle, Backend, SettleFailure, Workload};
 use crate::backend::{Inventory, SiteTally};
 use crate::record::{Checkpoint, Counters, Failure, KindDelta, Params, SiteRecord};
 use crate::scenario::Case;

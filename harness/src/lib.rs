@@ -16,10 +16,12 @@ pub mod child;
 pub mod cli;
 pub mod compare;
 pub mod degrade;
+#[cfg(feature = "cli")]
 pub mod exec;
 pub mod exit;
 pub mod expect;
 pub mod matrix;
+#[cfg(feature = "cli")]
 pub mod output;
 pub mod record;
 pub mod report;

@@ -18,6 +18,7 @@ pub enum Format {
     Markdown,
     /// One test case per cell: failed when it leaks (or, with --expect, differs), errored when it could
     /// not be measured.
+    #[cfg(feature = "junit")]
     Junit,
 }
 
@@ -27,6 +28,7 @@ pub fn render(record: &Record, format: Format, judged: Option<&expect::Report>) 
         Format::Table => table(record),
         Format::Json => record.to_json() + "\n",
         Format::Markdown => markdown(record) + &judged.map(judgement_markdown).unwrap_or_default(),
+        #[cfg(feature = "junit")]
         Format::Junit => junit(record, judged),
     }
 }
@@ -386,6 +388,7 @@ fn made_at_sections(record: &Record) -> Vec<(String, Vec<String>)> {
 
 /// What moved, per thread: `fds moved by +1 per thread, maps moved by +2 per thread (over 1000 threads)`;
 /// for `exec`, per thread ended; for a check, per call.
+#[cfg(feature = "junit")]
 fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
     let (one, many) = unit(cell);
     let per = format!(" per {one}");
@@ -400,6 +403,7 @@ fn moved_per_thread(cell: &CellRecord, threads: u32) -> String {
 
 /// JUnit XML (written by `quick-junit`, as nextest does): a test case per cell. Text from the record has
 /// the characters XML 1.0 forbids written as visible escapes ([`text::xml`]) rather than dropped.
+#[cfg(feature = "junit")]
 pub fn junit(record: &Record, judged: Option<&expect::Report>) -> String {
     use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
     let suite_name = format!("threadleak.{}", text::xml(&record.backend));

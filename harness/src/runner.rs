@@ -18,7 +18,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::analysis;
-use crate::backend::{Backend, CallError};
+use crate::backend::{AtCycle, Backend, CallError};
 use crate::child::{ChildReport, Mode, WindowStats};
 use crate::record::{CellRecord, Failure, Params, Record, Status, Tool, SCHEMA};
 use crate::scenario::Case;

@@ -3,7 +3,7 @@
 //! the program creates ([`books`]), publishes each process's running counts of threads created and ended
 //! in a file the runner maps too, and takes censuses of the process with the native backend's counters,
 //! appending each as one JSON line to the channel `THREADLEAK_PROBE_OUT` names (a file it maps shared,
-//! holding no descriptor: `threadleak::exec::channel`).
+//! holding no descriptor: `threadleak_census::channel`).
 //!
 //! **When.** A census is taken in the program's `pthread_create` or after a `pthread_join` returns, once
 //! the count of ended threads reaches the next point of a schedule ([`next_census`]): about four censuses
@@ -32,7 +32,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use threadleak::backend::{native_census_setting_apart, native_thread_gone, Backend, StackQuery};
+use threadleak_census::{
+    census_setting_apart as native_census_setting_apart, thread_gone as native_thread_gone, StackQuery,
+};
 
 mod books;
 mod sites;
@@ -113,9 +115,14 @@ fn on_load() {
         "kind": "load",
         "parent": unix::parent_pid(),
         "command": command,
-        "names": Backend::native().map(|b| b.counters().iter().chain([&UNJOINED]).collect::<Vec<_>>()),
+        "names": native_counters().map(|names| names.iter().chain([&UNJOINED]).collect::<Vec<_>>()),
     });
     unix::append(format!("{line}\n").as_bytes(), 0);
+}
+
+/// The counters of this OS's census, if it has one.
+fn native_counters() -> Option<&'static [&'static str]> {
+    Some(threadleak_census::counters()).filter(|names| !names.is_empty())
 }
 
 fn active() -> bool {
@@ -305,8 +312,7 @@ const MAX_COUNTERS: usize = 12;
 /// Takes a census, settled and with threads in flight set apart, and appends it to the samples file.
 /// The caller holds the lock.
 fn take_census() {
-    let Some(backend) = Backend::native() else { return };
-    let names = backend.counters();
+    let Some(names) = native_counters() else { return };
     if !active() || names.len() >= MAX_COUNTERS {
         return;
     }

@@ -10,16 +10,16 @@
 //! `mach_reply_port`: it is declared under `#ifdef PRIVATE` (osfmk/mach/mach_traps.h:86-88 in xnu-11417.121.6),
 //! absent from the SDK, and the reply ports of MIG calls are made inside libsystem, where no
 //! interposing reaches. Each replacement has the type of the declaration the ABI manifest checks
-//! against the SDK headers (`threadleak::backend::mach::ffi`), which the compiler holds it to.
+//! against the SDK headers (`threadleak_census::mach::ffi`), which the compiler holds it to.
 
 use std::ffi::{c_int, c_void};
 
-use threadleak::backend::mach::exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
-use threadleak::backend::mach::ffi::{
+use threadleak_census::mach::exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
+use threadleak_census::mach::ffi::{
     self, mach_msg_type_number_t, semaphore_t, sync_policy_t, task_special_port_t, thread_act_t,
 };
-use threadleak::backend::mach::kern_return::{kern_return_t, KERN_SUCCESS};
-use threadleak::backend::mach::port::{
+use threadleak_census::mach::kern_return::{kern_return_t, KERN_SUCCESS};
+use threadleak_census::mach::port::{
     mach_msg_type_name_t, mach_port_delta_t, mach_port_name_t, mach_port_right_t, mach_port_t, mach_port_type_t,
     MACH_PORT_TYPE_DEAD_NAME, MACH_PORT_TYPE_PORT_SET, MACH_PORT_TYPE_RECEIVE, MACH_PORT_TYPE_SEND,
     MACH_PORT_TYPE_SEND_ONCE,

@@ -8,8 +8,8 @@ use std::os::unix::ffi::OsStrExt;
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use std::sync::OnceLock;
 
-use threadleak::exec::channel;
-use threadleak::exec::counts::{ProcessCounts, SLOT_BYTES};
+use threadleak_census::channel;
+use threadleak_census::counts::{ProcessCounts, SLOT_BYTES};
 
 /// The probe's one lock, held by a census, by `pthread_create` while it creates a thread, and by the
 /// books' updates. A raw pthread mutex, so that fork handlers can hold it across `fork` and the child
@@ -123,7 +123,7 @@ fn c_path(path: &OsStr) -> Vec<u8> {
     bytes
 }
 
-/// The channel the runner created, mapped shared (`threadleak::exec::channel`); null while the probe has
+/// The channel the runner created, mapped shared (`threadleak_census::channel`); null while the probe has
 /// none.
 static CHANNEL: AtomicPtr<u8> = AtomicPtr::new(std::ptr::null_mut());
 
@@ -197,8 +197,8 @@ static COUNTS_SLOTS: AtomicU32 = AtomicU32::new(0);
 static MINE: AtomicPtr<ProcessCounts> = AtomicPtr::new(std::ptr::null_mut());
 static FALLBACK: ProcessCounts = ProcessCounts::new();
 
-pub const ORIGIN_EXEC: u32 = threadleak::exec::counts::ORIGIN_EXEC;
-pub const ORIGIN_FORK: u32 = threadleak::exec::counts::ORIGIN_FORK;
+pub const ORIGIN_EXEC: u32 = threadleak_census::counts::ORIGIN_EXEC;
+pub const ORIGIN_FORK: u32 = threadleak_census::counts::ORIGIN_FORK;
 
 /// Maps the counts file (see [`map_shared`]).
 pub fn map_counts(path: &OsStr) {

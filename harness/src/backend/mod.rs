@@ -72,7 +72,7 @@ impl Backend {
     /// Counter names, in the order records and tables show them.
     pub fn counters(self) -> &'static [&'static str] {
         match self {
-            Backend::Linux => &["fds", "maps", "vm_kib", "timers", "tasks"],
+            Backend::Linux => threadleak_census::LINUX_COUNTERS,
             Backend::MachSim(_) | Backend::Macos => mach::COUNTERS,
         }
     }
@@ -198,10 +198,10 @@ impl fmt::Display for Backend {
 /// A census of this very process by the native backend, in its counter order: what `threadleak exec`'s
 /// probe samples inside the program it measures.
 pub fn native_census(out: &mut [i64]) -> Result<(), CallError> {
-    native_census_setting_apart(out, &mut []).map(|_| ())
+    threadleak_census::census(out)
 }
 
-/// This process's real Mach calls, made once for the native census and inventory.
+/// This process's real Mach calls, made once for the native inventory.
 #[cfg(target_os = "macos")]
 fn native_mach() -> Result<&'static mach::real::Real, CallError> {
     static REAL: std::sync::OnceLock<Result<mach::real::Real, CallError>> = std::sync::OnceLock::new();
@@ -218,56 +218,8 @@ pub fn native_inventory() -> Result<Inventory, CallError> {
     return Ok(Inventory::new());
 }
 
-#[cfg(target_os = "linux")]
-pub use linux::{SetApart, StackQuery};
-
-/// A thread stack a census may set apart (Linux; elsewhere no counter sees stacks).
-#[cfg(not(target_os = "linux"))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct StackQuery {
-    pub tcb: usize,
-    pub min_block: usize,
-    pub found: bool,
-}
-
-/// What a census set apart.
-#[cfg(not(target_os = "linux"))]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SetApart {
-    pub maps: i64,
-    pub kib: i64,
-}
-
-/// Like [`native_census`], with the stacks of threads in flight (`stacks`, sorted by `tcb`) set apart
-/// where a counter would count them (Linux's `maps` and `vm_kib`).
-pub fn native_census_setting_apart(out: &mut [i64], stacks: &mut [StackQuery]) -> Result<SetApart, CallError> {
-    #[cfg(target_os = "linux")]
-    return linux::census_setting_apart(out, stacks);
-    #[cfg(target_os = "macos")]
-    {
-        let _ = stacks;
-        mach::census(native_mach()?, out).map(|()| SetApart::default())
-    }
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    {
-        let _ = (out, stacks);
-        Err(CallError::errno("a census (no native backend on this OS)", libc::ENOSYS))
-    }
-}
-
-/// Whether the thread the kernel knows as `id` in this process is gone: on Linux `id` is its tid; on
-/// macOS the name of its thread port, which turns into a dead name (or goes) when the thread is gone.
-pub fn native_thread_gone(id: i64) -> bool {
-    #[cfg(target_os = "linux")]
-    return linux::thread_gone(id);
-    #[cfg(target_os = "macos")]
-    return mach::real::thread_gone(id);
-    #[cfg(not(any(target_os = "linux", target_os = "macos")))]
-    {
-        let _ = id;
-        true
-    }
-}
+pub use threadleak_census::{census_setting_apart as native_census_setting_apart, thread_gone as native_thread_gone};
+pub use threadleak_census::{SetApart, StackQuery};
 
 /// Arranges for this child to die with its runner (pid `runner`), where the OS offers that: Linux's
 /// `PR_SET_PDEATHSIG`. Elsewhere the runner's interrupt handler and timeouts are what end children.
@@ -410,64 +362,22 @@ impl Default for ModelOptions {
     }
 }
 
-/// How a failed call said so.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Code {
-    /// An errno value (POSIX calls, and the pthread functions that return one).
-    Errno(i32),
-    /// A `kern_return_t` (Mach calls).
-    Kern(i32),
+pub use threadleak_census::{CallError, Code};
+
+/// A failed call as a record states it.
+pub trait AtCycle {
+    /// The failure, at measured cycle `cycle`.
+    fn at_cycle(self, cycle: i64) -> Failure;
 }
 
-/// A call that failed, and the code it failed with.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct CallError {
-    pub call: &'static str,
-    pub code: Code,
-}
-
-impl CallError {
-    pub fn errno(call: &'static str, errno: i32) -> CallError {
-        CallError { call, code: Code::Errno(errno) }
-    }
-
-    pub fn kern(call: &'static str, kr: i32) -> CallError {
-        CallError { call, code: Code::Kern(kr) }
-    }
-
-    /// The code's symbolic name (`EMFILE`, `KERN_INVALID_NAME`), or its number when it has none.
-    pub fn code_name(&self) -> String {
-        match self.code {
-            Code::Errno(errno) => {
-                let name = format!("{:?}", nix::errno::Errno::from_raw(errno));
-                if name == "UnknownErrno" {
-                    format!("errno {errno}")
-                } else {
-                    name
-                }
-            }
-            Code::Kern(kr) => mach::kern_return::name(kr).map_or_else(|| format!("kern_return_t {kr}"), str::to_owned),
-        }
-    }
-
-    /// The failure as a record states it; `cycle` is the measured cycle it happened at.
-    pub fn at_cycle(self, cycle: i64) -> Failure {
+impl AtCycle for CallError {
+    fn at_cycle(self, cycle: i64) -> Failure {
         match self.code {
             Code::Errno(errno) => {
                 Failure::Call { call: self.call.to_owned(), errno, errno_name: self.code_name(), cycle }
             }
             Code::Kern(kr) => Failure::Kern { call: self.call.to_owned(), kr, kr_name: self.code_name(), cycle },
         }
-    }
-}
-
-impl fmt::Display for CallError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (what, n) = match self.code {
-            Code::Errno(e) => ("errno", e),
-            Code::Kern(kr) => ("kern_return_t", kr),
-        };
-        write!(f, "{} failed: {} ({what} {n})", self.call, self.code_name())
     }
 }
 

@@ -11,8 +11,8 @@
 //!   shared counts file ([`counts`]); [`samples`] reads both back into one series per process, each
 //!   estimated on its own, and the program's verdict is the worst of theirs.
 
-pub mod channel;
-pub mod counts;
+pub use threadleak_census::channel;
+pub use threadleak_census::counts;
 pub mod preflight;
 pub mod probe;
 pub mod samples;
@@ -27,7 +27,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::analysis;
-use crate::backend::{self, Backend, CallError};
+use crate::backend::{self, AtCycle, Backend, CallError};
 use crate::record::{CellRecord, Counters, Failure, Params, Record, Status, Tool, Verdict, EXEC_CELL, SCHEMA};
 use crate::runner::{abnormal_end, kill_descendants, supervise, Capture};
 

@@ -8,18 +8,13 @@
 //! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`), and the process listings
 //!   `exec`'s clean-up uses there;
 //! - `procargs.rs`: another process's environment, from the reply macOS gives (portable);
-//! - `kern_return.rs`, `port.rs`, `exception.rs`, `ffi.rs`: the C types, constants and functions declared
-//!   by hand, one module per header family, recorded for the ABI check (`abi.rs`).
+//! - the C types, constants and functions declared by hand (`kern_return`, `port`, `exception`, `ffi`,
+//!   recorded for the ABI check, `abi`) and the census itself are in the `threadleak-census` crate
+//!   (`census/src/mach/`), which the probe shares; `workload.rs` takes its census from there.
 //!
 //! The trait speaks Mach's own language: `kern_return_t` codes, `mach_port_name_t` names,
 //! `MACH_PORT_RIGHT_*` rights. Only the pthread calls return an errno.
 
-#[macro_use]
-pub mod abi;
-pub mod exception;
-pub mod ffi;
-pub mod kern_return;
-pub mod port;
 pub mod procargs;
 #[cfg(target_os = "macos")]
 pub mod real;
@@ -29,10 +24,10 @@ pub mod tracked;
 mod workload;
 
 pub use scenarios::ScenarioWorkload;
+pub use threadleak_census::mach::{abi, exception, ffi, kern_return, port, KernResult};
 pub use workload::{census, inventory, MachWorkload, COUNTERS};
 
 use exception::{exception_behavior_t, exception_mask_t, thread_state_flavor_t};
-use kern_return::kern_return_t;
 use port::{
     mach_msg_type_name_t, mach_port_delta_t, mach_port_name_t, mach_port_right_t, mach_port_t, mach_port_type_t,
     mach_port_urefs_t,
@@ -47,9 +42,6 @@ pub const IKOT_THREAD_CONTROL: u32 = 1;
 pub const IKOT_TASK_CONTROL: u32 = 2;
 pub const IKOT_HOST: u32 = 3;
 pub const IKOT_SEMAPHORE: u32 = 23;
-
-/// A Mach call's result: the value, or the `kern_return_t` it failed with.
-pub type KernResult<T> = Result<T, kern_return_t>;
 
 /// One exception handler slot as `thread_swap_exception_ports` returns it (the `masks`, `old_handlers`,
 /// `old_behaviors` and `old_flavors` arrays, zipped).

@@ -21,10 +21,9 @@ use super::{KernResult, Mach};
 use crate::backend::{CallError, Inventory, SettleError, SettleFailure, Workload};
 use crate::matrix::{Cell, Exc, Fix, SelfRef, ThreadKind};
 use crate::record::Params;
+use threadleak_census::mach::PortSpace;
 
-/// Counter names of the Mach backends, in census order: names in the space, names holding each kind of
-/// right, and user references of send rights and dead names.
-pub const COUNTERS: &[&str] = &["names", "send", "receive", "send_once", "port_set", "dead", "urefs"];
+pub use threadleak_census::mach::COUNTERS;
 
 /// The exceptions Clozure CL routes to its per-thread port (`LISP_EXCEPTIONS_HANDLED_MASK`,
 /// lisp-kernel/x86-exceptions.c in Clozure/ccl).
@@ -355,55 +354,31 @@ pub fn inventory<M: Mach>(api: &M) -> Result<Inventory, CallError> {
     Ok(out)
 }
 
-/// Reads `names send receive send_once port_set dead urefs` of the task into `out`.
-///
-/// `mach_port_names` is a MIG call: a thread's first MIG call makes the thread's reply port, a receive
-/// right in this task kept until the thread ends ([`Mach::has_reply_port`]). So every census counts
-/// one reply port, the calling thread's, whether the thread had it or the census made it; one the
-/// census made is given back after, so that censuses taken on different threads (the probe's, on
-/// whichever thread is ending or joining) neither leave ports behind nor count each other's.
+/// Reads the [`COUNTERS`] into `out`: the census of the port space `api` stands for
+/// ([`threadleak_census::mach::census`], which the probe takes on macOS too).
 pub fn census<M: Mach>(api: &M, out: &mut [i64]) -> Result<(), CallError> {
-    let made = !api.has_reply_port();
-    let counted = count(api, out);
-    if made {
-        api.drop_reply_port();
-    }
-    counted
+    threadleak_census::mach::census(&Space(api), out)
 }
 
-/// The census itself: see [`census`].
-fn count<M: Mach>(api: &M, out: &mut [i64]) -> Result<(), CallError> {
-    let names = kr("mach_port_names", api.mach_port_names())?;
-    let mut counts = [0i64; 7];
-    counts[0] = names.len() as i64;
-    for &(name, t) in &names {
-        for (slot, bit) in [
-            (1, MACH_PORT_TYPE_SEND),
-            (2, MACH_PORT_TYPE_RECEIVE),
-            (3, MACH_PORT_TYPE_SEND_ONCE),
-            (4, MACH_PORT_TYPE_PORT_SET),
-            (5, MACH_PORT_TYPE_DEAD_NAME),
-        ] {
-            if t & bit != 0 {
-                counts[slot] += 1;
-            }
-        }
-        let right = if t & MACH_PORT_TYPE_SEND != 0 {
-            MACH_PORT_RIGHT_SEND
-        } else if t & MACH_PORT_TYPE_DEAD_NAME != 0 {
-            MACH_PORT_RIGHT_DEAD_NAME
-        } else {
-            continue;
-        };
-        match api.mach_port_get_refs(name, right) {
-            Ok(refs) => counts[6] += i64::from(refs),
-            // The name went away between the two calls (a port dying meanwhile): the next census sees it.
-            Err(KERN_INVALID_NAME) => {}
-            Err(code) => return Err(CallError::kern("mach_port_get_refs (census)", code)),
-        }
+/// A [`Mach`] as the census sees it.
+struct Space<'a, M>(&'a M);
+
+impl<M: Mach> PortSpace for Space<'_, M> {
+    fn mach_port_names(&self) -> KernResult<Vec<(mach_port_name_t, mach_port_type_t)>> {
+        self.0.mach_port_names()
     }
-    out[..7].copy_from_slice(&counts);
-    Ok(())
+
+    fn mach_port_get_refs(&self, name: mach_port_name_t, right: mach_port_right_t) -> KernResult<mach_port_urefs_t> {
+        self.0.mach_port_get_refs(name, right)
+    }
+
+    fn has_reply_port(&self) -> bool {
+        self.0.has_reply_port()
+    }
+
+    fn drop_reply_port(&self) {
+        self.0.drop_reply_port()
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ macro_rules! mach_consts {
 /// A function's signature as written, for the manifest.
 macro_rules! function {
     ($name:ident($($ty:ty),*) -> $ret:ty) => {
-        $crate::backend::mach::abi::Function { name: stringify!($name), ret: stringify!($ret), args: &[$(stringify!($ty)),*] }
+        $crate::mach::abi::Function { name: stringify!($name), ret: stringify!($ret), args: &[$(stringify!($ty)),*] }
     };
 }
 
@@ -40,7 +40,7 @@ macro_rules! mach_fns {
             $($(#[doc = $doc])* pub fn $name($($arg: $ty),*) -> $ret;)+
         }
         /// The functions declared here, for the ABI check.
-        pub const FUNCTIONS: &[$crate::backend::mach::abi::Function] = &[$(
+        pub const FUNCTIONS: &[$crate::mach::abi::Function] = &[$(
             function!($name($($ty),*) -> $ret)
         ),+];
     };
@@ -58,7 +58,7 @@ macro_rules! borrowed_fns {
             const _: unsafe extern "C" fn($($ty),*) -> $ret = $path;
         )+
         /// The functions taken from crates, for the ABI check.
-        pub const BORROWED: &[$crate::backend::mach::abi::Function] = &[$(
+        pub const BORROWED: &[$crate::mach::abi::Function] = &[$(
             function!($name($($ty),*) -> $ret)
         ),+];
     };
@@ -75,8 +75,8 @@ macro_rules! mach_structs {
             pub struct $name { $(pub $field: $ty,)+ }
         )+
         /// The structs declared here, for the ABI check.
-        pub const STRUCTS: &[$crate::backend::mach::abi::Struct] = &[$(
-            $crate::backend::mach::abi::Struct {
+        pub const STRUCTS: &[$crate::mach::abi::Struct] = &[$(
+            $crate::mach::abi::Struct {
                 name: stringify!($name),
                 fields: &[$((stringify!($field), stringify!($ty))),+],
             }

@@ -1,9 +1,9 @@
 //! Prints the C program that checks the hand-declared Mach items against the Darwin SDK headers.
 //!
-//! `cargo run -p threadleak --example abi_c -- ARCH [--deliberate-errors]` (ARCH: aarch64 or x86_64);
+//! `cargo run -p threadleak-census --example abi_c -- ARCH [--deliberate-errors]` (ARCH: aarch64 or x86_64);
 //! `ci/abi-check.sh` compiles the output with `zig cc -target ARCH-macos`.
 
-use threadleak::backend::mach::abi;
+use threadleak_census::mach::abi;
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
