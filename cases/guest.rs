@@ -95,7 +95,7 @@ fn signals_ignored_by_the_caller_stay_ignored() {
     let dir = tempfile::tempdir().unwrap();
     let guest = guest(dir.path());
     // The C library's own two signals (32 and 33, below SIGRTMIN) left out: what glibc does with them
-    // when a program starts another is its business (README: exec, a guest's manners).
+    // when a program starts another is its business (docs/exec.md: a guest's manners).
     let sigign = |line: &str| {
         let mask = line.lines().find_map(|l| l.strip_prefix("SigIgn:\t"))?;
         Some(u64::from_str_radix(mask, 16).ok()? & !(0b11 << 31))
@@ -156,7 +156,7 @@ fn stack_use(text: &str) -> (u64, u64) {
     (numbers[1], numbers[2])
 }
 
-/// The stack the probe takes in a call it records (README: exec, a guest's manners): what an `open` and
+/// The stack the probe takes in a call it records (docs/exec.md: a guest's manners): what an `open` and
 /// a `close` reach into a painted stack under exec, less what they reach alone, on a thread's own stack
 /// (walked, with the rules of its frames already read) and on an alternate signal stack (not walked).
 #[test]

@@ -1,7 +1,7 @@
 //! The matrix as tests: one test per cell and backend, each asserting the cell's per-thread deltas with a
 //! snapshot named by the cell id: `snapshots/<cell id>@linux.snap` for the Linux backend,
 //! `snapshots/<cell id>@mach.snap` for the Mach backends: mach-sim, and on a Mac the real kernel, unless
-//! an override for that macOS release exists (`<cell id>@macos-26.snap`; see the README).
+//! an override for that macOS release exists (`<cell id>@macos-26.snap`; see docs/macos.md).
 //!
 //! `cargo test --test matrix` runs every cell; `cargo test --test matrix linux::` one backend;
 //! `cargo test --test matrix Unjoined` the unjoined cells.

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's runtime recipe on a Mac runner: SBCL from Homebrew creating and joining 10,000 threads
-# under `threadleak exec`, as markdown for the job summary. Informational: the workflow does not fail on it.
+# The runtime recipe of docs/exec.md (worked recipes) on a Mac runner: SBCL from Homebrew creating and
+# joining 10,000 threads under `threadleak exec`, as markdown for the job summary. Informational: the
+# workflow does not fail on it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 brew install sbcl >/dev/null

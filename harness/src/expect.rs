@@ -88,7 +88,7 @@ pub struct Report {
 }
 
 /// The commands that turn `cell`'s model snapshot into an override for the macOS release `os_version`
-/// (`cases/matrix.rs` uses `<cell>@macos-<major>.snap` when it exists; see the README). `None` unless the
+/// (`cases/matrix.rs` uses `<cell>@macos-<major>.snap` when it exists; see docs/macos.md). `None` unless the
 /// cell id and the major version are plain (a record is untrusted: nothing from it reaches a shell
 /// command unless it is made of letters, digits and `=,._-`).
 pub fn override_commands(cell: &str, os_version: &str) -> Option<String> {
