@@ -7,7 +7,7 @@
 //! | backend | axis realized in | counters |
 //! |---|---|---|
 //! | `linux` | `linux.rs`: `thread_main` (self, exc), `on_thread_exit` (fix), `Linux::cycle` (thread) | `fds maps vm_kib timers tasks` |
-//! | `mach-sim` | `mach/workload.rs`: `take_self_references` (self), `install_exception_port` (exc), `balance_thread_port` (fix), `MachWorkload::cycle` (thread); over the model in `mach/sim.rs` | `names send receive send_once port_set dead urefs` |
+//! | `mach-sim` | `mach/workload.rs`: `take_self_references` (self), `install_exception_port` (exc), `balance_thread_port` (fix), `MachWorkload::cycle` (thread); over the model in `mach/sim/` | `names send receive send_once port_set dead urefs` |
 //! | `macos` | the same Mach workload, over the real calls in `mach/real.rs` | as `mach-sim` |
 //!
 //! Scenarios of the corpus (`scenario.rs`) whose unit is a thread run as matrix cells; the others are Mach
@@ -43,7 +43,7 @@ pub enum BackendName {
 pub enum Backend {
     /// The Linux kernel's analog resources, measured for real (`linux.rs`).
     Linux,
-    /// The Mach workload on the XNU model (`mach/sim.rs`).
+    /// The Mach workload on the XNU model (`mach/sim/`).
     MachSim(ModelOptions),
     /// The Mach workload on the real kernel (`mach/real.rs`).
     Macos,

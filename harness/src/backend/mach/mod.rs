@@ -3,7 +3,7 @@
 //!
 //! - `workload.rs`: every axis realized with Mach calls, the census and the settle step (portable);
 //! - `scenarios.rs`: the corpus's workloads that are not matrix cells (portable);
-//! - `sim.rs`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
+//! - `sim/`: mach-sim, a model of one task's IPC space under XNU's rules (portable);
 //! - `tracked.rs`: either of them, with the stack of every call that adds a reference recorded (sites);
 //! - `real.rs`: the calls themselves, on macOS (mach2, libc, and `ffi.rs`), and the process listings
 //!   `exec`'s clean-up uses there;
@@ -56,7 +56,7 @@ pub struct ExceptionHandler {
 
 /// The Mach and pthread calls the workload and census make, in one task.
 ///
-/// Implementations: the XNU model (`sim.rs`) and, on macOS, the real calls. Methods are named after the C
+/// Implementations: the XNU model (`sim/`) and, on macOS, the real calls. Methods are named after the C
 /// functions they stand for and follow their semantics; the documentation of each says only what the
 /// workload relies on.
 pub trait Mach: Sync {
@@ -127,7 +127,7 @@ pub trait Mach: Sync {
 
     /// `mach_port_kobject(mach_task_self(), name, &type, &addr)`: the kernel object type (`IKOT_*`) of the
     /// port a send or receive right names. Release kernels answer an ordinary task in every era
-    /// covered (they are configured with `MACH_IPC_DEBUG`; see `sim.rs`, `mach_port_kobject`).
+    /// covered (they are configured with `MACH_IPC_DEBUG`; see `sim/space.rs`, `kobject`).
     fn mach_port_kobject(&self, name: mach_port_name_t) -> KernResult<u32>;
 
     /// Whether the calling thread has a MIG reply port: the receive right its first MIG call makes and
