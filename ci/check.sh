@@ -33,6 +33,14 @@ cargo fmt --all --check
 step "cargo clippy (host)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The library as a crate's dev-dependency builds it (default-features = false: no command line, probe,
+# symbolizer or JUnit).
+step "cargo clippy -p threadleak --no-default-features --lib"
+cargo clippy -p threadleak --no-default-features --lib --locked -- -D warnings
+
+step "weight: the light library's packages, the DWARF readers' versions, the README's size, long files"
+bash ci/weight.sh
+
 # Linted without the probe the binary carries (THREADLEAK_EMBED_PROBE=0, see harness/build.rs): building it
 # means linking for the target, which the next step does with zig.
 for target in "${apple_targets[@]}"; do
