@@ -17,6 +17,9 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+#[path = "src/exec/fat.rs"]
+mod fat;
+
 const EMBED: &str = "THREADLEAK_EMBED_PROBE";
 
 fn main() {
@@ -49,33 +52,58 @@ fn main() {
     };
     let out_dir = PathBuf::from(var("OUT_DIR"));
     let target_dir = probe_target_dir(&out_dir, &target);
-    let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
-    let mut build = Command::new(cargo);
-    build
-        .arg("build")
-        .arg("--manifest-path")
-        .arg(probe_crate.join("Cargo.toml"))
-        .args(["-p", "threadleak-probe", "--lib", "--target", &target, "--profile", profile])
-        .arg("--target-dir")
-        .arg(&target_dir)
-        .env(EMBED, "0")
-        // What the binary carries, it carries without debug information (a tenth of the size).
-        .env(format!("CARGO_PROFILE_{}_STRIP", profile.to_uppercase()), "debuginfo")
-        // Clippy's driver lints; it does not build what this binary carries.
-        .env_remove("RUSTC_WORKSPACE_WRAPPER")
-        .env_remove("CARGO_TARGET_DIR")
-        .env_remove("CARGO_BUILD_TARGET_DIR");
-    match build.status() {
-        Ok(status) if status.success() => {}
-        Ok(status) => fail(&format!("building the probe library ({status}); its messages are above")),
-        Err(e) => fail(&format!("cannot run cargo to build the probe library: {e}")),
-    }
-    let file =
-        if var("CARGO_CFG_TARGET_OS") == "macos" { "libthreadleak_probe.dylib" } else { "libthreadleak_probe.so" };
-    let built = target_dir.join(&target).join(profile_dir).join(file);
+    let build = |target: &str| -> Result<Vec<u8>, String> {
+        let cargo = env::var_os("CARGO").unwrap_or_else(|| OsString::from("cargo"));
+        let status = Command::new(cargo)
+            .arg("build")
+            .arg("--manifest-path")
+            .arg(probe_crate.join("Cargo.toml"))
+            .args(["-p", "threadleak-probe", "--lib", "--target", target, "--profile", profile])
+            .arg("--target-dir")
+            .arg(&target_dir)
+            .env(EMBED, "0")
+            // What the binary carries, it carries without debug information (a tenth of the size).
+            .env(format!("CARGO_PROFILE_{}_STRIP", profile.to_uppercase()), "debuginfo")
+            // Clippy's driver lints; it does not build what this binary carries.
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CARGO_TARGET_DIR")
+            .env_remove("CARGO_BUILD_TARGET_DIR")
+            .status()
+            .map_err(|e| format!("cannot run cargo to build the probe library: {e}"))?;
+        if !status.success() {
+            return Err(format!("building the probe library for {target} failed ({status})"));
+        }
+        let file = if target.contains("apple") { "libthreadleak_probe.dylib" } else { "libthreadleak_probe.so" };
+        let built = target_dir.join(target).join(profile_dir).join(file);
+        std::fs::read(&built)
+            .map_err(|e| format!("the probe library was built but {} cannot be read: {e}", built.display()))
+    };
+    let own = build(&target).unwrap_or_else(|e| fail(&format!("{e}; its messages are above")));
+    // On a Mac, the probe carries both Apple architectures where the toolchain has both targets: a
+    // program under Rosetta, or a child of the other architecture, loads the slice of its own
+    // (src/exec/fat.rs). Without the other target, the probe is this architecture's only, and exec
+    // refuses programs of the other with the reason.
+    let other = match target.as_str() {
+        "aarch64-apple-darwin" => Some("x86_64-apple-darwin"),
+        "x86_64-apple-darwin" => Some("aarch64-apple-darwin"),
+        _ => None,
+    };
+    let carried = match other.map(|other| (other, build(other))) {
+        None => own,
+        Some((_, Ok(second))) => {
+            fat::universal(&[&own, &second]).unwrap_or_else(|e| fail(&format!("the universal probe: {e}")))
+        }
+        Some((other, Err(e))) => {
+            println!(
+                "cargo::warning=the probe is built for {target} only ({e}): exec refuses programs that run as {other}; \
+                 `rustup target add {other}` (and its linker) makes it universal"
+            );
+            own
+        }
+    };
     let embedded = out_dir.join("probe.bin");
-    if let Err(e) = std::fs::copy(&built, &embedded) {
-        fail(&format!("the probe library was built but {} cannot be copied: {e}", built.display()));
+    if let Err(e) = std::fs::write(&embedded, carried) {
+        fail(&format!("the probe library cannot be written to {}: {e}", embedded.display()));
     }
     println!("cargo::rustc-cfg=threadleak_embedded_probe");
 }

@@ -13,6 +13,7 @@
 
 pub use threadleak_census::channel;
 pub use threadleak_census::counts;
+pub mod fat;
 pub mod preflight;
 pub mod probe;
 pub mod samples;
@@ -288,7 +289,7 @@ pub fn exec(backend: Backend, config: &ExecConfig) -> Result<Record, ExecError> 
         cells: vec![cell],
     };
 
-    let entry = preflight::inspect(&config.command[0]);
+    let entry = preflight::inspect(&config.command[0], &probe::cputypes(config.probe.as_deref()));
     if let Some(reason) = entry.refusal() {
         cell.status = Status::Error;
         cell.failure = Some(Failure::Refused { reason: reason.clone() });

@@ -14,9 +14,10 @@
 //!   `com.apple.security.cs.disable-library-validation`). The flags are read from the code signature
 //!   (`LC_CODE_SIGNATURE`: a SuperBlob holding CodeDirectory and entitlements blobs, all big-endian).
 //!   A FairPlay-encrypted program is left to run ("unknown"): dyld asks AMFI about it, whose rules are
-//!   not public. A program with no slice of the probe's architecture (an Intel-only program on an
-//!   arm64 Mac, which Rosetta would run) is refused: dyld stops a program whose inserted library it
-//!   cannot load (dyld-1231.3 dyld/dyldMain.cpp:632-635).
+//!   not public. The probe is universal (arm64 and x86_64, `fat.rs`) when the build had both Apple
+//!   targets: a program is judged by the slice this machine runs (an Intel-only program on an arm64 Mac
+//!   runs under Rosetta), and refused when the probe has no slice of that architecture: dyld stops a
+//!   program whose inserted library it cannot load (dyld-1231.3 dyld/dyldMain.cpp:632-635).
 //! - A script (`#!`) is judged by its interpreter (through `env`), to a bounded depth.
 //!
 //! Everything read is untrusted: every offset is bounds-checked and a file that does not parse is left
@@ -80,11 +81,14 @@ impl Entry {
 }
 
 /// Inspects the program `exec` will run (`program` as given: a path, or a name searched in `PATH`).
-pub fn inspect(program: &OsStr) -> Entry {
-    inspect_at(program, 0)
+///
+/// `probe` holds the CPU types of the probe's slices ([`probe_cputypes`]): a Mach-O program runs as one
+/// of its slices, and the probe must have a slice of that architecture.
+pub fn inspect(program: &OsStr, probe: &[u32]) -> Entry {
+    inspect_at(program, probe, 0)
 }
 
-fn inspect_at(program: &OsStr, depth: usize) -> Entry {
+fn inspect_at(program: &OsStr, probe: &[u32], depth: usize) -> Entry {
     let Some(path) = resolve(program) else {
         return Entry {
             path: None,
@@ -98,7 +102,7 @@ fn inspect_at(program: &OsStr, depth: usize) -> Entry {
             let n = read_at_most(&file, &mut head, 0);
             head.truncate(n);
             let meta = file.metadata().ok();
-            judge(&path, &file, &head, meta.as_ref(), depth)
+            judge(&path, &file, &head, meta.as_ref(), probe, depth)
         }
     };
     Entry { path: Some(path), verdict }
@@ -115,14 +119,21 @@ fn read_at_most(file: &std::fs::File, buf: &mut [u8], offset: u64) -> usize {
     done
 }
 
-fn judge(path: &Path, file: &std::fs::File, head: &[u8], meta: Option<&std::fs::Metadata>, depth: usize) -> Preflight {
+fn judge(
+    path: &Path,
+    file: &std::fs::File,
+    head: &[u8],
+    meta: Option<&std::fs::Metadata>,
+    probe: &[u32],
+    depth: usize,
+) -> Preflight {
     if let Some(meta) = meta {
         if let Some(reason) = secure_execution(meta) {
             return Preflight::Refused(format!("{} {reason}", path.display()));
         }
     }
     if head.starts_with(b"#!") {
-        return script(path, head, depth);
+        return script(path, head, probe, depth);
     }
     let macos = Backend::native() == Some(Backend::Macos);
     if head.starts_with(b"\x7fELF") && !macos {
@@ -132,7 +143,7 @@ fn judge(path: &Path, file: &std::fs::File, head: &[u8], meta: Option<&std::fs::
         };
     }
     if macos && macho_magic(head) {
-        return macho_verdict(path, file, head);
+        return macho_verdict(path, file, head, probe);
     }
     Preflight::Unknown(format!("{} is not a program this system's loader reads", path.display()))
 }
@@ -164,7 +175,7 @@ fn resolve(program: &OsStr) -> Option<PathBuf> {
 }
 
 /// A script: judged by its interpreter (`#!/usr/bin/env NAME` by NAME).
-fn script(path: &Path, head: &[u8], depth: usize) -> Preflight {
+fn script(path: &Path, head: &[u8], probe: &[u32], depth: usize) -> Preflight {
     // The kernel reads the interpreter line from the first 256 bytes (BINPRM_BUF_SIZE).
     let line = &head[2..head.len().min(256)];
     let line = &line[..line.iter().position(|&b| b == b'\n').unwrap_or(line.len())];
@@ -182,7 +193,7 @@ fn script(path: &Path, head: &[u8], depth: usize) -> Preflight {
     if depth >= MAX_DEPTH {
         return Preflight::Unknown(format!("{} starts a chain of more than {MAX_DEPTH} interpreters", path.display()));
     }
-    let inner = inspect_at(&target, depth + 1);
+    let inner = inspect_at(&target, probe, depth + 1);
     match inner.verdict {
         Preflight::Refused(reason) => {
             Preflight::Refused(format!("the interpreter of the script {}: {reason}", path.display()))
@@ -338,11 +349,24 @@ struct MachoInfo {
     disable_library_validation: bool,
 }
 
-/// The CPU type of this build's architecture (`CPU_TYPE_X86_64`, `CPU_TYPE_ARM64`, mach/machine.h).
+/// The CPU types of a probe's slices, from its first bytes: those of a universal or thin Mach-O file, and
+/// this build's own otherwise (an ELF probe is of this build's machine).
+pub fn probe_cputypes(head: &[u8]) -> Vec<u32> {
+    match macho_slices(head) {
+        Some(slices) if !slices.is_empty() => slices.into_iter().map(|(cpu, _)| cpu).collect(),
+        _ => vec![own_cputype()],
+    }
+}
+
+/// `CPU_TYPE_ARM64` and `CPU_TYPE_X86_64` (mach/machine.h).
+const CPU_TYPE_ARM64: u32 = 0x0100_000c;
+const CPU_TYPE_X86_64: u32 = 0x0100_0007;
+
+/// The CPU type of this build's architecture.
 fn own_cputype() -> u32 {
     match std::env::consts::ARCH {
-        "aarch64" => 0x0100_000c,
-        _ => 0x0100_0007,
+        "aarch64" => CPU_TYPE_ARM64,
+        _ => CPU_TYPE_X86_64,
     }
 }
 
@@ -382,8 +406,8 @@ fn macho_slices(head: &[u8]) -> Option<Vec<(u32, u64)>> {
 /// A CPU type's name (mach/machine.h).
 fn cpu_name(cputype: u32) -> String {
     match cputype {
-        0x0100_000c => "arm64".to_owned(),
-        0x0100_0007 => "x86_64".to_owned(),
+        CPU_TYPE_ARM64 => "arm64".to_owned(),
+        CPU_TYPE_X86_64 => "x86_64".to_owned(),
         0x0000_000c => "arm".to_owned(),
         0x0000_0007 => "i386".to_owned(),
         0x0100_0012 => "ppc64".to_owned(),
@@ -478,7 +502,23 @@ fn sip_protected(path: &Path) -> bool {
     (under("/System") || under("/usr") || under("/bin") || under("/sbin")) && !under("/usr/local")
 }
 
-fn macho_verdict(path: &Path, file: &std::fs::File, head: &[u8]) -> Preflight {
+/// The slice of a program this machine runs, its offset, and whether Rosetta runs it. The kernel takes
+/// the slice of its own CPU family from a universal file (`fatfile_getbestarch`, bsd/kern/mach_fat.c:164-180,
+/// graded by `grade_binary`, bsd/dev/arm/kern_machdep.c:73-100 and bsd/dev/i386/kern_machdep.c in
+/// xnu-11417.121.6): on arm64 the arm64 slice. A program with none runs its x86_64 slice under Rosetta,
+/// whose launch path is not in the public source (`CONFIG_ROSETTA`, bsd/kern/kern_exec.c).
+fn slice_run(slices: &[(u32, u64)]) -> Option<(u32, u64, bool)> {
+    let host = own_cputype();
+    if let Some(&(cpu, at)) = slices.iter().find(|&&(cpu, _)| cpu == host) {
+        return Some((cpu, at, false));
+    }
+    (host == CPU_TYPE_ARM64)
+        .then(|| slices.iter().find(|&&(cpu, _)| cpu == CPU_TYPE_X86_64))
+        .flatten()
+        .map(|&(cpu, at)| (cpu, at, true))
+}
+
+fn macho_verdict(path: &Path, file: &std::fs::File, head: &[u8], probe: &[u32]) -> Preflight {
     if sip_protected(path) {
         return Preflight::Refused(format!(
             "{} is protected by SIP: dyld ignores DYLD_* variables for it and strips them from every program it \
@@ -489,19 +529,30 @@ fn macho_verdict(path: &Path, file: &std::fs::File, head: &[u8]) -> Preflight {
     let Some(slices) = macho_slices(head) else {
         return Preflight::Unknown(format!("{} is a Mach-O file whose header does not parse", path.display()));
     };
-    let Some(&(_, slice)) = slices.iter().find(|&&(cpu, _)| cpu == own_cputype()) else {
-        // dyld stops a program whose inserted library it cannot load (dyld-1231.3 dyld/dyldMain.cpp:632-635):
-        // run, it would die at launch.
-        let has: Vec<String> = slices.iter().map(|&(cpu, _)| cpu_name(cpu)).collect();
+    let has = || slices.iter().map(|&(cpu, _)| cpu_name(cpu)).collect::<Vec<_>>().join(", ");
+    let Some((cpu, slice, translated)) = slice_run(&slices) else {
         return Preflight::Refused(format!(
-            "{} has no {} slice (it has {}), and the probe is built for {} only: dyld would stop it at launch, \
-             unable to load the probe",
+            "{} has no slice this {} machine runs (it has {})",
             path.display(),
             cpu_name(own_cputype()),
-            has.join(", "),
-            cpu_name(own_cputype())
+            has()
         ));
     };
+    if !probe.contains(&cpu) {
+        // dyld stops a program whose inserted library it cannot load (dyld-1231.3 dyld/dyldMain.cpp:632-635):
+        // run, it would die at launch.
+        let probe_has: Vec<String> = probe.iter().map(|&c| cpu_name(c)).collect();
+        return Preflight::Refused(format!(
+            "{} runs as {}{} (it has {}), and the probe has no {} slice (it has {}): dyld would stop it at \
+             launch, unable to load the probe; a build of threadleak with both Apple targets installed carries both",
+            path.display(),
+            cpu_name(cpu),
+            if translated { " under Rosetta" } else { "" },
+            has(),
+            cpu_name(cpu),
+            probe_has.join(", ")
+        ));
+    }
     let read = |offset: u64, len: usize| {
         let mut buf = vec![0u8; len];
         let n = read_at_most(file, &mut buf, slice + offset);
@@ -743,51 +794,46 @@ mod tests {
         assert_eq!(verdict(vec![encryption(0)]), Preflight::Enters);
     }
 
-    /// A universal file of `slices`, laid out as `lipo` does: a fat header, then each slice at a 16 KiB
-    /// boundary (mach-o/fat.h).
-    fn universal(slices: &[(u32, &[u8])]) -> Vec<u8> {
-        let mut out = vec![0xca, 0xfe, 0xba, 0xbe];
-        out.extend((slices.len() as u32).to_be_bytes());
-        let mut offset = 1u32 << 14;
-        let mut body = Vec::new();
-        for (cputype, bytes) in slices {
-            out.extend(cputype.to_be_bytes());
-            out.extend(0u32.to_be_bytes());
-            out.extend(offset.to_be_bytes());
-            out.extend((bytes.len() as u32).to_be_bytes());
-            out.extend(14u32.to_be_bytes());
-            body.push((offset, *bytes));
-            offset += (bytes.len() as u32).div_ceil(1 << 14) << 14;
-        }
-        for (at, bytes) in body {
-            out.resize(at as usize, 0);
-            out.extend_from_slice(bytes);
-        }
-        out
-    }
-
     #[test]
     fn programs_built_for_macos_are_judged_by_their_slices_and_signature() {
         // fixtures/macho/tiny.c, built with zig for each architecture (the commands are in the file).
         let arm64: &[u8] = include_bytes!("../../../fixtures/macho/tiny-arm64");
         let x86_64: &[u8] = include_bytes!("../../../fixtures/macho/tiny-x86_64");
         let dir = tempfile::tempdir().unwrap();
-        let verdict = |name: &str, bytes: &[u8]| {
+        let verdict = |name: &str, bytes: &[u8], probe: &[u32]| {
             let path = dir.path().join(name);
             std::fs::write(&path, bytes).unwrap();
-            macho_verdict(&path, &std::fs::File::open(&path).unwrap(), &bytes[..HEAD.min(bytes.len())])
+            macho_verdict(&path, &std::fs::File::open(&path).unwrap(), &bytes[..HEAD.min(bytes.len())], probe)
         };
-        let (own, other, own_name) = match std::env::consts::ARCH {
-            "aarch64" => (arm64, x86_64, "arm64"),
-            _ => (x86_64, arm64, "x86_64"),
+        let (own, other, own_name, other_name) = match std::env::consts::ARCH {
+            "aarch64" => (arm64, x86_64, "arm64", "x86_64"),
+            _ => (x86_64, arm64, "x86_64", "arm64"),
         };
-        assert_eq!(verdict("own", own), Preflight::Enters);
-        let refused = verdict("other", other);
-        let other_name = if own_name == "arm64" { "x86_64" } else { "arm64" };
-        let reason = format!("has no {own_name} slice (it has {other_name})");
-        assert!(matches!(&refused, Preflight::Refused(r) if r.contains(&reason)), "{refused:?}");
-        let both = universal(&[(0x0100_0007, x86_64), (0x0100_000c, arm64)]);
-        assert_eq!(verdict("universal", &both), Preflight::Enters);
+        // A probe of this machine's architecture only, as a build without the other Apple target has.
+        let thin_probe = [own_cputype()];
+        assert_eq!(verdict("own", own, &thin_probe), Preflight::Enters);
+        let refused = verdict("other", other, &thin_probe);
+        if own_name == "arm64" {
+            // Rosetta would run it, as x86_64: the probe needs that slice.
+            let reason =
+                "runs as x86_64 under Rosetta (it has x86_64), and the probe has no x86_64 slice (it has arm64)";
+            assert!(matches!(&refused, Preflight::Refused(r) if r.contains(reason)), "{refused:?}");
+        } else {
+            let reason = format!("has no slice this {own_name} machine runs (it has {other_name})");
+            assert!(matches!(&refused, Preflight::Refused(r) if r.contains(&reason)), "{refused:?}");
+        }
+        // The universal probe build.rs makes, from the two thin programs (Mach-O files both).
+        let universal = super::super::fat::universal(&[x86_64, arm64]).unwrap();
+        let probe = probe_cputypes(&universal);
+        assert_eq!(probe, [CPU_TYPE_X86_64, CPU_TYPE_ARM64]);
+        assert_eq!(verdict("own-universal-probe", own, &probe), Preflight::Enters);
+        assert_eq!(verdict("universal", &universal, &thin_probe), Preflight::Enters);
+        assert_eq!(verdict("universal-universal-probe", &universal, &probe), Preflight::Enters);
+        if own_name == "arm64" {
+            assert_eq!(verdict("rosetta", x86_64, &probe), Preflight::Enters);
+        }
+        // An ELF probe (or an unreadable one) is of this build's architecture.
+        assert_eq!(probe_cputypes(b"\x7fELF"), [own_cputype()]);
         // The arm64 file is signed ad hoc by the linker: read, and neither hardened nor restricted.
         let header = &arm64[..HEAD.min(arm64.len())];
         let info =
@@ -828,7 +874,7 @@ mod tests {
             std::fs::write(&path, text).unwrap();
             let head = std::fs::read(&path).unwrap();
             let file = std::fs::File::open(&path).unwrap();
-            judge(&path, &file, &head, None, 0)
+            judge(&path, &file, &head, None, &[own_cputype()], 0)
         };
         assert_eq!(run("#!/bin/sh\necho hi\n"), Preflight::Enters);
         assert_eq!(run("#!/usr/bin/env sh\necho hi\n"), Preflight::Enters);
@@ -839,6 +885,8 @@ mod tests {
         std::fs::write(&path, format!("#!{}\n", path.display())).unwrap();
         let head = std::fs::read(&path).unwrap();
         let file = std::fs::File::open(&path).unwrap();
-        assert!(matches!(judge(&path, &file, &head, None, 0), Preflight::Unknown(r) if r.contains("chain")));
+        assert!(
+            matches!(judge(&path, &file, &head, None, &[own_cputype()], 0), Preflight::Unknown(r) if r.contains("chain"))
+        );
     }
 }

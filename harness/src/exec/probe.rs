@@ -28,6 +28,21 @@ pub fn embedded() -> bool {
     EMBEDDED.is_some()
 }
 
+/// The CPU types of the probe's slices: `explicit`'s (`--probe PATH`), or the carried one's
+/// (`preflight::probe_cputypes`).
+pub fn cputypes(explicit: Option<&Path>) -> Vec<u32> {
+    let head = match explicit {
+        Some(path) => std::fs::File::open(path)
+            .and_then(|f| {
+                let mut head = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::Read::take(f, 4096), &mut head).map(|_| head)
+            })
+            .unwrap_or_default(),
+        None => EMBEDDED.map(|b| b[..b.len().min(4096)].to_vec()).unwrap_or_default(),
+    };
+    super::preflight::probe_cputypes(&head)
+}
+
 /// The probe library's file name on this OS.
 fn file_name() -> &'static str {
     if cfg!(target_os = "macos") {
