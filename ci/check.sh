@@ -43,10 +43,9 @@ bash ci/weight.sh
 
 # Linted without the probe the binary carries (THREADLEAK_EMBED_PROBE=0, see harness/build.rs): building it
 # means linking for the target, which the next step does with zig.
-for target in "${apple_targets[@]}"; do
-    step "cargo clippy --target $target"
-    THREADLEAK_EMBED_PROBE=0 cargo clippy --workspace --all-targets --locked --target "$target" -- -D warnings
-done
+step "cargo clippy --target ${apple_targets[*]}"
+THREADLEAK_EMBED_PROBE=0 cargo clippy --workspace --all-targets --locked \
+    "${apple_targets[@]/#/--target=}" -- -D warnings
 
 step "macOS code on Linux: link both Apple targets with zig, ABI check against the SDK headers"
 bash ci/macos-on-linux.sh
