@@ -461,17 +461,18 @@ fn compare(format: CompareFormat, out: Option<&std::path::Path>, paths: &[PathBu
     if let Err(code) = check_out(out) {
         return code;
     }
-    let mut records = Vec::with_capacity(paths.len());
-    for path in paths {
-        match crate::compare::load(path) {
-            Ok(record) => records.push((path.clone(), record)),
-            Err(e) => {
-                say!("error: {}", with_causes(&e));
-                return ExitCode::USAGE;
-            }
+    let entries = match crate::compare::load_entries(paths) {
+        Ok(entries) => entries,
+        Err(e) => {
+            say!("error: {}", with_causes(&e));
+            return ExitCode::USAGE;
         }
-    }
-    let text = crate::compare::render(&crate::compare::compare(records), format);
+    };
+    let groups = crate::compare::compare_entries(entries);
+    let text = crate::compare::render(&groups, format);
+    // The process ends once the text is written: the groups (an outcome per cell and record, each a few
+    // small allocations) are left to its end rather than freed one by one.
+    std::mem::forget(groups);
     match emit(&text, out) {
         Ok(()) => ExitCode::OK,
         Err(message) => {

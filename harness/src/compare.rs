@@ -7,9 +7,11 @@
 //! they agree cell by cell; when they do not, each keeps its own column and the disagreement is listed.
 
 use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crate::backend::mach::sim::Profile;
 use crate::matrix::Cell;
@@ -20,6 +22,10 @@ use crate::text;
 
 /// Records larger than this are refused before they are read: a record of 54 cells is a few tens of KiB.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
+
+/// The address space a thread reading records takes beyond this one's: its stack, and the arena the C
+/// library reserves for a thread's allocations (64 MiB, 128 MiB while it is aligned), with room to spare.
+const HELPER_ADDRESS_SPACE: u64 = 256 << 20;
 
 /// Why a record file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -54,20 +60,74 @@ fn kind_of(file_type: std::fs::FileType) -> &'static str {
 /// FIFO that would block, a device that never ends) is refused without being read: the file is opened
 /// without blocking and checked first.
 pub fn load(path: &Path) -> Result<Record, LoadError> {
+    load_with(path, &mut String::new())
+}
+
+/// [`load`], reading the file into `text` (cleared first), so that records read one after another share
+/// one buffer.
+fn load_with(path: &Path, text: &mut String) -> Result<Record, LoadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LoadError::Io { path: path.to_owned(), source };
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
-    let file_type = file.metadata().map_err(io)?.file_type();
+    let metadata = file.metadata().map_err(io)?;
+    let file_type = metadata.file_type();
     if !file_type.is_file() {
         return Err(LoadError::NotAFile { path: path.to_owned(), what: kind_of(file_type) });
     }
-    let mut text = String::new();
-    let read = file.take(MAX_RECORD_BYTES + 1).read_to_string(&mut text).map_err(io)?;
+    text.clear();
+    // Room for the whole file (and the byte that would make it too large) up front, rather than grown as
+    // it is read.
+    text.reserve(metadata.len().min(MAX_RECORD_BYTES + 1) as usize + 1);
+    let read = file.take(MAX_RECORD_BYTES + 1).read_to_string(text).map_err(io)?;
     if read as u64 > MAX_RECORD_BYTES {
         let size = std::fs::metadata(path).map_or(read as u64, |m| m.len());
         return Err(LoadError::TooLarge { path: path.to_owned(), size });
     }
-    Record::from_json(&text).map_err(|source| LoadError::Record { path: path.to_owned(), source })
+    Record::from_json(text).map_err(|source| LoadError::Record { path: path.to_owned(), source })
+}
+
+/// Reads records ([`load`]) and reduces each to what a comparison reads ([`Entry::of`]) as soon as it is
+/// read, on as many threads as the machine runs at once, keeping the order of `paths`. The error is that
+/// of the first path, in that order, that cannot be used; once one is known, no path after it is begun.
+pub fn load_entries(paths: &[PathBuf]) -> Result<Vec<Entry>, LoadError> {
+    let next = AtomicUsize::new(0);
+    let first_failed = AtomicUsize::new(usize::MAX);
+    let work = || {
+        let mut text = String::new();
+        let mut done = Vec::new();
+        loop {
+            let index = next.fetch_add(1, AtomicOrdering::Relaxed);
+            if index >= paths.len() || index > first_failed.load(AtomicOrdering::Relaxed) {
+                return done;
+            }
+            let path = &paths[index];
+            let entry = load_with(path, &mut text).map(|record| Entry::of(path.clone(), record));
+            if entry.is_err() {
+                first_failed.fetch_min(index, AtomicOrdering::Relaxed);
+            }
+            done.push((index, entry));
+        }
+    };
+    // A thread beyond this one takes its stack and, from the C library, an arena of its own: under an
+    // address-space limit (`ulimit -v`) that leaves little room, everything is read here.
+    let room = crate::backend::address_space_left().map_or(usize::MAX, |left| (left / HELPER_ADDRESS_SPACE) as usize);
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(room.saturating_add(1))
+        .clamp(1, paths.len().max(1));
+    let mut done = std::thread::scope(|scope| {
+        // Threads beyond this one as the process limit (`ulimit -u`) allows; with none, all is read here.
+        let helpers: Vec<_> =
+            (1..threads).map_while(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok()).collect();
+        let mut done = work();
+        for helper in helpers {
+            done.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
+        }
+        done
+    });
+    // Every path before the first that failed was read: in order, the first error is that one's.
+    done.sort_unstable_by_key(|&(index, _)| index);
+    done.into_iter().map(|(_, entry)| entry).collect()
 }
 
 /// What distinguishes a record within its group, and how versions sort.
@@ -161,13 +221,12 @@ pub struct Outcome {
 const SITE_FUNCTIONS: usize = 3;
 
 impl Outcome {
-    fn of(cell: &CellRecord) -> Outcome {
-        let kinds = cell
-            .kinds
-            .as_ref()
-            .map(|ks| ks.iter().map(|k| (k.counter.clone(), k.kind.clone(), k.per_thread)).collect());
+    /// The cell's id and its outcome, taken from the cell rather than copied.
+    fn of(cell: CellRecord) -> (String, Outcome) {
+        let verdict = cell.outcome().to_owned();
+        let kinds = cell.kinds.map(|ks| ks.into_iter().map(|k| (k.counter, k.kind, k.per_thread)).collect());
         let sites = cell.sites.iter().map(|s| (site_identity(s), s.per_thread)).collect();
-        Outcome { verdict: cell.outcome().to_owned(), per_thread: cell.per_thread.0.clone(), kinds, sites }
+        (cell.cell, Outcome { verdict, per_thread: cell.per_thread.0, kinds, sites })
     }
 
     /// How the sites changed from `self` to `next`, where both records have some (a record without sites
@@ -263,7 +322,7 @@ impl Outcome {
 
 /// A site as `compare` knows it across versions: its kind and call, and its first functions.
 fn site_identity(site: &SiteRecord) -> String {
-    let mut text = crate::sites::site_text(&SiteRecord { frames: Vec::new(), ..site.clone() }, 0);
+    let mut text = crate::sites::site_head(site);
     for f in site.frames.iter().filter_map(|f| f.function.as_deref()).take(SITE_FUNCTIONS) {
         text.push_str(" ← ");
         text.push_str(f);
@@ -313,35 +372,64 @@ pub struct Group {
     pub disputes: Vec<String>,
 }
 
+/// A record reduced to what a comparison reads: its group, its version, and each cell's outcome. A record
+/// is reduced as soon as it is read ([`Entry::of`]), so that comparing many records never holds them whole.
+#[derive(Clone, Debug)]
+pub struct Entry {
+    pub path: PathBuf,
+    pub backend: String,
+    pub arch: String,
+    pub version: Version,
+    outcomes: Vec<(String, Outcome)>,
+}
+
+impl Entry {
+    pub fn of(path: PathBuf, record: Record) -> Entry {
+        let version = Version::of(&record);
+        // A new vector rather than the cells' own, which is many times larger than what it would hold.
+        let mut outcomes = Vec::with_capacity(record.cells.len());
+        outcomes.extend(record.cells.into_iter().map(Outcome::of));
+        Entry { path, backend: record.backend, arch: record.os.arch, version, outcomes }
+    }
+}
+
 /// Compares records: `(path, record)` pairs, in any order.
 pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
+    compare_entries(records.into_iter().map(|(path, record)| Entry::of(path, record)).collect())
+}
+
+/// Compares reduced records ([`Entry::of`]), in any order.
+pub fn compare_entries(entries: Vec<Entry>) -> Vec<Group> {
     let mut groups: Vec<Group> = Vec::new();
-    let mut sorted = records;
-    sorted.sort_by(|(pa, a), (pb, b)| {
-        (a.backend.as_str(), a.os.arch.as_str())
-            .cmp(&(b.backend.as_str(), b.os.arch.as_str()))
-            .then_with(|| Version::of(a).cmp(&Version::of(b)))
-            .then_with(|| pa.cmp(pb))
+    // Each group's cells, for finding whether a record brings a new one.
+    let mut known: Vec<HashSet<String>> = Vec::new();
+    let mut sorted = entries;
+    sorted.sort_by(|a, b| {
+        (a.backend.as_str(), a.arch.as_str())
+            .cmp(&(b.backend.as_str(), b.arch.as_str()))
+            .then_with(|| a.version.cmp(&b.version))
+            .then_with(|| a.path.cmp(&b.path))
     });
-    for (path, record) in sorted {
-        let version = Version::of(&record);
-        let outcomes: Vec<(String, Outcome)> = record.cells.iter().map(|c| (c.cell.clone(), Outcome::of(c))).collect();
-        let group = match groups.iter_mut().find(|g| g.backend == record.backend && g.arch == record.os.arch) {
-            Some(g) => g,
+    for Entry { path, backend, arch, version, outcomes } in sorted {
+        let index = match groups.iter().position(|g| g.backend == backend && g.arch == arch) {
+            Some(i) => i,
             None => {
                 groups.push(Group {
-                    backend: record.backend.clone(),
-                    arch: record.os.arch.clone(),
+                    backend,
+                    arch,
                     columns: Vec::new(),
                     cells: Vec::new(),
                     changes: Vec::new(),
                     disputes: Vec::new(),
                 });
-                groups.last_mut().expect("just pushed")
+                known.push(HashSet::new());
+                groups.len() - 1
             }
         };
-        for (cell, _) in &outcomes {
-            if !group.cells.contains(cell) {
+        let group = &mut groups[index];
+        for (position, (cell, _)) in outcomes.iter().enumerate() {
+            // Records mostly list the same cells in the same order: a cell where the group has it is known.
+            if group.cells.get(position) != Some(cell) && known[index].insert(cell.clone()) {
                 group.cells.push(cell.clone());
             }
         }
@@ -382,20 +470,52 @@ pub fn compare(records: Vec<(PathBuf, Record)>) -> Vec<Group> {
         }
     }
     for group in &mut groups {
-        group.cells.sort_by_key(|id| case_order(id));
-        for cell in &group.cells {
-            for pair in group.columns.windows(2) {
-                let (Some(a), Some(b)) = (pair[0].outcome(cell), pair[1].outcome(cell)) else { continue };
+        group.cells.sort_by_cached_key(|id| case_order(id));
+        let grid = grid(group);
+        let mut changes = Vec::new();
+        for (row, cell) in group.cells.iter().enumerate() {
+            for (pair, outcomes) in group.columns.windows(2).zip(grid.windows(2)) {
+                let (Some(a), Some(b)) = (outcomes[0][row], outcomes[1][row]) else { continue };
                 if let Some(what) = a.change_to(b) {
-                    group.changes.push((
+                    changes.push((
                         cell.clone(),
                         format!("changed between {} and {}: {what}", pair[0].label(), pair[1].label()),
                     ));
                 }
             }
         }
+        group.changes = changes;
     }
     groups
+}
+
+/// Each column's outcomes in the order of the group's cells: `grid[column][row]`.
+fn grid(group: &Group) -> Vec<Vec<Option<&Outcome>>> {
+    let rows: HashMap<&str, usize> = group.cells.iter().enumerate().map(|(i, c)| (c.as_str(), i)).collect();
+    // The row of each of the previous column's outcomes, by position: columns mostly list the same cells
+    // in the same order, and a cell found there is not looked up.
+    let mut previous: Vec<usize> = Vec::new();
+    group
+        .columns
+        .iter()
+        .map(|column| {
+            let mut outcomes = vec![None; group.cells.len()];
+            let mut positions = Vec::with_capacity(column.outcomes.len());
+            for (position, (cell, o)) in column.outcomes.iter().enumerate() {
+                let row = match previous.get(position) {
+                    Some(&row) if group.cells.get(row) == Some(cell) => Some(row),
+                    _ => rows.get(cell.as_str()).copied(),
+                };
+                if let Some(row) = row {
+                    // The first outcome a column has for a cell is the one it shows.
+                    outcomes[row].get_or_insert(o);
+                }
+                positions.push(row.unwrap_or(usize::MAX));
+            }
+            previous = positions;
+            outcomes
+        })
+        .collect()
 }
 
 /// Where a cell id sorts: matrix cells in matrix order, then scenarios in corpus order, buggy before
@@ -419,10 +539,6 @@ pub enum CompareFormat {
     Markdown,
 }
 
-fn cell_text(column: &Column, cell: &str) -> String {
-    column.outcome(cell).map_or_else(|| "-".to_owned(), Outcome::text)
-}
-
 /// Renders the comparison. Every string from a record (versions, builds, counter names, file names) is
 /// written as data: control characters escaped on a terminal ([`text::terminal`]), markup escaped in
 /// markdown ([`text::markdown`]).
@@ -435,14 +551,20 @@ pub fn render(groups: &[Group], format: CompareFormat) -> String {
     for group in groups {
         let changed = |cell: &str| group.changes.iter().any(|(c, _)| c == cell);
         let labels: Vec<String> = group.columns.iter().map(|c| esc(&c.label())).collect();
-        let texts = |column: &Column, cell: &str| esc(&cell_text(column, cell));
+        // Each column's text for each cell, in the group's cell order: `texts[column][row]`.
+        let texts: Vec<Vec<String>> = grid(group)
+            .into_iter()
+            .map(|outcomes| {
+                outcomes.into_iter().map(|o| esc(&o.map_or_else(|| "-".to_owned(), Outcome::text))).collect()
+            })
+            .collect();
         match format {
             CompareFormat::Markdown => {
                 let _ = writeln!(out, "### {} on {}\n", esc(&group.backend), esc(&group.arch));
                 let _ = writeln!(out, "| cell | {} |", labels.join(" | "));
                 let _ = writeln!(out, "|---|{}", "---|".repeat(labels.len()));
-                for cell in &group.cells {
-                    let values: Vec<String> = group.columns.iter().map(|c| texts(c, cell)).collect();
+                for (row, cell) in group.cells.iter().enumerate() {
+                    let values: Vec<&str> = texts.iter().map(|column| column[row].as_str()).collect();
                     let mark = if changed(cell) { " **changed**" } else { "" };
                     let _ = writeln!(out, "| {}{mark} | {} |", text::markdown_code(cell), values.join(" | "));
                 }
@@ -457,18 +579,11 @@ pub fn render(groups: &[Group], format: CompareFormat) -> String {
             }
             CompareFormat::Table => {
                 let _ = writeln!(out, "{} on {}", esc(&group.backend), esc(&group.arch));
-                let mut widths: Vec<usize> = group
-                    .columns
+                let mut widths: Vec<usize> = texts
                     .iter()
                     .zip(&labels)
-                    .map(|(c, label)| {
-                        group
-                            .cells
-                            .iter()
-                            .map(|cell| texts(c, cell).chars().count())
-                            .max()
-                            .unwrap_or(0)
-                            .max(label.chars().count())
+                    .map(|(column, label)| {
+                        column.iter().map(|text| text.chars().count()).max().unwrap_or(0).max(label.chars().count())
                     })
                     .collect();
                 let cells: Vec<String> = group.cells.iter().map(|c| esc(c)).collect();
@@ -478,11 +593,12 @@ pub fn render(groups: &[Group], format: CompareFormat) -> String {
                     let _ = write!(out, "  {:<w$}", label, w = *w);
                 }
                 out.push('\n');
-                for (cell, shown) in group.cells.iter().zip(&cells) {
+                for (row, (cell, shown)) in group.cells.iter().zip(&cells).enumerate() {
                     let marked = format!("{}{shown}", if changed(cell) { "* " } else { "  " });
                     let _ = write!(out, "{marked:<id_width$}");
-                    for (c, w) in group.columns.iter().zip(&widths) {
-                        let _ = write!(out, "  {:<w$}", texts(c, cell), w = *w);
+                    for (column, &w) in texts.iter().zip(&widths) {
+                        out.push_str("  ");
+                        pad(&mut out, &column[row], w);
                     }
                     out.push('\n');
                 }
@@ -497,6 +613,13 @@ pub fn render(groups: &[Group], format: CompareFormat) -> String {
         }
     }
     out
+}
+
+/// `text` padded with spaces to `width` characters, as `{:<width$}` writes it, without going through the
+/// formatter's padding (a call per space).
+fn pad(out: &mut String, text: &str, width: usize) {
+    out.push_str(text);
+    out.extend(std::iter::repeat_n(' ', width.saturating_sub(text.chars().count())));
 }
 
 #[cfg(test)]

@@ -21,6 +21,10 @@ pub const EXEC_CELL: &str = "exec";
 /// record with more is refused while it is read, so that reading stays linear in its size.
 pub const MAX_COUNTERS: usize = 64;
 
+/// Counters of one map that a new name is compared with one by one before they are kept in a set: a
+/// backend's dozen are, without a copy of each name.
+const LOOKED_THROUGH: usize = 16;
+
 /// The most cells a record may hold: the matrix has 54.
 pub const MAX_CELLS: usize = 4096;
 
@@ -62,17 +66,25 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Counters<T> {
             }
             fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Counters<T>, A::Error> {
                 let mut entries: Vec<(String, T)> = Vec::new();
-                let mut seen = std::collections::HashSet::new();
+                // A name is looked for among the few before it; past LOOKED_THROUGH of them, in a set.
+                let mut seen: Option<std::collections::HashSet<String>> = None;
                 while let Some((name, value)) = access.next_entry::<String, T>()? {
                     if entries.len() == MAX_COUNTERS {
                         return Err(serde::de::Error::custom(format!(
                             "more than {MAX_COUNTERS} counters (a backend has at most a dozen)"
                         )));
                     }
-                    if !seen.insert(name.clone()) {
+                    let twice = match &mut seen {
+                        Some(seen) => !seen.insert(name.clone()),
+                        None => entries.iter().any(|(n, _)| *n == name),
+                    };
+                    if twice {
                         return Err(serde::de::Error::custom(format!("counter `{name}` appears twice")));
                     }
                     entries.push((name, value));
+                    if seen.is_none() && entries.len() == LOOKED_THROUGH {
+                        seen = Some(entries.iter().map(|(n, _)| n.clone()).collect());
+                    }
                 }
                 Ok(Counters(entries))
             }

@@ -474,7 +474,8 @@ pub fn delta(value: f64) -> String {
     if value == 0.0 {
         "0".to_owned()
     } else if value.fract() == 0.0 && value.abs() < 1e15 {
-        format!("{value:+.0}")
+        // A whole number, exactly an integer: written as one, which is what `{:+.0}` writes, only faster.
+        format!("{:+}", value as i64)
     } else if value.abs() >= 0.01 || !value.is_finite() {
         format!("{value:+.2}")
     } else {

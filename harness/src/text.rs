@@ -17,12 +17,21 @@ fn control(c: char) -> bool {
     c.is_control()
 }
 
+/// Whether `text` may hold a control character, by its bytes: C0 and DEL are bytes of their own, and
+/// every C1 character (U+0080 to U+009F) starts with 0xc2. `false` is certain; `true` is to be looked at.
+fn may_hold_control(text: &str) -> bool {
+    text.bytes().any(|b| b < 0x20 || b == 0x7f || b == 0xc2)
+}
+
 fn escape(c: char, out: &mut String) {
     let _ = write!(out, "\\u{{{:x}}}", c as u32);
 }
 
 /// `text` with every control character written as `\u{..}`, newlines and tabs included.
 pub fn terminal(text: &str) -> String {
+    if !may_hold_control(text) {
+        return text.to_owned();
+    }
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         if control(c) {

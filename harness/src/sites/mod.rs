@@ -212,15 +212,19 @@ pub fn frame_text(f: &Frame) -> String {
     }
 }
 
+/// What a site made and the call that made it, without its stack: `fd /etc/hosts (open)`.
+pub fn site_head(site: &SiteRecord) -> String {
+    // A Mach kind says what it is (`dead name`); a descriptor's or a mapping's is what it points at.
+    match site.kind.as_deref() {
+        Some(kind) if matches!(site.counter.as_str(), "names" | "urefs") => format!("{kind} ({})", site.call),
+        Some(kind) => format!("{} {kind} ({})", noun(&site.counter), site.call),
+        None => format!("{} ({})", site.counter, site.call),
+    }
+}
+
 /// A site on one line, its first `frames` frames: `fds (open) ← leak (two.c:12) ← worker (two.c:30)`.
 pub fn site_text(site: &SiteRecord, frames: usize) -> String {
-    // A Mach kind says what it is (`dead name`); a descriptor's or a mapping's is what it points at.
-    let what = match site.kind.as_deref() {
-        Some(kind) if matches!(site.counter.as_str(), "names" | "urefs") => kind.to_owned(),
-        Some(kind) => format!("{} {kind}", noun(&site.counter)),
-        None => site.counter.clone(),
-    };
-    let mut text = format!("{what} ({})", site.call);
+    let mut text = site_head(site);
     for f in site.frames.iter().take(frames) {
         text.push_str(" ← ");
         text.push_str(&frame_text(f));
