@@ -8,7 +8,10 @@ cd "$(dirname "$0")/.."
 
 apple_targets=(aarch64-apple-darwin x86_64-apple-darwin)
 
-step() { printf '\n== %s\n' "$*"; }
+# Each step says how long the one before it took, so that a slow CI says where its time goes.
+last=$SECONDS
+step() { printf '\n(%ds)\n== %s\n' "$((SECONDS - last))" "$*"; last=$SECONDS; }
+trap 'printf "\n(%ds)\nci: %ds in all\n" "$((SECONDS - last))" "$SECONDS"' EXIT
 
 step "toolchain"
 rustup component add rustfmt clippy >/dev/null
