@@ -25,37 +25,53 @@ unsafe extern "C" {
 }
 
 /// The walk in progress, passed to [`each_frame`].
-struct Walk {
-    ips: Vec<usize>,
-    max: usize,
+struct Walk<'a> {
+    frames: &'a mut [usize],
+    n: usize,
+    skip: &'a dyn Fn(usize) -> bool,
 }
 
 extern "C" fn each_frame(context: *mut UnwindContext, argument: *mut c_void) -> Reason {
-    // SAFETY: `argument` is the `Walk` that `trace` passes and keeps alive for the whole walk.
+    // SAFETY: `argument` is the `Walk` that `walk` passes and keeps alive for the whole walk.
     let walk = unsafe { &mut *argument.cast::<Walk>() };
     // SAFETY: `context` is the unwinder's context for the frame being visited, valid during this call.
     let ip = unsafe { _Unwind_GetIP(context) };
     if ip == 0 {
         return URC_END_OF_STACK;
     }
-    walk.ips.push(ip);
-    if walk.ips.len() < walk.max {
+    if (walk.skip)(ip) {
+        return URC_NO_REASON;
+    }
+    walk.frames[walk.n] = ip;
+    walk.n += 1;
+    if walk.n < walk.frames.len() {
         URC_NO_REASON
     } else {
         URC_END_OF_STACK
     }
 }
 
+/// Fills `frames` with the return addresses of the calling thread's frames, innermost first, leaving out
+/// those `skip` says to, and returns how many it filled. It allocates nothing (the probe walks inside
+/// the program it measures).
+pub fn walk(frames: &mut [usize], skip: &dyn Fn(usize) -> bool) -> usize {
+    if frames.is_empty() {
+        return 0;
+    }
+    let mut walk = Walk { frames, n: 0, skip };
+    // SAFETY: `each_frame` matches `_Unwind_Trace_Fn` and reads `argument` as the `Walk` given here,
+    // which outlives the call; the unwinder calls it only during this call.
+    unsafe { _Unwind_Backtrace(each_frame, (&mut walk as *mut Walk).cast()) };
+    walk.n
+}
+
 /// The return addresses of the calling thread's frames, innermost first (the unwinder's own frames and
 /// this function's among them), at most `max`.
 pub fn trace(max: usize) -> Vec<usize> {
-    let mut walk = Walk { ips: Vec::with_capacity(max), max };
-    if max > 0 {
-        // SAFETY: `each_frame` matches `_Unwind_Trace_Fn` and reads `argument` as the `Walk` given here,
-        // which outlives the call; the unwinder calls it only during this call.
-        unsafe { _Unwind_Backtrace(each_frame, (&mut walk as *mut Walk).cast()) };
-    }
-    walk.ips
+    let mut frames = vec![0; max];
+    let n = walk(&mut frames, &|_| false);
+    frames.truncate(n);
+    frames
 }
 
 #[cfg(test)]
@@ -76,5 +92,10 @@ mod tests {
         assert!(ips.iter().any(|&ip| ip > here && ip - here < 4096), "{here:#x} {ips:x?}");
         assert_eq!(nested(2).len(), 2);
         assert!(nested(0).is_empty());
+        // What `skip` says to leave out is left out, and the rest still fills the frames.
+        let mut frames = [0usize; 4];
+        let first = nested(1)[0];
+        assert_eq!(walk(&mut frames, &|ip| ip == first), 4);
+        assert!(!frames.contains(&first));
     }
 }

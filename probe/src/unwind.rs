@@ -52,55 +52,11 @@ pub fn learn_stack() {
 /// fast walk is not (and, on Linux x86-64, in a test that compares the two).
 #[cfg(any(test, not(all(target_os = "linux", target_arch = "x86_64"))))]
 pub(crate) mod libgcc {
-    use std::ffi::{c_int, c_void};
-
     use super::DEPTH;
 
-    #[repr(C)]
-    struct Context {
-        _private: [u8; 0],
-    }
-
-    type Reason = c_int;
-    const NO_REASON: Reason = 0;
-    const END_OF_STACK: Reason = 5;
-
-    extern "C" {
-        fn _Unwind_Backtrace(trace: extern "C" fn(*mut Context, *mut c_void) -> Reason, arg: *mut c_void) -> Reason;
-        fn _Unwind_GetIP(ctx: *mut Context) -> usize;
-    }
-
-    struct Walk<'a> {
-        frames: &'a mut [usize; DEPTH],
-        n: usize,
-        own: &'a dyn Fn(usize) -> bool,
-    }
-
-    extern "C" fn each(ctx: *mut Context, arg: *mut c_void) -> Reason {
-        // SAFETY: `arg` is the `Walk` passed to _Unwind_Backtrace below, alive for its duration.
-        let walk = unsafe { &mut *arg.cast::<Walk>() };
-        // SAFETY: `ctx` is the unwinder's context for this frame, valid during the callback.
-        let ip = unsafe { _Unwind_GetIP(ctx) };
-        if ip == 0 {
-            return END_OF_STACK;
-        }
-        if (walk.own)(ip) {
-            return NO_REASON;
-        }
-        walk.frames[walk.n] = ip;
-        walk.n += 1;
-        if walk.n == DEPTH {
-            END_OF_STACK
-        } else {
-            NO_REASON
-        }
-    }
-
+    /// The calling thread's frames, those `own` says are the probe's left out (`threadleak_census::stack`).
     pub fn capture(frames: &mut [usize; DEPTH], own: &dyn Fn(usize) -> bool) -> usize {
-        let mut walk = Walk { frames, n: 0, own };
-        // SAFETY: the callback only touches `walk`, which outlives the call.
-        unsafe { _Unwind_Backtrace(each, (&mut walk as *mut Walk).cast()) };
-        walk.n
+        threadleak_census::stack::walk(frames, own)
     }
 }
 
