@@ -479,12 +479,7 @@ fn steady_rate(at: &[f64], values: &[f64]) -> f64 {
             slopes.push((values[j] - values[i]) / (at[j] - at[i]));
         }
     }
-    slopes.sort_by(f64::total_cmp);
-    let median = match slopes.len() {
-        0 => 0.0,
-        len if len % 2 == 1 => slopes[len / 2],
-        len => (slopes[len / 2 - 1] + slopes[len / 2]) / 2.0,
-    };
+    let median = evidence::median(slopes);
     if trimmed == 0.0 || median == 0.0 || trimmed.signum() != median.signum() {
         0.0
     } else if trimmed.abs() < median.abs() {

@@ -418,6 +418,11 @@ fn sites(series: &Series) -> Vec<(SiteRecord, evidence::Growth)> {
     for id in ids {
         let Some(def) = series.sites.get(&id) else { continue };
         let alive: Vec<f64> = series.tallies.values().map(|t| t.get(&id).map_or(0, |e| e.0) as f64).collect();
+        // A site whose count never moved is level, at no rate: never reported (below). Most of a program's
+        // sites are so (what it made once, at its start), and judging each would cost the most.
+        if alive.iter().all(|&v| v == alive[0]) {
+            continue;
+        }
         let judged = evidence::judge(&at, &alive);
         let per_thread = match judged.growth {
             evidence::Growth::Steady => judged.rate,
