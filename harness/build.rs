@@ -6,7 +6,9 @@
 //! as this build and in a target folder of its own beside this build's (`<target>/probe-embedded`), so that
 //! it never waits on this build's lock and is rebuilt incrementally. The probe depends on the small
 //! `threadleak-census` crate (libc and nix), not on this one, so the nested build compiles a dozen small
-//! packages and none of this build's larger ones (clap, serde's derive, the DWARF readers).
+//! packages and none of this build's larger ones (clap, serde's derive, the DWARF readers). For an Apple
+//! target it also builds the other Apple architecture's probe, when the toolchain can, and carries both
+//! in one universal file (`src/exec/fat.rs`).
 //!
 //! `THREADLEAK_EMBED_PROBE=0` builds a binary without a probe, whose `exec` then needs `--probe PATH`:
 //! for `cargo clippy` on a target this machine cannot link for (CI lints the Apple targets that way, and
@@ -25,8 +27,8 @@ const EMBED: &str = "THREADLEAK_EMBED_PROBE";
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(threadleak_embedded_probe)");
     println!("cargo::rerun-if-env-changed={EMBED}");
-    // Only the binary (the `cli` feature) carries the probe; the probe's own build of this library, and
-    // a crate that uses it in its tests, have no use for one.
+    // Only the binary (the `cli` feature) carries the probe; a crate that uses the library in its tests
+    // has no use for one.
     if env::var_os("CARGO_FEATURE_CLI").is_none() || env::var_os(EMBED).is_some_and(|v| v == "0") {
         return;
     }
