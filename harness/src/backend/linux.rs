@@ -363,6 +363,15 @@ impl Workload for Linux {
         // SAFETY: `attr` is initialized; `ctx` outlives the thread's use of it (we wait for `done`).
         let ret = unsafe { libc::pthread_create(&mut thread, &self.attr, thread_main, self.ctx.cast()) };
         check_pthread("pthread_create", ret)?;
+        // Joined first: the join returns once the thread has ended, its exit hook run, so the wait below
+        // takes the hook's post without blocking, and the main thread waits once per thread, not twice
+        // (for the post, then for the end). A failed join is reported after the wait, which the context
+        // must outlive.
+        let joined = match self.thread {
+            // SAFETY: a joinable thread created above, joined once.
+            ThreadKind::Joined => unsafe { libc::pthread_join(thread, ptr::null_mut()) },
+            ThreadKind::Detached | ThreadKind::Unjoined => 0,
+        };
         loop {
             // SAFETY: `done` is initialized; sem_wait blocks until the thread's exit hook posts it.
             if unsafe { libc::sem_wait(ctx.done.get()) } == 0 {
@@ -373,10 +382,7 @@ impl Workload for Linux {
                 return Err(CallError::errno("sem_wait", e));
             }
         }
-        if self.thread == ThreadKind::Joined {
-            // SAFETY: a joinable thread created above, joined once.
-            check_pthread("pthread_join", unsafe { libc::pthread_join(thread, ptr::null_mut()) })?;
-        }
+        check_pthread("pthread_join", joined)?;
         // Handles the thread kept are the leak being measured: forget them, never close them here.
         ctx.held.set(0);
         match ctx.failure.take() {
