@@ -285,14 +285,24 @@ fn read_maps(stacks: &mut [StackQuery]) -> Result<Maps, CallError> {
     let mut below = [MapLine::default(); GUARD_LINES];
     let mut next = 0usize;
     file.for_each_chunk(|chunk| {
-        for &b in chunk {
-            if b != b'\n' {
-                if head_len < head.len() {
-                    head[head_len] = b;
-                    head_len += 1;
-                }
-                tail.copy_within(1.., 0);
-                tail[5] = b;
+        // A line's bytes in this chunk, up to its newline if the chunk holds it.
+        for part in chunk.split_inclusive(|&b| b == b'\n') {
+            let (text, ends) = match part.split_last() {
+                Some((b'\n', text)) => (text, true),
+                _ => (part, false),
+            };
+            let take = text.len().min(head.len() - head_len);
+            head[head_len..head_len + take].copy_from_slice(&text[..take]);
+            head_len += take;
+            // The line's last bytes so far.
+            let width = tail.len();
+            if text.len() >= width {
+                tail.copy_from_slice(&text[text.len() - width..]);
+            } else if !text.is_empty() {
+                tail.copy_within(text.len().., 0);
+                tail[width - text.len()..].copy_from_slice(text);
+            }
+            if !ends {
                 continue;
             }
             let line = MapLine::parse(&head[..head_len], &tail);

@@ -116,9 +116,13 @@ pub fn die_with_runner(params: &Params) -> Option<ChildReport> {
     Some(ChildReport::stopped(Some(failed.at_cycle(-i64::from(params.warmup)))))
 }
 
-/// Runs one cell or scenario variant in this process and reports. Never panics on a failed call: the
+/// Runs one cell or scenario variant in this process and reports, its threads kept on `cpu` if given and
+/// the OS allows (a CPU that cannot be had changes nothing but speed). Never panics on a failed call: the
 /// failure is the report.
-pub fn run(backend: Backend, case: Case, params: &Params, mode: Mode) -> ChildReport {
+pub fn run(backend: Backend, case: Case, params: &Params, mode: Mode, cpu: Option<usize>) -> ChildReport {
+    if let Some(cpu) = cpu {
+        crate::backend::stay_on_cpu(cpu);
+    }
     if let Some(report) = die_with_runner(params) {
         return report;
     }

@@ -347,6 +347,9 @@ struct ChildArgs {
     /// Degradation mode: a census every this many threads, and every thread's latency.
     #[arg(long, value_name = "THREADS", value_parser = clap::value_parser!(u32).range(1..))]
     degrade_window: Option<u32>,
+    /// Keep this process's threads on this CPU, where the OS allows (the runner gives each child its own).
+    #[arg(long, value_name = "CPU")]
+    cpu: Option<usize>,
 }
 
 /// The address space the runner needs beyond what it maps at start: its threads' stacks, the children's
@@ -875,7 +878,7 @@ fn child(args: ChildArgs) -> i32 {
         Err(message) => return usage(&message),
     };
     let mode = args.degrade_window.map_or(Mode::Matrix, |window| Mode::Degrade { window });
-    let report = crate::child::run(backend, args.cell, &args.params.params(), mode);
+    let report = crate::child::run(backend, args.cell, &args.params.params(), mode, args.cpu);
     let line = serde_json::to_string(&report).expect("a child report always serializes");
     let mut out = std::io::stdout().lock();
     if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {

@@ -116,17 +116,22 @@ pub fn run<C: Copy + Into<Case> + Sync>(
     let next = AtomicUsize::new(0);
     let (tx, rx) = mpsc::channel::<(usize, CellRecord)>();
     let mut results: Vec<Option<CellRecord>> = vec![None; cells.len()];
+    let jobs = config.jobs.clamp(1, cells.len().max(1));
+    let cpus = Cpus::new(jobs);
     let work = |tx: &mpsc::Sender<(usize, CellRecord)>| loop {
         let index = next.fetch_add(1, Ordering::Relaxed);
         let Some(&cell) = cells.get(index) else { break };
-        if tx.send((index, run_cell(config, cell))).is_err() {
+        let cpu = cpus.take();
+        let record = run_cell_on(config, cell.into(), Mode::Matrix, cpu).0;
+        cpus.give_back(cpu);
+        if tx.send((index, record)).is_err() {
             break;
         }
     };
     thread::scope(|scope| {
         // As many job threads as the process limit (`ulimit -u`) allows; with none, the cells run here.
         let mut started = 0;
-        for _ in 0..config.jobs.clamp(1, cells.len().max(1)) {
+        for _ in 0..jobs {
             let tx = tx.clone();
             let work = &work;
             match thread::Builder::new().stack_size(JOB_STACK).spawn_scoped(scope, move || work(&tx)) {
@@ -155,6 +160,50 @@ pub fn run<C: Copy + Into<Case> + Sync>(
         }),
         params: config.params,
         cells: results.into_iter().map(|r| r.expect("every cell reports")).collect(),
+    }
+}
+
+/// The CPUs a run keeps its children on, one child to a CPU.
+///
+/// A child's threads never run at once: its main thread waits while the one workload thread of a cycle
+/// runs ([`Workload::cycle`](crate::backend::Workload::cycle)). Kept on one CPU, each handover between
+/// them is a switch on that CPU; left to the scheduler, a new thread often starts on another CPU than its
+/// creator's, and then every handover is a wake-up across CPUs (an inter-processor interrupt: in a virtual
+/// machine, an exit to the hypervisor) and the thread's stack is made in one CPU's caches and used in
+/// another's. Where a child runs changes nothing it counts, only how fast it creates threads.
+///
+/// A child gets the CPU its job's thread runs on when it starts, where the scheduler placed that thread,
+/// unless another child of the run holds it; then the first CPU none holds. With more jobs than CPUs the
+/// scheduler places every child, as it does where a process cannot choose its CPUs (macOS).
+struct Cpus {
+    /// The CPUs this process may use; empty when children are not kept on one.
+    allowed: Vec<usize>,
+    /// Those held by a child now.
+    held: Mutex<Vec<usize>>,
+}
+
+impl Cpus {
+    fn new(jobs: usize) -> Cpus {
+        let allowed = crate::backend::allowed_cpus();
+        Cpus { allowed: if jobs <= allowed.len() { allowed } else { Vec::new() }, held: Mutex::new(Vec::new()) }
+    }
+
+    /// A CPU for the next child, held until [`Cpus::give_back`]; `None` when the child is not kept on one.
+    fn take(&self) -> Option<usize> {
+        if self.allowed.is_empty() {
+            return None;
+        }
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let free = |cpu: &usize| self.allowed.contains(cpu) && !held.contains(cpu);
+        let cpu = crate::backend::current_cpu().filter(free).or_else(|| self.allowed.iter().copied().find(free))?;
+        held.push(cpu);
+        Some(cpu)
+    }
+
+    fn give_back(&self, cpu: Option<usize>) {
+        if let Some(cpu) = cpu {
+            self.held.lock().unwrap_or_else(|p| p.into_inner()).retain(|&c| c != cpu);
+        }
     }
 }
 
@@ -203,6 +252,11 @@ pub fn run_cell(config: &RunConfig, cell: impl Into<Case>) -> CellRecord {
 /// Runs one cell in its own child process in `mode`; returns its record and, in degradation mode, the
 /// latency statistics of each window.
 pub fn run_cell_in(config: &RunConfig, cell: Case, mode: Mode) -> (CellRecord, Vec<WindowStats>) {
+    run_cell_on(config, cell, mode, None)
+}
+
+/// [`run_cell_in`], the child kept on `cpu` if given (see [`Cpus`]).
+fn run_cell_on(config: &RunConfig, cell: Case, mode: Mode, cpu: Option<usize>) -> (CellRecord, Vec<WindowStats>) {
     let mut windows = Vec::new();
     let axes = match cell {
         Case::Cell(c) => Some(c.into()),
@@ -212,7 +266,7 @@ pub fn run_cell_in(config: &RunConfig, cell: Case, mode: Mode) -> (CellRecord, V
     if let Case::Scenario(s) = cell {
         record.scenario = Some(s.into());
     }
-    let outcome = match spawn_and_wait(config, cell, mode) {
+    let outcome = match spawn_and_wait(config, cell, mode, cpu) {
         Ok(outcome) => outcome,
         Err(err) => {
             record.status = Status::Error;
@@ -371,7 +425,7 @@ fn signal_name(signal: i32) -> String {
     Signal::try_from(signal).map_or_else(|_| format!("signal {signal}"), |s| s.as_str().to_owned())
 }
 
-fn spawn_and_wait(config: &RunConfig, cell: Case, mode: Mode) -> std::io::Result<Outcome> {
+fn spawn_and_wait(config: &RunConfig, cell: Case, mode: Mode, cpu: Option<usize>) -> std::io::Result<Outcome> {
     let p = &config.params;
     let mut command = Command::new(&config.exe);
     command
@@ -382,6 +436,9 @@ fn spawn_and_wait(config: &RunConfig, cell: Case, mode: Mode) -> std::io::Result
         .args(["--self-calls", &p.self_calls.to_string()]);
     if let Mode::Degrade { window } = mode {
         command.args(["--degrade-window", &window.to_string()]);
+    }
+    if let Some(cpu) = cpu {
+        command.args(["--cpu", &cpu.to_string()]);
     }
     command.envs(config.backend.child_env().iter().copied()).stdin(Stdio::null());
     supervise(command, config.timeout, config.term_grace, Capture::Output, |_| ())

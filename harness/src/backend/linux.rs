@@ -363,6 +363,15 @@ impl Workload for Linux {
         // SAFETY: `attr` is initialized; `ctx` outlives the thread's use of it (we wait for `done`).
         let ret = unsafe { libc::pthread_create(&mut thread, &self.attr, thread_main, self.ctx.cast()) };
         check_pthread("pthread_create", ret)?;
+        // Joined first: the join returns once the thread has ended, its exit hook run, so the wait below
+        // takes the hook's post without blocking, and the main thread waits once per thread, not twice
+        // (for the post, then for the end). A failed join is reported after the wait, which the context
+        // must outlive.
+        let joined = match self.thread {
+            // SAFETY: a joinable thread created above, joined once.
+            ThreadKind::Joined => unsafe { libc::pthread_join(thread, ptr::null_mut()) },
+            ThreadKind::Detached | ThreadKind::Unjoined => 0,
+        };
         loop {
             // SAFETY: `done` is initialized; sem_wait blocks until the thread's exit hook posts it.
             if unsafe { libc::sem_wait(ctx.done.get()) } == 0 {
@@ -373,10 +382,7 @@ impl Workload for Linux {
                 return Err(CallError::errno("sem_wait", e));
             }
         }
-        if self.thread == ThreadKind::Joined {
-            // SAFETY: a joinable thread created above, joined once.
-            check_pthread("pthread_join", unsafe { libc::pthread_join(thread, ptr::null_mut()) })?;
-        }
+        check_pthread("pthread_join", joined)?;
         // Handles the thread kept are the leak being measured: forget them, never close them here.
         ctx.held.set(0);
         match ctx.failure.take() {
@@ -415,7 +421,7 @@ impl Workload for Linux {
 }
 
 /// What the census counts, by kind: each descriptor by what it points at, each mapping by size,
-/// permissions and name, each timer by its notification ([`fd_kind`], [`map_kinds`], [`timer_kind`]).
+/// permissions and name, each timer by its notification ([`fd_kind`], [`MapKind`], [`TimerKind`]).
 /// Reads procfs (descriptors with getdents64 and readlinkat into stack buffers, the rest through `std::fs`);
 /// it allocates, so it is taken after a census, never inside one. The brk heap
 /// is left out, as the census leaves it out of `vm_kib`.
@@ -489,25 +495,19 @@ pub fn inventory() -> Result<Inventory, CallError> {
     for (kind, count) in kinds {
         out.insert(("fds".to_owned(), kind), count);
     }
-    let mut add = |counter: &str, kind: String| *out.entry((counter.to_owned(), kind)).or_insert(0) += 1;
     let maps = std::fs::read_to_string("/proc/self/maps").map_err(io("read /proc/self/maps"))?;
-    for kind in map_kinds(&maps) {
-        add("maps", kind);
+    // Equal kinds are counted first and their text made once: a process holds thousands of mappings and
+    // timers of a few kinds.
+    let mut mappings: std::collections::HashMap<MapKind<'_>, i64> = std::collections::HashMap::new();
+    for_each_map_kind(&maps, |kind| *mappings.entry(kind).or_insert(0) += 1);
+    for (kind, count) in mappings {
+        *out.entry(("maps".to_owned(), kind.to_string())).or_insert(0) += count;
     }
     let timers = std::fs::read_to_string("/proc/self/timers").map_err(io("read /proc/self/timers"))?;
-    // Each timer's block starts with its `ID:` line.
-    let mut blocks: Vec<String> = Vec::new();
-    for line in timers.lines() {
-        match blocks.last_mut() {
-            Some(block) if !line.starts_with("ID:") => {
-                block.push_str(line);
-                block.push('\n');
-            }
-            _ => blocks.push(format!("{line}\n")),
-        }
-    }
-    for block in &blocks {
-        add("timers", timer_kind(block));
+    let mut notified: std::collections::HashMap<TimerKind<'_>, i64> = std::collections::HashMap::new();
+    for_each_timer_kind(&timers, |kind| *notified.entry(kind).or_insert(0) += 1);
+    for (kind, count) in notified {
+        *out.entry(("timers".to_owned(), kind.to_string())).or_insert(0) += count;
     }
     Ok(out)
 }
@@ -526,12 +526,52 @@ fn size_text(bytes: usize) -> String {
     }
 }
 
+/// A mapping's kind, told before it is written out as `SIZE PERMS NAME` (its `Display`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct MapKind<'a> {
+    bytes: usize,
+    perms: &'a str,
+    what: MapWhat<'a>,
+}
+
+/// What a mapping is, by its name or, unnamed, by its neighbours.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum MapWhat<'a> {
+    /// An inaccessible page right below an anonymous `rw-p` mapping.
+    GuardBelowStack,
+    /// An anonymous `rw-p` mapping right above a guard page.
+    Stack,
+    Anonymous,
+    Named(&'a str),
+}
+
+impl std::fmt::Display for MapKind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (size, perms) = (size_text(self.bytes), self.perms);
+        match self.what {
+            MapWhat::GuardBelowStack => write!(f, "{size} {perms} guard page (below a stack)"),
+            MapWhat::Stack => write!(f, "{size} {perms} anonymous, guard page below (a stack)"),
+            MapWhat::Anonymous => write!(f, "{size} {perms} anonymous"),
+            MapWhat::Named(name) => write!(f, "{size} {perms} {name}"),
+        }
+    }
+}
+
 /// Each mapping's kind, `SIZE PERMS NAME`: the path, a `[name]` of the kernel's, or `anonymous`. An
 /// inaccessible anonymous mapping right below an anonymous `rw-p` one is a guard page and the one above
 /// it a stack: a thread's (glibc `nptl/allocate_stack.c`) or an alternate signal stack a runtime guards
 /// the same way; Linux no longer names thread stacks (since 4.5), so which of them it is is not said.
 /// The brk heap is left out.
+#[cfg(test)]
 fn map_kinds(maps: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for_each_map_kind(maps, |kind| out.push(kind.to_string()));
+    out
+}
+
+/// Calls `f` with the kind of each mapping of `maps` (the text of `/proc/self/maps`), in order, as
+/// [`map_kinds`] writes them.
+fn for_each_map_kind<'a>(maps: &'a str, mut f: impl FnMut(MapKind<'a>)) {
     struct Map<'a> {
         start: usize,
         end: usize,
@@ -550,40 +590,83 @@ fn map_kinds(maps: &str) -> Vec<String> {
         .collect();
     let guard = |m: &Map<'_>| m.perms == "---p" && m.name.is_empty();
     let guarded = |i: usize| i > 0 && guard(&lines[i - 1]) && lines[i - 1].end == lines[i].start;
-    let mut out = Vec::with_capacity(lines.len());
     for (i, m) in lines.iter().enumerate() {
         if m.name == "[heap]" {
             continue;
         }
-        let size = size_text(m.end - m.start);
         let above = lines.get(i + 1);
-        let kind = if guard(m) && above.is_some_and(|a| a.start == m.end && a.perms == "rw-p" && a.name.is_empty()) {
-            format!("{size} {} guard page (below a stack)", m.perms)
+        let what = if guard(m) && above.is_some_and(|a| a.start == m.end && a.perms == "rw-p" && a.name.is_empty()) {
+            MapWhat::GuardBelowStack
         } else if m.name.is_empty() && m.perms == "rw-p" && guarded(i) {
-            format!("{size} {} anonymous, guard page below (a stack)", m.perms)
+            MapWhat::Stack
         } else if m.name.is_empty() {
-            format!("{size} {} anonymous", m.perms)
+            MapWhat::Anonymous
         } else {
-            format!("{size} {} {}", m.perms, m.name)
+            MapWhat::Named(m.name)
         };
-        out.push(kind);
+        f(MapKind { bytes: m.end - m.start, perms: m.perms, what });
     }
-    out
 }
 
-/// A timer's kind from its block of `/proc/self/timers`: how it notifies (`notify: HOW/TARGET.ID`, HOW
-/// `signal`, `none` or `thread`; TARGET `tid` for `SIGEV_THREAD_ID`: `show_timer`, fs/proc/base.c) and
-/// which signal, without the target's id.
+/// A timer's kind: how it notifies (`notify: HOW/TARGET.ID`, HOW `signal`, `none` or `thread`; TARGET
+/// `tid` for `SIGEV_THREAD_ID`: `show_timer`, fs/proc/base.c) and which signal, without the target's id;
+/// written out by its `Display`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+struct TimerKind<'a> {
+    how: &'a str,
+    to_thread: bool,
+    signal: &'a str,
+}
+
+impl<'a> TimerKind<'a> {
+    /// From a timer's `notify:` and `signal:` values, `?` for one missing.
+    fn new(notify: Option<&'a str>, signal: Option<&'a str>) -> TimerKind<'a> {
+        let (how, target) = notify.unwrap_or("?").split_once('/').unwrap_or(("?", "?"));
+        let signal = signal.unwrap_or("?").split('/').next().unwrap_or("?");
+        TimerKind { how, to_thread: target.starts_with("tid"), signal }
+    }
+}
+
+impl std::fmt::Display for TimerKind<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let signal = self.signal;
+        match (self.how, self.to_thread) {
+            ("signal", true) => write!(f, "signal {signal} to a thread (SIGEV_THREAD_ID)"),
+            ("signal", false) => write!(f, "signal {signal} to the process"),
+            ("none", _) => f.write_str("no notification"),
+            ("thread", _) => write!(f, "a thread started (SIGEV_THREAD), signal {signal}"),
+            (other, _) => write!(f, "{other}, signal {signal}"),
+        }
+    }
+}
+
+/// A timer's kind from its block of `/proc/self/timers` ([`TimerKind`]).
+#[cfg(test)]
 fn timer_kind(block: &str) -> String {
-    let field = |key: &str| block.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::trim).unwrap_or("?");
-    let (how, target) = field("notify:").split_once('/').unwrap_or(("?", "?"));
-    let signal = field("signal:").split('/').next().unwrap_or("?");
-    match (how, target.starts_with("tid")) {
-        ("signal", true) => format!("signal {signal} to a thread (SIGEV_THREAD_ID)"),
-        ("signal", false) => format!("signal {signal} to the process"),
-        ("none", _) => "no notification".to_owned(),
-        ("thread", _) => format!("a thread started (SIGEV_THREAD), signal {signal}"),
-        (other, _) => format!("{other}, signal {signal}"),
+    let field = |key: &str| block.lines().find_map(|l| l.trim().strip_prefix(key)).map(str::trim);
+    TimerKind::new(field("notify:"), field("signal:")).to_string()
+}
+
+/// Calls `f` with the kind of each timer of `timers` (the text of `/proc/self/timers`), in order: each
+/// timer's block starts with its `ID:` line (and the first line starts one, whatever it is), and its
+/// first `notify:` and `signal:` lines say its kind.
+fn for_each_timer_kind<'a>(timers: &'a str, mut f: impl FnMut(TimerKind<'a>)) {
+    let mut block: Option<(Option<&'a str>, Option<&'a str>)> = None;
+    for line in timers.lines() {
+        if line.starts_with("ID:") || block.is_none() {
+            if let Some((notify, signal)) = block {
+                f(TimerKind::new(notify, signal));
+            }
+            block = Some((None, None));
+        }
+        if let Some((notify, signal)) = &mut block {
+            let line = line.trim();
+            *notify = notify.or_else(|| line.strip_prefix("notify:").map(str::trim));
+            *signal = signal.or_else(|| line.strip_prefix("signal:").map(str::trim));
+        }
+    }
+    if let Some((notify, signal)) = block {
+        f(TimerKind::new(notify, signal));
     }
 }
 
@@ -696,6 +779,39 @@ pub fn processes_with_env(entry: &[u8]) -> Vec<u32> {
 pub fn thread_count(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|v| v.trim().parse().ok())
+}
+
+/// The CPUs the calling thread may run on (`sched_getaffinity(2)`), in increasing order; empty when they
+/// cannot be read.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data; zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { MaybeUninit::zeroed().assume_init() };
+    // SAFETY: `set` is valid for writing its size.
+    if unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) } != 0 {
+        return Vec::new();
+    }
+    // SAFETY: CPU_ISSET reads the set, for CPUs below its size.
+    (0..libc::CPU_SETSIZE as usize).filter(|&cpu| unsafe { libc::CPU_ISSET(cpu, &set) }).collect()
+}
+
+/// The CPU the calling thread runs on now (`sched_getcpu(3)`).
+pub fn current_cpu() -> Option<usize> {
+    // SAFETY: sched_getcpu has no preconditions.
+    usize::try_from(unsafe { libc::sched_getcpu() }).ok()
+}
+
+/// Keeps the calling thread, and the threads it creates from now on, on `cpu` (`sched_setaffinity(2)`);
+/// whether that was done.
+pub fn stay_on_cpu(cpu: usize) -> bool {
+    if cpu >= libc::CPU_SETSIZE as usize {
+        return false;
+    }
+    // SAFETY: cpu_set_t is plain data; zero is an empty set.
+    let mut set: libc::cpu_set_t = unsafe { MaybeUninit::zeroed().assume_init() };
+    // SAFETY: `cpu` is below the set's size (checked above).
+    unsafe { libc::CPU_SET(cpu, &mut set) };
+    // SAFETY: `set` is a valid set of its size.
+    unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) == 0 }
 }
 
 /// Whether the calling thread is the main thread: the kernel gives the main thread the process's id as

@@ -265,6 +265,34 @@ pub fn sealed_file(
     }
 }
 
+/// The CPUs the calling thread may run on, where the OS lets a process choose (Linux); empty elsewhere.
+pub fn allowed_cpus() -> Vec<usize> {
+    #[cfg(target_os = "linux")]
+    return linux::allowed_cpus();
+    #[cfg(not(target_os = "linux"))]
+    return Vec::new();
+}
+
+/// The CPU the calling thread runs on now, where that can be told (Linux).
+pub fn current_cpu() -> Option<usize> {
+    #[cfg(target_os = "linux")]
+    return linux::current_cpu();
+    #[cfg(not(target_os = "linux"))]
+    return None;
+}
+
+/// Keeps the calling thread, and the threads it creates from now on, on one CPU, where the OS offers
+/// that (Linux); whether it was done.
+pub fn stay_on_cpu(cpu: usize) -> bool {
+    #[cfg(target_os = "linux")]
+    return linux::stay_on_cpu(cpu);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = cpu;
+        false
+    }
+}
+
 /// Whether the calling thread is its process's main thread (the one `main` runs on); `false` where that
 /// cannot be told.
 pub fn on_main_thread() -> bool {
