@@ -37,6 +37,11 @@ impl Default for Symbolizer {
 /// The most bytes of modules and debug files a symbolizer reads in all.
 pub const READ_BUDGET: u64 = 2 << 30;
 
+/// Why frames of a module that is not on disk keep their module and offset.
+const NOT_ON_DISK: &str = "some frames are in modules that are not on disk (a library deleted since it was loaded, or \
+                           on macOS a system library, which lives only in the dyld shared cache): they keep their \
+                           module and offset";
+
 /// The most bytes read of one file (a larger one is left unread).
 const FILE_LIMIT: u64 = 1 << 30;
 
@@ -192,6 +197,15 @@ impl Symbolizer {
         if let Some(&known) = self.modules.get(path) {
             return known;
         }
+        // A module that is not on disk: a library deleted since it was loaded, or, on macOS, a system
+        // library, which lives only in the dyld shared cache from macOS 11 ("copies of dynamic libraries
+        // are no longer present on the filesystem", macOS Big Sur 11.0.1 release notes); its frames keep
+        // their module and offset, and that is said.
+        if std::fs::symlink_metadata(path).is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound) {
+            self.shortfall.get_or_insert_with(|| NOT_ON_DISK.to_owned());
+            self.modules.insert(path.to_owned(), None);
+            return None;
+        }
         let module = self.open(path);
         self.modules.insert(path.to_owned(), module);
         module
@@ -279,6 +293,20 @@ mod tests {
         assert!(frames[..3].iter().all(|f| f.function.is_none() && f.file.is_none()), "{:?}", &frames[..3]);
         assert_eq!(symbolizer.read, std::fs::metadata(&module).unwrap().len());
         assert_eq!(symbolizer.shortfall(), None);
+    }
+
+    #[test]
+    fn frames_of_a_module_not_on_disk_keep_their_module_and_offset_and_it_is_said() {
+        let mut symbolizer = Symbolizer::default();
+        let gone = "/usr/lib/system/libsystem_pthread.dylib-not-on-this-disk";
+        let frames = symbolizer.frames(&[(gone.to_owned(), 0x1234), (gone.to_owned(), 0x10)]);
+        assert_eq!((frames[0].module.as_str(), frames[0].offset, frames[0].function.as_deref()), (gone, 0x1234, None));
+        assert_eq!(frames.len(), 2);
+        assert!(
+            symbolizer.shortfall().is_some_and(|s| s.contains("dyld shared cache")),
+            "{:?}",
+            symbolizer.shortfall()
+        );
     }
 
     #[test]
