@@ -425,18 +425,23 @@ mod tests {
         assert!(count_dir_entries(c"/proc/self/task").unwrap() >= 1);
         assert!(count_dir_entries(c"/proc/self/fd").unwrap() >= 3);
         // Counted by poll: the same as listing them (less the listing's own descriptor), and one more for
-        // a descriptor opened; other tests of this process open and close theirs meanwhile, so the count
-        // is taken between two listings that agree.
-        let agreed = (0..100).find_map(|_| {
-            let listed = count_dir_entries(c"/proc/self/fd").unwrap() - 1;
-            let polled = count_open_fds().unwrap();
-            let extra = std::fs::File::open("/dev/null").unwrap();
-            let with_extra = count_open_fds().unwrap();
-            drop(extra);
-            (count_dir_entries(c"/proc/self/fd").unwrap() - 1 == listed).then_some((polled, with_extra, listed))
-        });
-        let (polled, with_extra, listed) = agreed.expect("the descriptors of this process settled");
-        assert_eq!((polled, with_extra), (listed, listed + 1));
+        // a descriptor opened. Other tests of this process open and close theirs meanwhile, between any
+        // two of these looks: a round where nothing else moved agrees exactly, and a miscount would make
+        // no round agree.
+        let rounds: Vec<(i64, i64, i64)> = (0..100)
+            .map(|_| {
+                let listed = count_dir_entries(c"/proc/self/fd").unwrap() - 1;
+                let polled = count_open_fds().unwrap();
+                let extra = std::fs::File::open("/dev/null").unwrap();
+                let with_extra = count_open_fds().unwrap();
+                drop(extra);
+                (listed, polled, with_extra)
+            })
+            .collect();
+        assert!(
+            rounds.iter().any(|&(listed, polled, with_extra)| (polled, with_extra) == (listed, listed + 1)),
+            "no round agreed: {rounds:?}"
+        );
         let maps = read_maps(&mut []).unwrap();
         let text = std::fs::read_to_string("/proc/self/maps").unwrap();
         // Test threads run beside this one and can map stacks in between; the counts stay close.
