@@ -424,11 +424,13 @@ pub fn inventory() -> Result<Inventory, CallError> {
     let mut out = Inventory::new();
     // Descriptors, by the target of each link, read into a stack buffer; a link is read once per kind where
     // the device (or the device and inode) says the kind, and a kind's name is made once.
-    // Kinds and their counts, by index; `index` finds a kind's, `seen` a device's or file's.
+    // Kinds and their counts, by index; `index` finds a kind's, `files` a file's. `devices` holds each
+    // device seen (few: a scan is cheaper than hashing), whether its filesystem has one kind, and that
+    // kind's index once a link of it was read.
     let mut kinds: Vec<(String, i64)> = Vec::new();
     let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut seen: std::collections::HashMap<(u64, u64), usize> = std::collections::HashMap::new();
-    let mut uniform: std::collections::HashMap<u64, bool> = std::collections::HashMap::new();
+    let mut files: std::collections::HashMap<(u64, u64), usize> = std::collections::HashMap::new();
+    let mut devices: Vec<(u64, bool, Option<usize>)> = Vec::new();
     let mut target = [0u8; 4096];
     // The directory whose entries links are read at, open throughout, and left out of the count.
     // SAFETY: the path is a NUL-terminated literal.
@@ -450,25 +452,29 @@ pub fn inventory() -> Result<Inventory, CallError> {
         // the kind; a file of a filesystem names one inode by one path. An anonymous inode is shared by
         // descriptors of different kinds (eventfd, timerfd: fs/anon_inodes.c): read each time.
         let key = file.and_then(|(mode, dev, ino)| {
-            match uniform.entry(dev) {
-                std::collections::hash_map::Entry::Occupied(e) => e.get().then_some((dev, 0)),
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    let mut fs = MaybeUninit::<libc::statfs>::uninit();
-                    // SAFETY: `fs` is valid for writing a `statfs`.
-                    let magic = (unsafe { libc::fstatfs(fd, fs.as_mut_ptr()) } == 0)
-                        // SAFETY: fstatfs succeeded and filled it.
-                        .then(|| unsafe { fs.assume_init() }.f_type as u64);
-                    let one_kind = magic.is_some_and(|m| ONE_KIND_FILESYSTEMS.contains(&m));
-                    e.insert(one_kind);
-                    one_kind.then_some((dev, 0))
-                }
+            let device = devices.iter().position(|d| d.0 == dev).unwrap_or_else(|| {
+                let mut fs = MaybeUninit::<libc::statfs>::uninit();
+                // SAFETY: `fs` is valid for writing a `statfs`.
+                let magic = (unsafe { libc::fstatfs(fd, fs.as_mut_ptr()) } == 0)
+                    // SAFETY: fstatfs succeeded and filled it.
+                    .then(|| unsafe { fs.assume_init() }.f_type as u64);
+                devices.push((dev, magic.is_some_and(|m| ONE_KIND_FILESYSTEMS.contains(&m)), None));
+                devices.len() - 1
+            });
+            if devices[device].1 {
+                Some(Key::Device(device))
+            } else {
+                matches!(mode, libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK)
+                    .then_some(Key::File(dev, ino))
             }
-            .or_else(|| {
-                matches!(mode, libc::S_IFREG | libc::S_IFDIR | libc::S_IFCHR | libc::S_IFBLK).then_some((dev, ino))
-            })
         });
-        let at = match key.and_then(|k| seen.get(&k)) {
-            Some(&at) => at,
+        let known = match key {
+            Some(Key::Device(device)) => devices[device].2,
+            Some(Key::File(dev, ino)) => files.get(&(dev, ino)).copied(),
+            None => None,
+        };
+        let at = match known {
+            Some(at) => at,
             None => {
                 let name = fd_name(fd, &mut digits);
                 // SAFETY: `name` is NUL-terminated, `target` valid for its length; a descriptor closed
@@ -482,8 +488,12 @@ pub fn inventory() -> Result<Inventory, CallError> {
                     kinds.push((kind.clone(), 0));
                     kinds.len() - 1
                 });
-                if let Some(k) = key {
-                    seen.insert(k, at);
+                match key {
+                    Some(Key::Device(device)) => devices[device].2 = Some(at),
+                    Some(Key::File(dev, ino)) => {
+                        files.insert((dev, ino), at);
+                    }
+                    None => {}
                 }
                 at
             }
@@ -562,6 +572,14 @@ fn fd_name(fd: c_int, digits: &mut [u8; 12]) -> &CStr {
         }
     }
     CStr::from_bytes_with_nul(&digits[at..]).unwrap_or_default()
+}
+
+/// What says a descriptor's kind in the inventory: its device (by index), where its filesystem has one
+/// kind, or its file's device and inode.
+#[derive(Clone, Copy)]
+enum Key {
+    Device(usize),
+    File(u64, u64),
 }
 
 /// Filesystems whose every file is of one kind, by `statfs` magic (include/uapi/linux/magic.h): pipefs
