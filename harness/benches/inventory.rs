@@ -33,16 +33,19 @@ fn main() {
     limit.rlim_cur = limit.rlim_max;
     // SAFETY: `limit` holds a soft limit equal to the hard one.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
-    // Of the kinds leaking programs hold, in equal parts: a pidfd per thread (each its own inode),
-    // eventfds, pipes, sockets and a file opened again and again.
+    // Of the kinds leaking programs hold, made in turn: a pidfd per thread (each its own inode), an eventfd,
+    // a pipe (two descriptors), a socket and a file opened again and again.
     let mut held: Vec<std::os::fd::OwnedFd> = Vec::with_capacity(held_at_most);
     let owned = |fd: libc::c_int| {
         assert!(fd >= 0, "{}", std::io::Error::last_os_error());
         // SAFETY: `fd` was just returned open by the kernel and is owned by nothing else.
         unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) }
     };
-    while held.len() + 2 < held_at_most {
-        match held.len() % 5 {
+    for turn in 0.. {
+        if held.len() + 2 >= held_at_most {
+            break;
+        }
+        match turn % 5 {
             0 => {
                 // SAFETY: gettid and pidfd_open take and return plain integers.
                 let fd = std::thread::spawn(|| unsafe {
