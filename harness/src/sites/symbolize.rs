@@ -13,7 +13,7 @@ use crate::record::Frame;
 /// The modules are named by the program (a line of the probe's channel, which the program can write), so
 /// a name is trusted with nothing: a file is opened without blocking (a FIFO named like a debug file
 /// does not hold the runner), read only when it is a regular file, once however many names it has (by
-/// device and inode: 20,000 links to one library are one read), within [`READ_BUDGET`] bytes in all and
+/// device and inode: 20,000 links to one library are one read), within `READ_BUDGET` bytes in all and
 /// before the run's deadline; past either, the frames left keep their module and offset, and
 /// [`Symbolizer::shortfall`] says so. Debug information is read from the module itself, and symbols also
 /// from the debug file the system keeps by build id; nothing else is opened (no `.dwp`, no
