@@ -1,7 +1,7 @@
 //! The command line end to end: listing, usage errors and their exit code, the JSON record, the table,
 //! the self-handle fallback and K self references.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

@@ -1,7 +1,7 @@
 //! `threadleak compare`: records from different versions side by side, duplicates merged or flagged, and
 //! bad record files refused with their name and what is wrong, never a panic.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

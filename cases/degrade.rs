@@ -1,7 +1,7 @@
 //! `threadleak degrade`: one child creating threads continuously, a window of latency statistics and a
 //! census every N threads, written as CSV, JSON and SVG.
 
-mod common;
+use crate::common;
 
 use std::process::Command;
 

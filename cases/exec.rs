@@ -7,7 +7,7 @@
 
 #![cfg(target_os = "linux")]
 
-mod common;
+use crate::common;
 
 use common::{alone, build_with_debug_info, exec, exec_text, frame_names, line_of};
 

@@ -1,7 +1,7 @@
 //! `--expect` and the `git bisect run` exit codes, JUnit and markdown output: on mach-sim, so they run
 //! on any machine.
 
-mod common;
+use crate::common;
 
 use std::process::{Command, Output};
 

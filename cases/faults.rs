@@ -1,7 +1,7 @@
 //! Children that misbehave: hang, ignore SIGTERM, crash, exit non-zero, print garbage, run out of a
 //! resource. Each becomes that cell's status with a clear note; no process outlives the run.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! `fixtures/tt.c`, the C reproduction, built with the system C compiler: it shows the leak without the
 //! harness, and agrees with the harness's measurement of the same scenario.
 
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! The XNU model beyond the default matrix: the overrun of 65535 user references under both profiles,
 //! the settle step against the model's delays, and what the record says about the model.
 
-mod common;
+use crate::common;
 
 use threadleak::backend::mach::sim::Profile;
 use threadleak::backend::{Backend, ModelOptions};

@@ -6,7 +6,7 @@
 //! `cargo test --test matrix` runs every cell; `cargo test --test matrix linux::` one backend;
 //! `cargo test --test matrix Unjoined` the unjoined cells.
 
-mod common;
+use crate::common;
 
 use rstest::rstest;
 use threadleak::backend::{Backend, ModelOptions};

@@ -4,7 +4,7 @@
 //!
 //! `cargo test --test scenarios` runs them all; `cargo test --test scenarios mailcore2` one scenario.
 
-mod common;
+use crate::common;
 
 use rstest::rstest;
 use threadleak::backend::mach::sim::Profile;

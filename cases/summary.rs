@@ -2,7 +2,7 @@
 //! numbers relabelled as a Mac's (they agree with the snapshots), and the same with one cell's numbers
 //! changed (it must be listed with both sets of numbers and the commands that keep it as an override).
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -177,12 +177,18 @@ pub fn short_rust_name(name: &str) -> String {
             name = format!("{ty}{}", &rest[close + 1..]);
         }
     }
-    // Generic arguments say which instance ran, not where: `cycle<Tracked<Sim>>` is `cycle`.
+    // Generic arguments say which instance ran, not where: `cycle<Tracked<Sim>>` is `cycle`, and so is
+    // `cycle::<Tracked<Sim>>`, as names demangle from v0 symbols (`-C symbol-mangling-version=v0`).
     let mut plain = String::with_capacity(name.len());
     let mut depth = 0usize;
     for c in name.chars() {
         match c {
-            '<' => depth += 1,
+            '<' => {
+                if depth == 0 && plain.ends_with("::") {
+                    plain.truncate(plain.len() - 2);
+                }
+                depth += 1
+            }
             '>' if depth > 0 => depth -= 1,
             _ if depth == 0 => plain.push(c),
             _ => {}
@@ -276,6 +282,17 @@ mod tests {
                 "workload::MachWorkload::cycle::{{closure}}",
             ),
             ("take_self_references<backend::mach::tracked::Tracked<backend::mach::sim::Sim>>", "take_self_references"),
+            (
+                "threadleak::backend::mach::workload::take_self_references::<threadleak::backend::mach::sim::Sim>",
+                "workload::take_self_references",
+            ),
+            (
+                "<threadleak::backend::mach::workload::MachWorkload<threadleak::backend::mach::sim::Sim> as \
+                 threadleak::backend::Workload>::cycle::{closure#1}",
+                "workload::MachWorkload::cycle::{closure#1}",
+            ),
+            ("alloc::vec::Vec<u8>::push", "vec::Vec::push"),
+            ("core::ptr::drop_in_place::<std::fs::File>", "ptr::drop_in_place"),
             ("threadleak::child::measure", "child::measure"),
             ("core::result::Result<T,E>::and_then", "result::Result::and_then"),
             ("main", "main"),

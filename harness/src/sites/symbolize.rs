@@ -277,7 +277,10 @@ mod tests {
         assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
         let module = dir.path().join("module");
         std::fs::copy(std::env::current_exe().unwrap(), &module).unwrap();
-        let mut names = vec![fifo.to_str().unwrap().to_owned(), "/dev/zero".to_owned(), "/dev/stdin".to_owned()];
+        // A pipe of the test's own, by name: not /dev/stdin, which is a regular file when the tests' input is.
+        let (pipe, _writer) = nix::unistd::pipe().unwrap();
+        let pipe = format!("/dev/fd/{}", std::os::fd::AsRawFd::as_raw_fd(&pipe));
+        let mut names = vec![fifo.to_str().unwrap().to_owned(), "/dev/zero".to_owned(), pipe];
         // A hundred links to one file: one read.
         for i in 0..100 {
             let link = dir.path().join(format!("link{i}"));
