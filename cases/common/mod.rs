@@ -16,18 +16,33 @@ pub fn bin() -> PathBuf {
 }
 
 /// Builds `fixtures/SOURCE` into `exe` with the C compiler (`$CC`, or `cc`), `-pthread` and `flags`.
+///
+/// Each source is compiled once for each compiler and flags: the build is kept in cargo's scratch folder
+/// for tests (`target/tmp/fixtures`), named by a hash of the compiler, its version, the flags and the
+/// source, and copied to `exe`.
 pub fn build_fixture(source: &str, exe: &Path, flags: &[&str]) -> PathBuf {
+    use std::hash::{Hash, Hasher};
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let stem = source.trim_end_matches(".c").to_owned();
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures").join(source);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
-    let out = Command::new(&cc)
-        .args(flags)
-        .arg("-pthread")
-        .arg(&source)
-        .arg("-o")
-        .arg(exe)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run =
+        |command: &mut Command| command.output().unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    let mut key = std::collections::hash_map::DefaultHasher::new();
+    (&cc, &run(Command::new(&cc).arg("--version")).stdout, flags, std::fs::read(&source).unwrap()).hash(&mut key);
+    let built = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures").join(format!("{stem}-{:016x}", key.finish()));
+    {
+        let _one = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if !built.exists() {
+            std::fs::create_dir_all(built.parent().unwrap()).unwrap();
+            // Written beside, then renamed: a build is whole or absent, whatever else runs these tests.
+            let partial = built.with_extension(format!("{}.partial", std::process::id()));
+            let out = run(Command::new(&cc).args(flags).arg("-pthread").arg(&source).arg("-o").arg(&partial));
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            std::fs::rename(&partial, &built).unwrap();
+        }
+    }
+    std::fs::copy(&built, exe).unwrap();
     exe.to_owned()
 }
 

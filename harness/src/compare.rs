@@ -11,7 +11,6 @@ use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use crate::backend::mach::sim::Profile;
 use crate::matrix::Cell;
@@ -22,10 +21,6 @@ use crate::text;
 
 /// Records larger than this are refused before they are read: a record of 54 cells is a few tens of KiB.
 pub const MAX_RECORD_BYTES: u64 = 64 << 20;
-
-/// The address space a thread reading records takes beyond this one's: its stack, and the arena the C
-/// library reserves for a thread's allocations (64 MiB, 128 MiB while it is aligned), with room to spare.
-const HELPER_ADDRESS_SPACE: u64 = 256 << 20;
 
 /// Why a record file cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -90,44 +85,14 @@ fn load_with(path: &Path, text: &mut String) -> Result<Record, LoadError> {
 /// read, on as many threads as the machine runs at once, keeping the order of `paths`. The error is that
 /// of the first path, in that order, that cannot be used; once one is known, no path after it is begun.
 pub fn load_entries(paths: &[PathBuf]) -> Result<Vec<Entry>, LoadError> {
-    let next = AtomicUsize::new(0);
-    let first_failed = AtomicUsize::new(usize::MAX);
-    let work = || {
-        let mut text = String::new();
-        let mut done = Vec::new();
-        loop {
-            let index = next.fetch_add(1, AtomicOrdering::Relaxed);
-            if index >= paths.len() || index > first_failed.load(AtomicOrdering::Relaxed) {
-                return done;
-            }
-            let path = &paths[index];
-            let entry = load_with(path, &mut text).map(|record| Entry::of(path.clone(), record));
-            if entry.is_err() {
-                first_failed.fetch_min(index, AtomicOrdering::Relaxed);
-            }
-            done.push((index, entry));
-        }
-    };
-    // A thread beyond this one takes its stack and, from the C library, an arena of its own: under an
-    // address-space limit (`ulimit -v`) that leaves little room, everything is read here.
-    let room = crate::backend::address_space_left().map_or(usize::MAX, |left| (left / HELPER_ADDRESS_SPACE) as usize);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(room.saturating_add(1))
-        .clamp(1, paths.len().max(1));
-    let mut done = std::thread::scope(|scope| {
-        // Threads beyond this one as the process limit (`ulimit -u`) allows; with none, all is read here.
-        let helpers: Vec<_> =
-            (1..threads).map_while(|_| std::thread::Builder::new().spawn_scoped(scope, work).ok()).collect();
-        let mut done = work();
-        for helper in helpers {
-            done.extend(helper.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)));
-        }
-        done
-    });
-    // Every path before the first that failed was read: in order, the first error is that one's.
-    done.sort_unstable_by_key(|&(index, _)| index);
-    done.into_iter().map(|(_, entry)| entry).collect()
+    crate::parallel::map_in_order(
+        paths.len(),
+        String::new,
+        |text, index| load_with(&paths[index], text).map(|record| Entry::of(paths[index].clone(), record)),
+        Result::is_err,
+    )
+    .into_iter()
+    .collect()
 }
 
 /// What distinguishes a record within its group, and how versions sort.

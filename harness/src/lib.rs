@@ -49,6 +49,8 @@ pub mod matrix;
 #[cfg(feature = "cli")]
 #[doc(hidden)]
 pub mod output;
+#[doc(hidden)]
+pub mod parallel;
 pub mod record;
 pub mod report;
 #[doc(hidden)]

@@ -412,47 +412,59 @@ fn process(pid: u32, mut series: Series, judging: Judging) -> ProcessRecord {
 /// ended) and its rate per thread ended (the Theil-Sen slope its evidence was judged on), its frames not
 /// yet symbolized (the runner does that once, for every process: [`crate::sites::Symbolizer`]).
 fn sites(series: &Series) -> Vec<(SiteRecord, evidence::Growth)> {
-    let ids: std::collections::BTreeSet<usize> = series.tallies.values().flat_map(|t| t.keys().copied()).collect();
+    let ids: Vec<usize> = series
+        .tallies
+        .values()
+        .flat_map(|t| t.keys().copied())
+        .collect::<std::collections::BTreeSet<usize>>()
+        .into_iter()
+        .collect();
     let at: Vec<f64> = series.tallies.keys().map(|&ended| ended as f64).collect();
-    let mut out = Vec::new();
-    for id in ids {
-        let Some(def) = series.sites.get(&id) else { continue };
-        let alive: Vec<f64> = series.tallies.values().map(|t| t.get(&id).map_or(0, |e| e.0) as f64).collect();
-        // A site whose count never moved is level, at no rate: never reported (below). Most of a program's
-        // sites are so (what it made once, at its start), and judging each would cost the most.
-        if alive.iter().all(|&v| v == alive[0]) {
-            continue;
-        }
-        let judged = evidence::judge(&at, &alive);
-        let per_thread = match judged.growth {
-            evidence::Growth::Steady => judged.rate,
-            _ => evidence::theil_sen(&at, &alive),
-        };
-        let (live, outlived) = series.tallies.values().last().and_then(|t| t.get(&id)).copied().unwrap_or_default();
-        let frames = def
-            .frames
-            .iter()
-            .map(|(module, offset)| Frame {
-                module: module.clone(),
-                offset: *offset,
-                function: None,
-                file: None,
-                line: None,
-            })
-            .collect();
-        let site = SiteRecord {
-            counter: def.counter.clone(),
-            kind: series.what.get(&id).cloned(),
-            call: def.call.clone(),
-            per_thread,
-            live,
-            outlived,
-            stopped: false,
-            frames,
-        };
-        out.push((site, judged.growth));
+    // Each site is judged on its own, and a program may have thousands: on every core.
+    crate::parallel::map_in_order(ids.len(), || (), |_, i| site(series, ids[i], &at), |_| false)
+        .into_iter()
+        .flatten()
+        .collect()
+}
+
+/// Site `id` and its growth, judged on its count alive at each census (`at`, by threads ended); `None`
+/// for a site never defined, or whose count never moved.
+fn site(series: &Series, id: usize, at: &[f64]) -> Option<(SiteRecord, evidence::Growth)> {
+    let def = series.sites.get(&id)?;
+    let alive: Vec<f64> = series.tallies.values().map(|t| t.get(&id).map_or(0, |e| e.0) as f64).collect();
+    // A site whose count never moved is level, at no rate: never reported (below). Most of a program's
+    // sites are so (what it made once, at its start), and judging each would cost the most.
+    if alive.iter().all(|&v| v == alive[0]) {
+        return None;
     }
-    out
+    let judged = evidence::judge(at, &alive);
+    let per_thread = match judged.growth {
+        evidence::Growth::Steady => judged.rate,
+        _ => evidence::theil_sen(at, &alive),
+    };
+    let (live, outlived) = series.tallies.values().last().and_then(|t| t.get(&id)).copied().unwrap_or_default();
+    let frames = def
+        .frames
+        .iter()
+        .map(|(module, offset)| Frame {
+            module: module.clone(),
+            offset: *offset,
+            function: None,
+            file: None,
+            line: None,
+        })
+        .collect();
+    let site = SiteRecord {
+        counter: def.counter.clone(),
+        kind: series.what.get(&id).cloned(),
+        call: def.call.clone(),
+        per_thread,
+        live,
+        outlived,
+        stopped: false,
+        frames,
+    };
+    Some((site, judged.growth))
 }
 
 /// Whether a process took enough censuses to be judged. One that did not (it ended fewer than 80 threads)
