@@ -3,8 +3,8 @@
 //! `snapshots/<cell id>@mach.snap` for the Mach backends: mach-sim, and on a Mac the real kernel, unless
 //! an override for that macOS release exists (`<cell id>@macos-26.snap`; see docs/macos.md).
 //!
-//! `cargo test --test matrix` runs every cell; `cargo test --test matrix linux::` one backend;
-//! `cargo test --test matrix Unjoined` the unjoined cells.
+//! `cargo test --test cases matrix::` runs every cell; `cargo test --test cases matrix::linux::` one
+//! backend; `cargo test --test cases Unjoined` the unjoined cells.
 
 use crate::common;
 

@@ -2,7 +2,7 @@
 //! id, like the matrix's cells: `<id>@mach.snap` for today's model and a Mac, `<id>@mach-<profile>.snap`
 //! for the model of an older release, `<id>@linux.snap` where a Linux analog exists.
 //!
-//! `cargo test --test scenarios` runs them all; `cargo test --test scenarios mailcore2` one scenario.
+//! `cargo test --test cases scenarios::` runs them all; `cargo test --test cases mailcore2` one scenario.
 
 use crate::common;
 

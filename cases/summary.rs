@@ -72,7 +72,7 @@ fn a_cell_that_differs_is_listed_with_both_numbers_and_the_override_commands() {
     assert!(second.contains("expected leak (names +1, dead +1, urefs +1), got clean (nothing moves)"), "{text}");
     assert!(
         second.contains(&format!(
-            "cp 'cases/snapshots/{cell}@mach.snap' 'cases/snapshots/{cell}@macos-26.snap' && cargo test --test matrix macos::"
+            "cp 'cases/snapshots/{cell}@mach.snap' 'cases/snapshots/{cell}@macos-26.snap' && cargo test --test cases matrix::macos::"
         )),
         "{text}"
     );

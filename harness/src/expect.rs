@@ -99,7 +99,7 @@ pub fn override_commands(cell: &str, os_version: &str) -> Option<String> {
     }
     Some(format!(
         "cp 'cases/snapshots/{cell}@mach.snap' 'cases/snapshots/{cell}@macos-{major}.snap' && cargo test --test \
-         matrix macos:: ; cargo insta review"
+         cases matrix::macos:: ; cargo insta review"
     ))
 }
 
