@@ -329,6 +329,13 @@ pub struct Frame {
     pub line: Option<u32>,
 }
 
+impl Frame {
+    /// A frame by where its code is, not yet named (or that nothing names).
+    pub fn unnamed(module: &str, offset: u64) -> Frame {
+        Frame { module: module.to_owned(), offset, function: None, file: None, line: None }
+    }
+}
+
 /// One cell's result.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CellRecord {

@@ -443,17 +443,7 @@ fn site(series: &Series, id: usize, at: &[f64]) -> Option<(SiteRecord, evidence:
         _ => evidence::theil_sen(at, &alive),
     };
     let (live, outlived) = series.tallies.values().last().and_then(|t| t.get(&id)).copied().unwrap_or_default();
-    let frames = def
-        .frames
-        .iter()
-        .map(|(module, offset)| Frame {
-            module: module.clone(),
-            offset: *offset,
-            function: None,
-            file: None,
-            line: None,
-        })
-        .collect();
+    let frames = def.frames.iter().map(|(module, offset)| Frame::unnamed(module, *offset)).collect();
     let site = SiteRecord {
         counter: def.counter.clone(),
         kind: series.what.get(&id).cloned(),

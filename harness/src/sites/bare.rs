@@ -21,15 +21,7 @@ impl Symbolizer {
 
     /// The frames of a stack given as (module, offset) return addresses, innermost first, unnamed.
     pub fn frames(&mut self, raw: &[(String, u64)]) -> Vec<Frame> {
-        raw.iter()
-            .map(|(module, offset)| Frame {
-                module: module.clone(),
-                offset: *offset,
-                function: None,
-                file: None,
-                line: None,
-            })
-            .collect()
+        raw.iter().map(|(module, offset)| Frame::unnamed(module, *offset)).collect()
     }
 }
 

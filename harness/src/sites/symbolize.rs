@@ -164,7 +164,7 @@ impl Symbolizer {
     pub fn frames(&mut self, raw: &[(String, u64)]) -> Vec<Frame> {
         let mut out = Vec::new();
         for (module, offset) in raw {
-            let bare = || Frame { module: module.clone(), offset: *offset, function: None, file: None, line: None };
+            let bare = || Frame::unnamed(module, *offset);
             let Some(m) = self.module(module).map(|i| &self.opened[i]) else {
                 out.push(bare());
                 continue;
