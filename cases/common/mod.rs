@@ -28,8 +28,10 @@ pub fn build_fixture(source: &str, exe: &Path, flags: &[&str]) -> PathBuf {
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let run =
         |command: &mut Command| command.output().unwrap_or_else(|e| panic!("cannot run the C compiler `{cc}`: {e}"));
+    static VERSION: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    let version = VERSION.get_or_init(|| run(Command::new(&cc).arg("--version")).stdout);
     let mut key = std::collections::hash_map::DefaultHasher::new();
-    (&cc, &run(Command::new(&cc).arg("--version")).stdout, flags, std::fs::read(&source).unwrap()).hash(&mut key);
+    (&cc, version, flags, std::fs::read(&source).unwrap()).hash(&mut key);
     let built = Path::new(env!("CARGO_TARGET_TMPDIR")).join("fixtures").join(format!("{stem}-{:016x}", key.finish()));
     {
         let _one = BUILDING.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
