@@ -9,7 +9,7 @@
 
 use crate::common;
 
-use common::{alone, build_with_debug_info, exec, exec_text, frame_names, line_of};
+use common::{build_with_debug_info, exec, exec_text, frame_names, line_of, turn};
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -281,7 +281,7 @@ fn all_dead_within(pids: &[i32], limit: Duration) -> bool {
 
 #[test]
 fn the_program_tree_dies_with_a_runner_killed_by_sigkill() {
-    let _alone = alone();
+    let _turn = turn();
     for _ in 0..3 {
         let dir = tempfile::tempdir().unwrap();
         let (mut runner, pids) = start_tree(dir.path(), &[]);
@@ -300,7 +300,7 @@ fn the_program_tree_dies_with_a_runner_killed_by_sigkill() {
 
 #[test]
 fn an_interrupt_ends_with_130_no_output_and_nothing_left() {
-    let _alone = alone();
+    let _turn = turn();
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let dir = tempfile::tempdir().unwrap();
         let out = dir.path().join("out.json");
@@ -508,7 +508,7 @@ fn a_missing_program_is_an_error_naming_it() {
 fn expect_clean_gives_the_bisect_exit_codes() {
     let dir = tempfile::tempdir().unwrap();
     let tt = tt(dir.path(), false);
-    let _alone = alone();
+    let _turn = turn();
     let status = |mode: &str| {
         Command::new(common::bin())
             .args(["exec", "--every", "200", "--expect", "clean", "--"])
@@ -549,7 +549,7 @@ fn git_bisect_run_finds_the_commit_that_started_leaking() {
         git(&["commit", "-q", "-m", &format!("commit {i}: {mode}")]);
     }
     git(&["bisect", "start", "HEAD", "HEAD~4"]);
-    let _alone = alone();
+    let _turn = turn();
     let bin = common::bin();
     let log = git(&[
         "bisect",
@@ -601,7 +601,7 @@ fn the_binary_alone_measures_from_any_folder_and_leaves_nothing_behind() {
     let bin = lone.join("threadleak");
     std::fs::copy(common::bin(), &bin).unwrap();
     let record = dir.path().join("record.json");
-    let _alone = alone();
+    let _turn = turn();
     for (mode, verdict) in [("release", Verdict::Clean), ("leak", Verdict::Leak)] {
         let out = Command::new(&bin)
             .args(["exec", "--every", "200", "--format", "json", "--out"])
@@ -645,7 +645,7 @@ fn an_explicit_probe_replaces_the_carried_one() {
 
     let not_a_library = dir.path().join("not-a-library.so");
     std::fs::write(&not_a_library, "text").unwrap();
-    let _alone = alone();
+    let _turn = turn();
     let path = dir.path().join("exec.json");
     let out = Command::new(common::bin())
         .args(["exec", "--format", "json", "--out"])
@@ -789,7 +789,7 @@ fn a_program_started_by_a_relative_path_is_symbolized_all_the_same() {
     // The loader names the main program as it was invoked (`./tt`): its frames must still be found.
     let dir = tempfile::tempdir().unwrap();
     build_with_debug_info(dir.path(), "tt.c");
-    let _alone = alone();
+    let _turn = turn();
     let path = dir.path().join("exec.json");
     let out = Command::new(common::bin())
         .args(["exec", "--format", "json", "--out"])

@@ -111,7 +111,8 @@ fn signals_ignored_by_the_caller_stay_ignored() {
     };
     let alone = ignoring(format!("'{}' sigign", guest.display()));
     let measured = ignoring(format!("'{}' exec -- '{}' sigign", common::bin().display(), guest.display()));
-    assert_eq!(sigign(&alone), Some(0b11), "{alone}");
+    // The two the shell set (others may be ignored already where the tests run, as Python leaves SIGXFSZ).
+    assert_eq!(sigign(&alone).map(|mask| mask & 0b11), Some(0b11), "{alone}");
     assert_eq!(sigign(&measured), sigign(&alone), "{measured}");
 }
 

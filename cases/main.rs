@@ -1,7 +1,7 @@
 //! The tests of `cases/`, one module per subject, in one test binary (`cargo test --test cases`;
 //! `cargo test --test cases exec::` runs one subject). One binary is built and linked once instead of once
-//! per subject, and its tests share the machine's cores: while one `threadleak exec` runs (they take turns,
-//! `common::alone`), tests that do not measure a program run beside it.
+//! per subject, and its tests share the machine's cores: while programs run under `threadleak exec` (two
+//! at a time at most, `common::turn`), tests that do not measure a program run beside them.
 //!
 //! `library.rs` is a binary of its own: `threadleak::check` measures the process that calls it, so its
 //! tests must not share a process with the rest.

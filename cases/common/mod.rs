@@ -82,16 +82,40 @@ pub fn process_is_dead(pid: i32) -> bool {
     stat.is_empty() || stat.starts_with('Z')
 }
 
-/// Each test's program has the machine to itself: measuring a program is measuring what runs beside it too.
-pub static ALONE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+/// Programs measured at once, at most: as many as the machine has cores, and no more than two. Measuring
+/// a program is measuring what runs beside it too; the censuses are made to hold under load (each waits
+/// for the program's ended threads to settle), and two programs on two cores, with tests that measure no
+/// program beside them, is the load they are tested under. More would make the tests' time a matter of
+/// the machine's.
+fn turns() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().min(2))
+}
 
-pub fn alone() -> std::sync::MutexGuard<'static, ()> {
-    ALONE.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+static TURNS: (std::sync::Mutex<usize>, std::sync::Condvar) = (std::sync::Mutex::new(0), std::sync::Condvar::new());
+
+/// A program's turn to be measured (see [`turns`]), given back when dropped.
+pub struct Turn(());
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        *TURNS.0.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        TURNS.1.notify_one();
+    }
+}
+
+/// Waits for a turn to measure a program.
+pub fn turn() -> Turn {
+    let mut running = TURNS.0.lock().unwrap_or_else(|p| p.into_inner());
+    while *running >= turns() {
+        running = TURNS.1.wait(running).unwrap_or_else(|p| p.into_inner());
+    }
+    *running += 1;
+    Turn(())
 }
 
 /// `threadleak exec [flags] --format json --out FILE -- program...`: the exit code and the record.
 pub fn exec(flags: &[&str], program: &[&str]) -> (i32, Record, Output) {
-    let _alone = alone();
+    let _turn = turn();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("exec.json");
     let out = Command::new(bin())
@@ -110,7 +134,7 @@ pub fn exec(flags: &[&str], program: &[&str]) -> (i32, Record, Output) {
 
 /// `threadleak exec [flags] -- program...` as a user sees it: the exit code, stderr and stdout.
 pub fn exec_text(flags: &[&str], program: &[&str]) -> (i32, String, String) {
-    let _alone = alone();
+    let _turn = turn();
     let out = Command::new(bin()).arg("exec").args(flags).arg("--").args(program).output().unwrap();
     let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
     (out.status.code().unwrap_or(-1), text(&out.stderr), text(&out.stdout))
