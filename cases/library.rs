@@ -1,10 +1,11 @@
 //! `threadleak::check` used as a crate author would, in tests that `cargo test` runs as threads of one
-//! process (in parallel with each other): thread-spawning code nobody here wrote (`threadpool`, `rayon`,
-//! `tokio`'s blocking pool, the standard library's scoped threads) measured clean, a closure that leaks one
-//! descriptor (Linux) or one thread port (macOS) per call measured with its numbers, one that leaks in one
-//! call of 20 or of 200 failed at 1,000 calls and at 10,000, growth that stops and memory not counted as
-//! leaks, and the ways a check can fail (a panicking closure, a hang past the timeout, a check called off
-//! the test's thread), each with why.
+//! process (in parallel with each other and with the other subjects' tests: each check measures in a
+//! child, this test binary started again for that one test, `library::NAME`): thread-spawning code
+//! nobody here wrote (`threadpool`, `rayon`, `tokio`'s blocking pool, the standard library's scoped
+//! threads) measured clean, a closure that leaks one descriptor (Linux) or one thread port (macOS) per
+//! call measured with its numbers, one that leaks in one call of 20 or of 200 failed at 1,000 calls and at
+//! 10,000, growth that stops and memory not counted as leaks, and the ways a check can fail (a panicking
+//! closure, a hang past the timeout, a check called off the test's thread), each with why.
 
 use std::time::Duration;
 
@@ -80,7 +81,7 @@ fn the_record_holds_the_checkpoints_and_the_verdict() {
     let record =
         threadleak::check(|| std::thread::spawn(|| ()).join().unwrap()).cycles(300).warmup(20).record().unwrap();
     let cell = &record.cells[0];
-    assert_eq!(cell.cell, "the_record_holds_the_checkpoints_and_the_verdict");
+    assert_eq!(cell.cell, "library::the_record_holds_the_checkpoints_and_the_verdict");
     assert_eq!(cell.status, Status::Ok, "{:?}", cell.note);
     assert_eq!(cell.verdict, Verdict::Clean, "{:?}", cell.per_thread);
     assert_eq!(cell.checkpoints.iter().map(|c| c.cycle).collect::<Vec<_>>(), [0, 37, 75, 112, 150, 187, 225, 262, 300]);
@@ -144,7 +145,7 @@ fn a_check_on_a_runtime_worker_runs_when_named() {
             tokio::spawn(async {
                 threadleak::check(|| std::thread::spawn(|| ()).join().unwrap())
                     .cycles(200)
-                    .test_name("a_check_on_a_runtime_worker_runs_when_named")
+                    .test_name("library::a_check_on_a_runtime_worker_runs_when_named")
                     .assert_clean()
             })
             .await
@@ -264,7 +265,7 @@ fn a_check_off_the_tests_thread_runs_when_named() {
     std::thread::spawn(|| {
         threadleak::check(|| std::thread::spawn(|| ()).join().unwrap())
             .cycles(200)
-            .test_name("a_check_off_the_tests_thread_runs_when_named")
+            .test_name("library::a_check_off_the_tests_thread_runs_when_named")
             .assert_clean()
     })
     .join()
@@ -284,7 +285,7 @@ fn ignored_filtered_and_uncaptured_runs_measure_too() {
     let runs: [&[&str]; 3] = [
         &["--ignored", "an_ignored_test"],
         &["--include-ignored", "--nocapture", "an_ignored_test_with_a"],
-        &["--ignored", "--exact", "an_ignored_test_with_a_check", "--test-threads", "1"],
+        &["--ignored", "--exact", "library::an_ignored_test_with_a_check", "--test-threads", "1"],
     ];
     for args in runs {
         let out = std::process::Command::new(std::env::current_exe().unwrap()).args(args).output().unwrap();

@@ -3,8 +3,9 @@
 //! per subject, and its tests share the machine's cores: while programs run under `threadleak exec` (two
 //! at a time at most, `common::turn`), tests that do not measure a program run beside them.
 //!
-//! `library.rs` is a binary of its own: `threadleak::check` measures the process that calls it, so its
-//! tests must not share a process with the rest.
+//! `library.rs` is `threadleak::check` as a crate author uses it: each check measures in a child (this
+//! binary started again for that one test), so its tests share the process with the rest as a crate's
+//! own tests share theirs.
 
 mod common;
 
@@ -18,6 +19,7 @@ mod faults;
 mod fixtures;
 mod guest;
 mod hostile;
+mod library;
 mod mach_sim;
 mod matrix;
 mod scenarios;

@@ -14,7 +14,7 @@
 It prints markdown tables and exits 1 when a leak is missed, a cache or a clean program is called a leak,
 or a clean crate fails.
 
-usage: ci/verdicts.py THREADLEAK LIBRARY_TEST_BINARY RARE [--runs N] [--check-runs N]
+usage: ci/verdicts.py THREADLEAK CASES_TEST_BINARY RARE [--runs N] [--check-runs N]
 """
 
 import argparse
@@ -25,7 +25,8 @@ import subprocess
 import sys
 import tempfile
 
-# The clean tests of cases/library.rs that the false-failure count runs.
+# The clean tests of cases/library.rs (module `library` of the `cases` test binary) that the false-failure
+# count runs.
 CLEAN_CHECKS = [
     "tokio_spawn_blocking_on_a_long_lived_runtime_leaks_nothing",
     "rayon_leaks_nothing_per_call",
@@ -114,14 +115,14 @@ def detection_limits(threadleak, rare):
     return lines, failures
 
 
-def clean_crates(library, runs):
+def clean_crates(cases, runs):
     """Section 3: (markdown lines, failures)."""
     lines = [f"| test (cases/library.rs) | passed of {runs} runs |", "|---|---|"]
     failures = 0
     for test in CLEAN_CHECKS:
         passed = 0
         for _ in range(runs):
-            run = subprocess.run([library, test, "--exact"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            run = subprocess.run([cases, f"library::{test}", "--exact"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
             if run.returncode == 0 and re.search(r"test result: ok\. 1 passed", run.stdout):
                 passed += 1
             else:
@@ -134,7 +135,7 @@ def clean_crates(library, runs):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("threadleak")
-    parser.add_argument("library")
+    parser.add_argument("cases")
     parser.add_argument("rare")
     parser.add_argument("--runs", type=int, default=3, help="runs of each program with a known answer")
     parser.add_argument("--check-runs", type=int, default=100, help="runs of each clean crate's check")
@@ -143,7 +144,7 @@ def main():
     for title, (lines, failures) in [
         ("Programs with a known answer", known_answers(args.threadleak, args.rare, args.runs)),
         ("The smallest steady leak a run can see", detection_limits(args.threadleak, args.rare)),
-        ("Clean crates under threadleak::check", clean_crates(args.library, args.check_runs)),
+        ("Clean crates under threadleak::check", clean_crates(args.cases, args.check_runs)),
     ]:
         print(f"\n#### {title}\n")
         print("\n".join(lines))

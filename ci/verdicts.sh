@@ -9,13 +9,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 cargo build --release --locked -p threadleak --quiet
-library=$(cargo test --release --locked -p threadleak --test library --no-run --message-format=json 2>/dev/null \
+cases=$(cargo test --release --locked -p threadleak --test cases --no-run --message-format=json 2>/dev/null \
     | python3 -c 'import json, sys
 for line in sys.stdin:
     m = json.loads(line)
-    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "library" and m.get("executable"):
+    if m.get("reason") == "compiler-artifact" and m["target"]["name"] == "cases" and m.get("executable"):
         print(m["executable"])')
 build=$(mktemp -d)
 trap 'rm -rf "$build"' EXIT
 cc -g -O2 -pthread fixtures/rare.c -o "$build/rare"
-python3 ci/verdicts.py target/release/threadleak "$library" "$build/rare" "$@"
+python3 ci/verdicts.py target/release/threadleak "$cases" "$build/rare" "$@"
