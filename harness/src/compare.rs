@@ -55,12 +55,16 @@ fn kind_of(file_type: std::fs::FileType) -> &'static str {
 /// FIFO that would block, a device that never ends) is refused without being read: the file is opened
 /// without blocking and checked first.
 pub fn load(path: &Path) -> Result<Record, LoadError> {
-    load_with(path, &mut String::new())
+    load_with(path, &mut String::new(), Record::from_json)
 }
 
 /// [`load`], reading the file into `text` (cleared first), so that records read one after another share
-/// one buffer.
-fn load_with(path: &Path, text: &mut String) -> Result<Record, LoadError> {
+/// one buffer, and parsing it with `parse`.
+fn load_with(
+    path: &Path,
+    text: &mut String,
+    parse: fn(&str) -> Result<Record, crate::record::RecordError>,
+) -> Result<Record, LoadError> {
     use std::os::unix::fs::OpenOptionsExt;
     let io = |source| LoadError::Io { path: path.to_owned(), source };
     let file = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path).map_err(io)?;
@@ -78,7 +82,7 @@ fn load_with(path: &Path, text: &mut String) -> Result<Record, LoadError> {
         let size = std::fs::metadata(path).map_or(read as u64, |m| m.len());
         return Err(LoadError::TooLarge { path: path.to_owned(), size });
     }
-    Record::from_json(text).map_err(|source| LoadError::Record { path: path.to_owned(), source })
+    parse(text).map_err(|source| LoadError::Record { path: path.to_owned(), source })
 }
 
 /// Reads records ([`load`]) and reduces each to what a comparison reads ([`Entry::of`]) as soon as it is
@@ -88,7 +92,10 @@ pub fn load_entries(paths: &[PathBuf]) -> Result<Vec<Entry>, LoadError> {
     crate::parallel::map_in_order(
         paths.len(),
         String::new,
-        |text, index| load_with(&paths[index], text).map(|record| Entry::of(paths[index].clone(), record)),
+        |text, index| {
+            let record = load_with(&paths[index], text, Record::outcomes_from_json)?;
+            Ok(Entry::of(paths[index].clone(), record))
+        },
         Result::is_err,
     )
     .into_iter()
@@ -590,6 +597,46 @@ fn pad(out: &mut String, text: &str, width: usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Reading a record for its outcomes only skips what outcomes do not use and gives the same outcomes;
+    /// a record it refuses is refused whole, with the same error; and the thread reads whole after it.
+    #[test]
+    fn outcomes_read_alone_are_those_of_the_whole_record() {
+        use crate::record::{Frame, SiteRecord};
+        let mut record = Record::from_json(include_str!("../../fixtures/records/linux.json")).unwrap();
+        // A site with unnamed frames among named ones, as `exec` records them.
+        let frame = |function: Option<&str>| Frame {
+            function: function.map(str::to_owned),
+            file: Some("a.c".into()),
+            line: Some(3),
+            ..Frame::unnamed("/bin/a", 16)
+        };
+        record.cells[0].sites = vec![SiteRecord {
+            counter: "fds".into(),
+            kind: Some("/dev/null".into()),
+            call: "open".into(),
+            per_thread: 1.0,
+            live: 9,
+            outlived: 9,
+            stopped: false,
+            frames: [None, Some("leak"), None, Some("worker"), Some("start"), Some("clone")].map(frame).to_vec(),
+        }];
+        let text = record.to_json();
+        let whole = Entry::of("r.json".into(), Record::from_json(&text).unwrap());
+        let read = Record::outcomes_from_json(&text).unwrap();
+        assert!(read.cells.iter().all(|c| c.checkpoints.is_empty() && c.slope.is_empty()));
+        assert!(read.cells[0].sites[0].frames.iter().all(|f| f.module.is_empty() && f.function.is_some()));
+        let outcomes = Entry::of("r.json".into(), read);
+        assert_eq!(outcomes.outcomes, whole.outcomes);
+        assert_eq!((outcomes.backend, outcomes.arch, outcomes.version), (whole.backend, whole.arch, whole.version));
+        for bad in [text.replacen("\"schema\": 1", "\"schema\": 99", 1), text.replace("self=leaked", "self=sometimes")]
+        {
+            let (refused, refused_whole) = (Record::outcomes_from_json(&bad), Record::from_json(&bad));
+            assert_eq!(format!("{refused:?}"), format!("{refused_whole:?}"));
+            assert!(refused.is_err());
+        }
+        assert_eq!(Record::from_json(&text).unwrap(), record);
+    }
 
     #[test]
     fn versions_sort_numerically() {

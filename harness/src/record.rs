@@ -25,6 +25,41 @@ pub const MAX_COUNTERS: usize = 64;
 /// backend's dozen are, without a copy of each name.
 const LOOKED_THROUGH: usize = 16;
 
+thread_local! {
+    /// Set while this thread reads a record for its outcomes only ([`Record::outcomes_from_json`]).
+    static OUTCOMES_ONLY: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// A cell's field that outcomes do not need (its series, bounds and processes): read, or, for outcomes
+/// only, checked as JSON and skipped (left empty).
+fn unread<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(deserializer: D) -> Result<T, D::Error> {
+    if OUTCOMES_ONLY.with(std::cell::Cell::get) {
+        serde::de::IgnoredAny::deserialize(deserializer)?;
+        Ok(T::default())
+    } else {
+        T::deserialize(deserializer)
+    }
+}
+
+/// A site's frames: read, or, for outcomes only, only the named ones, each with nothing but its function
+/// (what names a site across versions); the rest checked as JSON and skipped.
+fn frames<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<Frame>, D::Error> {
+    if !OUTCOMES_ONLY.with(std::cell::Cell::get) {
+        return Vec::<Frame>::deserialize(deserializer);
+    }
+    #[derive(Deserialize)]
+    struct Named<'a> {
+        #[serde(default, borrow)]
+        function: Option<std::borrow::Cow<'a, str>>,
+    }
+    let frames = Vec::<Named<'de>>::deserialize(deserializer)?;
+    Ok(frames
+        .into_iter()
+        .filter_map(|f| f.function)
+        .map(|function| Frame { function: Some(function.into_owned()), ..Frame::unnamed("", 0) })
+        .collect())
+}
+
 /// The most cells a record may hold: the matrix has 54.
 pub const MAX_CELLS: usize = 4096;
 
@@ -310,6 +345,7 @@ pub struct SiteRecord {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub stopped: bool,
     /// The stack, innermost first (inlined functions each a frame of their own).
+    #[serde(deserialize_with = "frames")]
     pub frames: Vec<Frame>,
 }
 
@@ -355,6 +391,7 @@ pub struct CellRecord {
     /// Change of each counter per measured thread, from the baseline to the last checkpoint.
     pub per_thread: Counters<f64>,
     /// Change of each counter per thread between the last two checkpoints.
+    #[serde(deserialize_with = "unread")]
     pub slope: Counters<f64>,
     /// What moved, by kind, from the baseline's inventory to the last checkpoint's, per thread; the kinds
     /// that moved by more than a tenth, largest first within each counter. Absent when no inventory was
@@ -367,6 +404,7 @@ pub struct CellRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sites: Vec<SiteRecord>,
     pub verdict: Verdict,
+    #[serde(deserialize_with = "unread")]
     pub checkpoints: Vec<Checkpoint>,
     /// Wall time of the child, spawn to exit.
     pub elapsed_ms: u64,
@@ -379,19 +417,19 @@ pub struct CellRecord {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
     /// `exec`: the rates bounding the middle two thirds of the run (`[low, high]`), which the verdict reads.
-    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    #[serde(default, deserialize_with = "unread", skip_serializing_if = "Counters::is_empty")]
     pub interval: Counters<[f64; 2]>,
     /// What one unit of each counter over the run amounts to per thread: the finest change the
     /// measurement can show (`--expect` allows for it).
-    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    #[serde(default, deserialize_with = "unread", skip_serializing_if = "Counters::is_empty")]
     pub resolution: Counters<f64>,
     /// `exec` and `threadleak::check`: for each countable counter, the smallest steady change per thread
     /// (per call) its censuses could have shown: what a `clean` verdict rules out.
-    #[serde(default, skip_serializing_if = "Counters::is_empty")]
+    #[serde(default, deserialize_with = "unread", skip_serializing_if = "Counters::is_empty")]
     pub limits: Counters<f64>,
     /// `exec`: each process of the program that created threads, measured on its own. The cell's own
     /// figures are those of the process that decides the verdict.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, deserialize_with = "unread", skip_serializing_if = "Vec::is_empty")]
     pub processes: Vec<ProcessRecord>,
 }
 
@@ -542,6 +580,22 @@ impl Record {
             }
         }
         Ok(record)
+    }
+
+    /// [`Record::from_json`], checked the same way, for what comparing records reads of their cells
+    /// (`compare::Entry`): a cell's series, bounds and processes, and its sites' unnamed frames and
+    /// frames' places, are checked as JSON and skipped, not built. The record holds only that: it is for
+    /// reducing to outcomes, not for reporting or writing out.
+    pub(crate) fn outcomes_from_json(text: &str) -> Result<Record, RecordError> {
+        struct Reset;
+        impl Drop for Reset {
+            fn drop(&mut self) {
+                OUTCOMES_ONLY.with(|o| o.set(false));
+            }
+        }
+        OUTCOMES_ONLY.with(|o| o.set(true));
+        let _reset = Reset;
+        Record::from_json(text)
     }
 
     pub fn to_json(&self) -> String {
