@@ -300,6 +300,7 @@ fn the_program_tree_dies_with_a_runner_killed_by_sigkill() {
 
 #[test]
 fn an_interrupt_ends_with_130_no_output_and_nothing_left() {
+    common::assert_signals_not_ignored(&[libc::SIGINT, libc::SIGTERM, libc::SIGHUP]);
     let _turn = turn();
     for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let dir = tempfile::tempdir().unwrap();

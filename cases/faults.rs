@@ -209,6 +209,7 @@ mod limits {
 
 #[test]
 fn an_interrupted_run_kills_its_children_and_exits_130() {
+    common::assert_signals_not_ignored(&[libc::SIGINT]);
     // A cell that takes minutes on the model; the cycle count marks its child in the process list.
     let marker = "987653";
     let mut run = std::process::Command::new(common::bin())

@@ -204,6 +204,7 @@ fn an_output_that_cannot_be_written_is_refused_before_the_run() {
 
 #[test]
 fn an_interrupted_degrade_writes_nothing() {
+    common::assert_signals_not_ignored(&[libc::SIGINT]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("curves");
     let mut child = Command::new(common::bin())

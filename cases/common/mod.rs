@@ -157,3 +157,29 @@ pub fn build_with_debug_info(dir: &Path, source: &str) -> PathBuf {
 pub fn frame_names(site: &threadleak::record::SiteRecord) -> Vec<String> {
     site.frames.iter().map(threadleak::sites::frame_text).collect()
 }
+
+/// Fails at once, saying why, where one of `signals` is ignored in the tests' own process (the tests run
+/// under `nohup`, or as a script's background job): the runner keeps a signal it was started with ignored,
+/// as a shell does, so a test that interrupts it would wait for it forever. Read from
+/// `/proc/self/status` on Linux; elsewhere not checked.
+pub fn assert_signals_not_ignored(signals: &[i32]) {
+    #[cfg(target_os = "linux")]
+    {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let mask = status
+            .lines()
+            .find_map(|l| l.strip_prefix("SigIgn:\t"))
+            .and_then(|m| u64::from_str_radix(m, 16).ok())
+            .unwrap();
+        for &signal in signals {
+            assert!(
+                mask & (1 << (signal - 1)) == 0,
+                "signal {signal} is ignored where the tests run (nohup, or a script's background job): the runner \
+                 started from here keeps it ignored and would never be interrupted; run the tests with it at its \
+                 default"
+            );
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = signals;
+}
