@@ -116,7 +116,8 @@ mod fast {
         const CLAIMED: u64 = u64::MAX;
 
         const fn new() -> Self {
-            assert!(N.is_power_of_two() && N >= Self::WAYS);
+            // Two sets at least: the set is taken from the top bits of a product, shifted by fewer than 64.
+            assert!(N.is_power_of_two() && N >= 2 * Self::WAYS);
             Self {
                 keys: [const { AtomicU64::new(0) }; N],
                 values: [const { AtomicU64::new(0) }; N],
